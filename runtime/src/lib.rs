@@ -1,0 +1,11 @@
+//! Carbide's reference runtime: a host implementation of every supported op
+//! on `ndarray`, and an interpreter that runs a Graph IR model with them.
+//! It is the semantic ground truth every optimization and backend is tested
+//! against. It depends only on `carbide-ir`.
+
+pub mod error;
+pub mod interpreter;
+pub mod ops;
+
+pub use error::{OpError, RuntimeError};
+pub use interpreter::Session;

@@ -12,6 +12,7 @@ use crate::DType;
 
 pub mod control;
 pub mod elementwise;
+pub mod image;
 pub mod linalg;
 pub mod misc;
 pub mod nn;
@@ -20,6 +21,7 @@ pub mod tensor;
 
 pub use control::ControlOp;
 pub use elementwise::ElementwiseOp;
+pub use image::ImageOp;
 pub use linalg::LinalgOp;
 pub use misc::MiscOp;
 pub use nn::NnOp;
@@ -118,6 +120,7 @@ pub enum Op {
     Reduce(ReduceOp),
     Control(ControlOp),
     Misc(MiscOp),
+    Image(ImageOp),
 }
 
 macro_rules! each_family {
@@ -130,6 +133,7 @@ macro_rules! each_family {
             Op::Reduce($f) => $body,
             Op::Control($f) => $body,
             Op::Misc($f) => $body,
+            Op::Image($f) => $body,
         }
     };
 }
@@ -157,6 +161,9 @@ impl Op {
         }
         if let Some(op) = MiscOp::parse(cx)? {
             return Ok(Op::Misc(op));
+        }
+        if let Some(op) = ImageOp::parse(cx)? {
+            return Ok(Op::Image(op));
         }
         Err(IrError::UnsupportedOp { domain: cx.domain.to_string(), op_type: cx.op_type.to_string(), opset: cx.opset })
     }

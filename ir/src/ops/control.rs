@@ -705,3 +705,274 @@ impl OpKind for ControlOp {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::{Attr, Attrs};
+    use crate::graph::ValueInfo;
+
+    fn parse(op: &str, opset: i64, items: Vec<(&str, Attr)>) -> IrResult<Option<ControlOp>> {
+        let attrs = Attrs::new(
+            op,
+            items.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        );
+        let mut cx = ParseCtx {
+            domain: "",
+            op_type: op,
+            opset,
+            attrs,
+            num_inputs: 0,
+            num_outputs: 0,
+        };
+        ControlOp::parse(&mut cx)
+    }
+
+    fn vi(name: &str, ty: ValueType) -> ValueInfo {
+        ValueInfo {
+            name: name.into(),
+            ty,
+        }
+    }
+
+    fn body(inputs: usize, outputs: Vec<ValueType>) -> Graph {
+        Graph {
+            inputs: (0..inputs)
+                .map(|i| vi(&format!("i{i}"), ValueType::Unknown))
+                .collect(),
+            outputs: outputs
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| vi(&format!("o{i}"), t))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn f32t(dims: &[usize]) -> ValueType {
+        ValueType::tensor(DType::F32, dims.iter().map(|&d| Dim::Known(d)).collect())
+    }
+
+    fn infer(
+        op: &ControlOp,
+        inputs: Vec<Option<ValueType>>,
+        n_out: usize,
+    ) -> IrResult<Vec<ValueType>> {
+        let consts = vec![None; inputs.len()];
+        let cx = InferCtx {
+            inputs: &inputs,
+            consts: &consts,
+            num_outputs: n_out,
+            op: op.op_type(),
+        };
+        op.infer(&cx)
+    }
+
+    #[test]
+    fn scan_parse_follows_opset() {
+        let g = || Attr::Graph(Box::new(body(2, vec![f32t(&[2]), f32t(&[2])])));
+        let s8 = parse(
+            "Scan",
+            8,
+            vec![
+                ("body", g()),
+                ("num_scan_inputs", Attr::Int(1)),
+                ("directions", Attr::Ints(vec![1])),
+            ],
+        );
+        match s8.unwrap() {
+            Some(ControlOp::Scan(s)) => assert!(s.batched && s.scan_input_directions == vec![1]),
+            other => panic!("{other:?}"),
+        }
+        // `directions` is not a Scan-9 attribute.
+        assert!(parse(
+            "Scan",
+            9,
+            vec![
+                ("body", g()),
+                ("num_scan_inputs", Attr::Int(1)),
+                ("directions", Attr::Ints(vec![1]))
+            ]
+        )
+        .is_err());
+        let bad_len = parse(
+            "Scan",
+            11,
+            vec![
+                ("body", g()),
+                ("num_scan_inputs", Attr::Int(1)),
+                ("scan_input_axes", Attr::Ints(vec![0, 1])),
+            ],
+        );
+        assert!(
+            matches!(bad_len, Err(IrError::BadAttribute { attr, .. }) if attr == "scan_input_axes")
+        );
+        let bad_dir = parse(
+            "Scan",
+            11,
+            vec![
+                ("body", g()),
+                ("num_scan_inputs", Attr::Int(1)),
+                ("scan_output_directions", Attr::Ints(vec![2])),
+            ],
+        );
+        assert!(bad_dir.is_err());
+        assert!(parse(
+            "Scan",
+            11,
+            vec![("body", g()), ("num_scan_inputs", Attr::Int(3))]
+        )
+        .is_err());
+        assert!(parse("Scan", 11, vec![("num_scan_inputs", Attr::Int(1))]).is_err());
+    }
+
+    #[test]
+    fn parse_other_ops() {
+        assert_eq!(parse("Add", 13, vec![]).unwrap(), None);
+        assert_eq!(
+            parse("SequenceEmpty", 11, vec![("dtype", Attr::Int(7))]).unwrap(),
+            Some(ControlOp::SequenceEmpty { dtype: DType::I64 })
+        );
+        assert!(parse("SequenceEmpty", 11, vec![("dtype", Attr::Int(999))]).is_err());
+        assert!(parse("ConcatFromSequence", 11, vec![]).is_err());
+        assert!(parse("SplitToSequence", 11, vec![("keepdims", Attr::Int(2))]).is_err());
+        assert!(parse("SequenceAt", 11, vec![("axis", Attr::Int(0))]).is_err());
+        let if_bad = parse(
+            "If",
+            11,
+            vec![
+                (
+                    "then_branch",
+                    Attr::Graph(Box::new(body(0, vec![f32t(&[1])]))),
+                ),
+                ("else_branch", Attr::Graph(Box::new(body(0, vec![])))),
+            ],
+        );
+        assert!(if_bad.is_err());
+    }
+
+    #[test]
+    fn if_unifies_branch_types() {
+        let op = ControlOp::If {
+            then_branch: body(0, vec![f32t(&[2, 3])]),
+            else_branch: body(0, vec![f32t(&[2, 4])]),
+        };
+        let out = infer(&op, vec![Some(ValueType::tensor(DType::Bool, vec![]))], 1).unwrap();
+        assert_eq!(
+            out,
+            vec![ValueType::Tensor(TensorType::new(
+                DType::F32,
+                vec![Dim::Known(2), Dim::Unknown]
+            ))]
+        );
+        assert!(infer(&op, vec![Some(f32t(&[]))], 1).is_err());
+    }
+
+    #[test]
+    fn loop_and_scan_types() {
+        let op = ControlOp::Loop {
+            body: body(
+                3,
+                vec![
+                    ValueType::tensor(DType::Bool, vec![]),
+                    f32t(&[2]),
+                    f32t(&[3]),
+                ],
+            ),
+        };
+        let out = infer(&op, vec![None, None, Some(f32t(&[2]))], 2).unwrap();
+        assert_eq!(out[0], f32t(&[2]));
+        assert_eq!(
+            out[1],
+            ValueType::Tensor(TensorType::new(
+                DType::F32,
+                vec![Dim::Unknown, Dim::Known(3)]
+            ))
+        );
+        assert!(infer(&op, vec![None, None], 2).is_err());
+
+        let scan = |batched: bool, out_axis| {
+            ControlOp::Scan(Box::new(ScanAttrs {
+                body: body(2, vec![f32t(&[2]), f32t(&[2])]),
+                num_scan_inputs: 1,
+                batched,
+                scan_input_axes: vec![if batched { 1 } else { 0 }],
+                scan_input_directions: vec![0],
+                scan_output_axes: Some(vec![out_axis]),
+                scan_output_directions: None,
+            }))
+        };
+        let out = infer(
+            &scan(false, -1),
+            vec![Some(f32t(&[2])), Some(f32t(&[5, 2]))],
+            2,
+        )
+        .unwrap();
+        assert_eq!(out, vec![f32t(&[2]), f32t(&[2, 5])]);
+        let out = infer(
+            &scan(true, 0),
+            vec![None, Some(f32t(&[1, 2])), Some(f32t(&[1, 5, 2]))],
+            2,
+        )
+        .unwrap();
+        assert_eq!(out, vec![f32t(&[1, 2]), f32t(&[1, 5, 2])]);
+    }
+
+    #[test]
+    fn sequence_types() {
+        let seq = |t: ValueType| ValueType::Sequence(Box::new(t));
+        let out = infer(
+            &ControlOp::SequenceConstruct,
+            vec![Some(f32t(&[2])), Some(f32t(&[3]))],
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![seq(ValueType::Tensor(TensorType::new(
+                DType::F32,
+                vec![Dim::Unknown]
+            )))]
+        );
+        let i64t = ValueType::tensor(DType::I64, vec![]);
+        assert!(infer(
+            &ControlOp::SequenceConstruct,
+            vec![Some(f32t(&[2])), Some(i64t.clone())],
+            1
+        )
+        .is_err());
+        let out = infer(
+            &ControlOp::SequenceAt,
+            vec![Some(seq(f32t(&[2]))), Some(i64t.clone())],
+            1,
+        )
+        .unwrap();
+        assert_eq!(out, vec![f32t(&[2])]);
+        let split = ControlOp::SplitToSequence {
+            axis: 1,
+            keepdims: false,
+        };
+        assert_eq!(
+            infer(&split, vec![Some(f32t(&[3, 6]))], 1).unwrap(),
+            vec![seq(f32t(&[3]))]
+        );
+        let cat = ControlOp::ConcatFromSequence {
+            axis: -1,
+            new_axis: true,
+        };
+        let out = infer(&cat, vec![Some(seq(f32t(&[3])))], 1).unwrap();
+        assert_eq!(
+            out,
+            vec![ValueType::Tensor(TensorType::new(
+                DType::F32,
+                vec![Dim::Known(3), Dim::Unknown]
+            ))]
+        );
+        let opt = ValueType::Optional(Box::new(seq(f32t(&[2]))));
+        assert_eq!(
+            infer(&ControlOp::OptionalGetElement, vec![Some(opt)], 1).unwrap(),
+            vec![seq(f32t(&[2]))]
+        );
+        assert!(infer(&ControlOp::Optional { ty: None }, vec![], 1).is_err());
+    }
+}

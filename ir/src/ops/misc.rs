@@ -32,22 +32,40 @@ pub enum MiscOp {
     Rnn(Box<RnnAttrs>),
     Dft(DftAttrs),
     /// STFT: `onesided`.
-    Stft { onesided: bool },
+    Stft {
+        onesided: bool,
+    },
     Window(WindowAttrs),
-    MelWeightMatrix { output_datatype: DType },
+    MelWeightMatrix {
+        output_datatype: DType,
+    },
     StringNormalizer(Box<StringNormalizerAttrs>),
     StringConcat,
-    StringSplit { delimiter: Option<String>, maxsplit: Option<i64> },
-    RegexFullMatch { pattern: String },
+    StringSplit {
+        delimiter: Option<String>,
+        maxsplit: Option<i64>,
+    },
+    RegexFullMatch {
+        pattern: String,
+    },
     TfIdfVectorizer(Box<TfIdfAttrs>),
     Random(RandomAttrs),
-    Multinomial { dtype: DType, sample_size: i64, seed: Option<f32> },
-    Bernoulli { dtype: Option<DType>, seed: Option<f32> },
+    Multinomial {
+        dtype: DType,
+        sample_size: i64,
+        seed: Option<f32>,
+    },
+    Bernoulli {
+        dtype: Option<DType>,
+        seed: Option<f32>,
+    },
     Adagrad(AdagradAttrs),
     Adam(Box<AdamAttrs>),
     Momentum(MomentumAttrs),
     ArrayFeatureExtractor,
-    Binarizer { threshold: f32 },
+    Binarizer {
+        threshold: f32,
+    },
     LabelEncoder(Box<LabelEncoderAttrs>),
     TreeEnsemble(Box<TreeEnsembleAttrs>),
 }
@@ -60,7 +78,9 @@ pub(crate) fn dtype_attr(cx: &mut ParseCtx, name: &str) -> IrResult<Option<DType
             .ok()
             .and_then(DType::from_onnx_code)
             .map(Some)
-            .ok_or_else(|| IrError::bad_attr(cx.op_type, name, format!("unknown dtype code {code}"))),
+            .ok_or_else(|| {
+                IrError::bad_attr(cx.op_type, name, format!("unknown dtype code {code}"))
+            }),
     }
 }
 
@@ -124,15 +144,18 @@ impl OpKind for MiscOp {
     fn infer(&self, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
         match self {
             MiscOp::Rnn(a) => rnn::infer(a, cx),
-            MiscOp::Dft(_) | MiscOp::Stft { .. } | MiscOp::Window(_) | MiscOp::MelWeightMatrix { .. } => {
-                signal::infer(self, cx)
-            }
+            MiscOp::Dft(_)
+            | MiscOp::Stft { .. }
+            | MiscOp::Window(_)
+            | MiscOp::MelWeightMatrix { .. } => signal::infer(self, cx),
             MiscOp::StringNormalizer(_)
             | MiscOp::StringConcat
             | MiscOp::StringSplit { .. }
             | MiscOp::RegexFullMatch { .. }
             | MiscOp::TfIdfVectorizer(_) => text::infer(self, cx),
-            MiscOp::Random(_) | MiscOp::Multinomial { .. } | MiscOp::Bernoulli { .. } => random::infer(self, cx),
+            MiscOp::Random(_) | MiscOp::Multinomial { .. } | MiscOp::Bernoulli { .. } => {
+                random::infer(self, cx)
+            }
             MiscOp::Adagrad(_) | MiscOp::Adam(_) | MiscOp::Momentum(_) => training::infer(self, cx),
             MiscOp::ArrayFeatureExtractor
             | MiscOp::Binarizer { .. }

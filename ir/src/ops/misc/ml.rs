@@ -115,7 +115,13 @@ fn keys_from_tensor(op: &str, t: &Tensor) -> IrResult<LabelKeys> {
         }
         t => match t.to_i64_vec() {
             Some(v) => LabelKeys::Ints(v),
-            None => return Err(IrError::bad_attr(op, "keys_tensor", format!("unsupported dtype {}", t.dtype()))),
+            None => {
+                return Err(IrError::bad_attr(
+                    op,
+                    "keys_tensor",
+                    format!("unsupported dtype {}", t.dtype()),
+                ))
+            }
         },
     })
 }
@@ -134,7 +140,11 @@ fn parse_label_encoder(cx: &mut ParseCtx) -> IrResult<LabelEncoderAttrs> {
             legacy_default_string: Some(default_string),
         });
     }
-    let kt = if cx.opset >= 4 { cx.attrs.tensor("keys_tensor")? } else { None };
+    let kt = if cx.opset >= 4 {
+        cx.attrs.tensor("keys_tensor")?
+    } else {
+        None
+    };
     let kf = cx.attrs.floats("keys_floats")?;
     let ki = cx.attrs.ints("keys_int64s")?;
     let ks = cx.attrs.strings("keys_strings")?;
@@ -143,9 +153,19 @@ fn parse_label_encoder(cx: &mut ParseCtx) -> IrResult<LabelEncoderAttrs> {
         (None, Some(f), None, None) => LabelKeys::Floats(f.into_iter().map(f64::from).collect()),
         (None, None, Some(i), None) => LabelKeys::Ints(i),
         (None, None, None, Some(s)) => LabelKeys::Strings(s),
-        _ => return Err(IrError::bad_attr(op, "keys_*", "exactly one keys attribute is required")),
+        _ => {
+            return Err(IrError::bad_attr(
+                op,
+                "keys_*",
+                "exactly one keys attribute is required",
+            ))
+        }
     };
-    let vt = if cx.opset >= 4 { cx.attrs.tensor("values_tensor")? } else { None };
+    let vt = if cx.opset >= 4 {
+        cx.attrs.tensor("values_tensor")?
+    } else {
+        None
+    };
     let vf = cx.attrs.floats("values_floats")?;
     let vi = cx.attrs.ints("values_int64s")?;
     let vs = cx.attrs.strings("values_strings")?;
@@ -154,7 +174,13 @@ fn parse_label_encoder(cx: &mut ParseCtx) -> IrResult<LabelEncoderAttrs> {
         (None, Some(f), None, None) => Tensor::from_f32s(f),
         (None, None, Some(i), None) => Tensor::from_i64s(i),
         (None, None, None, Some(s)) => strings_tensor(s),
-        _ => return Err(IrError::bad_attr(op, "values_*", "exactly one values attribute is required")),
+        _ => {
+            return Err(IrError::bad_attr(
+                op,
+                "values_*",
+                "exactly one values attribute is required",
+            ))
+        }
     };
     if values.len() != keys.len() {
         return Err(IrError::bad_attr(
@@ -163,7 +189,11 @@ fn parse_label_encoder(cx: &mut ParseCtx) -> IrResult<LabelEncoderAttrs> {
             format!("{} values for {} keys", values.len(), keys.len()),
         ));
     }
-    let dt = if cx.opset >= 4 { cx.attrs.tensor("default_tensor")? } else { None };
+    let dt = if cx.opset >= 4 {
+        cx.attrs.tensor("default_tensor")?
+    } else {
+        None
+    };
     let df = cx.attrs.float_or("default_float", -0.0)?;
     let di = cx.attrs.int_or("default_int64", -1)?;
     let ds = cx.attrs.string_or("default_string", "_Unused")?;
@@ -171,17 +201,28 @@ fn parse_label_encoder(cx: &mut ParseCtx) -> IrResult<LabelEncoderAttrs> {
     let default = match dt {
         Some(t) => {
             if t.len() != 1 || t.dtype() != vd {
-                return Err(IrError::bad_attr(op, "default_tensor", format!("must be one {vd} value")));
+                return Err(IrError::bad_attr(
+                    op,
+                    "default_tensor",
+                    format!("must be one {vd} value"),
+                ));
             }
             t.reshaped(&[]).unwrap_or(t)
         }
         None if vd == DType::String => Tensor::String(ArrayD::from_elem(IxDyn(&[]), ds)),
-        None if vd.is_float() => scalar_of(vd, df as f64)
-            .ok_or_else(|| IrError::bad_attr(op, "values_tensor", format!("unsupported dtype {vd}")))?,
-        None => scalar_of(vd, di as f64)
-            .ok_or_else(|| IrError::bad_attr(op, "values_tensor", format!("unsupported dtype {vd}")))?,
+        None if vd.is_float() => scalar_of(vd, df as f64).ok_or_else(|| {
+            IrError::bad_attr(op, "values_tensor", format!("unsupported dtype {vd}"))
+        })?,
+        None => scalar_of(vd, di as f64).ok_or_else(|| {
+            IrError::bad_attr(op, "values_tensor", format!("unsupported dtype {vd}"))
+        })?,
     };
-    Ok(LabelEncoderAttrs { keys, values, default, legacy_default_string: None })
+    Ok(LabelEncoderAttrs {
+        keys,
+        values,
+        default,
+        legacy_default_string: None,
+    })
 }
 
 fn tensor_f64s(op: &str, name: &str, t: Option<Tensor>) -> IrResult<Option<Vec<f64>>> {
@@ -196,7 +237,10 @@ fn tensor_f64s(op: &str, name: &str, t: Option<Tensor>) -> IrResult<Option<Vec<f
 
 fn usizes(op: &str, name: &str, v: Vec<i64>) -> IrResult<Vec<usize>> {
     v.into_iter()
-        .map(|x| usize::try_from(x).map_err(|_| IrError::bad_attr(op, name, format!("negative value {x}"))))
+        .map(|x| {
+            usize::try_from(x)
+                .map_err(|_| IrError::bad_attr(op, name, format!("negative value {x}")))
+        })
         .collect()
 }
 
@@ -204,15 +248,27 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
     let op = cx.op_type;
     let aggregate_function = cx.attrs.int_or("aggregate_function", 1)?;
     if !(0..=3).contains(&aggregate_function) {
-        return Err(IrError::bad_attr(op, "aggregate_function", format!("unknown value {aggregate_function}")));
+        return Err(IrError::bad_attr(
+            op,
+            "aggregate_function",
+            format!("unknown value {aggregate_function}"),
+        ));
     }
     let post_transform = cx.attrs.int_or("post_transform", 0)?;
     if !(0..=4).contains(&post_transform) {
-        return Err(IrError::bad_attr(op, "post_transform", format!("unknown value {post_transform}")));
+        return Err(IrError::bad_attr(
+            op,
+            "post_transform",
+            format!("unknown value {post_transform}"),
+        ));
     }
     let n_targets = usizes(op, "n_targets", vec![cx.attrs.req_int("n_targets")?])?[0];
     let tree_roots = usizes(op, "tree_roots", cx.attrs.req_ints("tree_roots")?)?;
-    let nodes_featureids = usizes(op, "nodes_featureids", cx.attrs.req_ints("nodes_featureids")?)?;
+    let nodes_featureids = usizes(
+        op,
+        "nodes_featureids",
+        cx.attrs.req_ints("nodes_featureids")?,
+    )?;
     let modes_t = cx.attrs.req_tensor("nodes_modes")?;
     let nodes_modes = modes_t
         .to_i64_vec()
@@ -227,15 +283,44 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
                 4 => TreeMode::Eq,
                 5 => TreeMode::Neq,
                 6 => TreeMode::Member,
-                m => return Err(IrError::bad_attr(op, "nodes_modes", format!("unknown mode {m}"))),
+                m => {
+                    return Err(IrError::bad_attr(
+                        op,
+                        "nodes_modes",
+                        format!("unknown mode {m}"),
+                    ))
+                }
             })
         })
         .collect::<IrResult<Vec<_>>>()?;
-    let nodes_splits = tensor_f64s(op, "nodes_splits", Some(cx.attrs.req_tensor("nodes_splits")?))?.unwrap_or_default();
-    let nodes_truenodeids = usizes(op, "nodes_truenodeids", cx.attrs.req_ints("nodes_truenodeids")?)?;
-    let nodes_falsenodeids = usizes(op, "nodes_falsenodeids", cx.attrs.req_ints("nodes_falsenodeids")?)?;
-    let nodes_trueleafs: Vec<bool> = cx.attrs.req_ints("nodes_trueleafs")?.into_iter().map(|v| v != 0).collect();
-    let nodes_falseleafs: Vec<bool> = cx.attrs.req_ints("nodes_falseleafs")?.into_iter().map(|v| v != 0).collect();
+    let nodes_splits = tensor_f64s(
+        op,
+        "nodes_splits",
+        Some(cx.attrs.req_tensor("nodes_splits")?),
+    )?
+    .unwrap_or_default();
+    let nodes_truenodeids = usizes(
+        op,
+        "nodes_truenodeids",
+        cx.attrs.req_ints("nodes_truenodeids")?,
+    )?;
+    let nodes_falsenodeids = usizes(
+        op,
+        "nodes_falsenodeids",
+        cx.attrs.req_ints("nodes_falsenodeids")?,
+    )?;
+    let nodes_trueleafs: Vec<bool> = cx
+        .attrs
+        .req_ints("nodes_trueleafs")?
+        .into_iter()
+        .map(|v| v != 0)
+        .collect();
+    let nodes_falseleafs: Vec<bool> = cx
+        .attrs
+        .req_ints("nodes_falseleafs")?
+        .into_iter()
+        .map(|v| v != 0)
+        .collect();
     let n = nodes_featureids.len();
     let nodes_missing_value_tracks_true: Vec<bool> = cx
         .attrs
@@ -243,9 +328,18 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
         .map(|v| v.into_iter().map(|x| x != 0).collect())
         .unwrap_or_else(|| vec![false; n]);
     let nodes_hitrates = tensor_f64s(op, "nodes_hitrates", cx.attrs.tensor("nodes_hitrates")?)?;
-    let membership = tensor_f64s(op, "membership_values", cx.attrs.tensor("membership_values")?)?;
+    let membership = tensor_f64s(
+        op,
+        "membership_values",
+        cx.attrs.tensor("membership_values")?,
+    )?;
     let leaf_targetids = usizes(op, "leaf_targetids", cx.attrs.req_ints("leaf_targetids")?)?;
-    let leaf_weights = tensor_f64s(op, "leaf_weights", Some(cx.attrs.req_tensor("leaf_weights")?))?.unwrap_or_default();
+    let leaf_weights = tensor_f64s(
+        op,
+        "leaf_weights",
+        Some(cx.attrs.req_tensor("leaf_weights")?),
+    )?
+    .unwrap_or_default();
 
     let lens = [
         ("nodes_modes", nodes_modes.len()),
@@ -254,33 +348,64 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
         ("nodes_falsenodeids", nodes_falsenodeids.len()),
         ("nodes_trueleafs", nodes_trueleafs.len()),
         ("nodes_falseleafs", nodes_falseleafs.len()),
-        ("nodes_missing_value_tracks_true", nodes_missing_value_tracks_true.len()),
+        (
+            "nodes_missing_value_tracks_true",
+            nodes_missing_value_tracks_true.len(),
+        ),
     ];
     for (name, l) in lens {
         if l != n {
-            return Err(IrError::bad_attr(op, name, format!("has {l} entries, nodes_featureids has {n}")));
+            return Err(IrError::bad_attr(
+                op,
+                name,
+                format!("has {l} entries, nodes_featureids has {n}"),
+            ));
         }
     }
     if leaf_targetids.len() != leaf_weights.len() {
-        return Err(IrError::bad_attr(op, "leaf_weights", "must have one entry per leaf_targetids"));
+        return Err(IrError::bad_attr(
+            op,
+            "leaf_weights",
+            "must have one entry per leaf_targetids",
+        ));
     }
     if let Some(&t) = leaf_targetids.iter().find(|&&t| t >= n_targets) {
-        return Err(IrError::bad_attr(op, "leaf_targetids", format!("target {t} >= n_targets {n_targets}")));
+        return Err(IrError::bad_attr(
+            op,
+            "leaf_targetids",
+            format!("target {t} >= n_targets {n_targets}"),
+        ));
     }
     let nl = leaf_weights.len();
     for i in 0..n {
         for (id, leaf, name) in [
-            (nodes_truenodeids[i], nodes_trueleafs[i], "nodes_truenodeids"),
-            (nodes_falsenodeids[i], nodes_falseleafs[i], "nodes_falsenodeids"),
+            (
+                nodes_truenodeids[i],
+                nodes_trueleafs[i],
+                "nodes_truenodeids",
+            ),
+            (
+                nodes_falsenodeids[i],
+                nodes_falseleafs[i],
+                "nodes_falsenodeids",
+            ),
         ] {
             let bound = if leaf { nl } else { n };
             if id >= bound {
-                return Err(IrError::bad_attr(op, name, format!("id {id} of node {i} is out of range")));
+                return Err(IrError::bad_attr(
+                    op,
+                    name,
+                    format!("id {id} of node {i} is out of range"),
+                ));
             }
         }
     }
     if let Some(&r) = tree_roots.iter().find(|&&r| r >= n) {
-        return Err(IrError::bad_attr(op, "tree_roots", format!("root {r} is out of range")));
+        return Err(IrError::bad_attr(
+            op,
+            "tree_roots",
+            format!("root {r} is out of range"),
+        ));
     }
     // Each BRANCH_MEMBER node, in node order, takes the next NaN-terminated set.
     let mut members = vec![Vec::new(); n];
@@ -296,7 +421,11 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
                 members[i].push(v);
             }
             if !found_end && members[i].is_empty() {
-                return Err(IrError::bad_attr(op, "membership_values", "missing a set for a BRANCH_MEMBER node"));
+                return Err(IrError::bad_attr(
+                    op,
+                    "membership_values",
+                    "missing a set for a BRANCH_MEMBER node",
+                ));
             }
         }
     }
@@ -323,7 +452,9 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
 pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
     let op = match cx.op_type {
         "ArrayFeatureExtractor" => MiscOp::ArrayFeatureExtractor,
-        "Binarizer" => MiscOp::Binarizer { threshold: cx.attrs.float_or("threshold", 0.0)? },
+        "Binarizer" => MiscOp::Binarizer {
+            threshold: cx.attrs.float_or("threshold", 0.0)?,
+        },
         "LabelEncoder" => MiscOp::LabelEncoder(Box::new(parse_label_encoder(cx)?)),
         "TreeEnsemble" => MiscOp::TreeEnsemble(Box::new(parse_tree_ensemble(cx)?)),
         _ => return Ok(None),
@@ -350,7 +481,10 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     o
                 }
             });
-            TensorType { dtype: x.dtype, shape }
+            TensorType {
+                dtype: x.dtype,
+                shape,
+            }
         }
         MiscOp::Binarizer { .. } => x,
         MiscOp::LabelEncoder(a) => {
@@ -358,7 +492,10 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 (Some(_), Some(DType::I64)) => DType::String,
                 _ => a.values.dtype(),
             };
-            TensorType { dtype: Some(dtype), shape: x.shape }
+            TensorType {
+                dtype: Some(dtype),
+                shape: x.shape,
+            }
         }
         MiscOp::TreeEnsemble(a) => {
             let n = match &x.shape {
@@ -366,7 +503,10 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 Some(s) if s.len() == 1 => Dim::Known(1),
                 _ => Dim::Unknown,
             };
-            TensorType { dtype: x.dtype, shape: Some(vec![n, Dim::Known(a.n_targets)]) }
+            TensorType {
+                dtype: x.dtype,
+                shape: Some(vec![n, Dim::Known(a.n_targets)]),
+            }
         }
         _ => return Err(cx.err("not an ai.onnx.ml op")),
     };

@@ -45,9 +45,9 @@ pub struct RandomAttrs {
 
 fn float_dtype(op: &str, name: &str, d: Option<DType>) -> IrResult<Option<DType>> {
     match d {
-        Some(d) if !matches!(d, DType::F32 | DType::F64 | DType::F16 | DType::BF16) => {
-            Err(IrError::bad_attr(op, name, format!("must be a float dtype, got {d}")))
-        }
+        Some(d) if !matches!(d, DType::F32 | DType::F64 | DType::F16 | DType::BF16) => Err(
+            IrError::bad_attr(op, name, format!("must be a float dtype, got {d}")),
+        ),
         d => Ok(d),
     }
 }
@@ -64,16 +64,26 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
             };
             let dtype = float_dtype(op, "dtype", dtype_attr(cx, "dtype")?)?;
             let (a, b) = if kind.is_normal() {
-                (cx.attrs.float_or("mean", 0.0)?, cx.attrs.float_or("scale", 1.0)?)
+                (
+                    cx.attrs.float_or("mean", 0.0)?,
+                    cx.attrs.float_or("scale", 1.0)?,
+                )
             } else {
-                (cx.attrs.float_or("low", 0.0)?, cx.attrs.float_or("high", 1.0)?)
+                (
+                    cx.attrs.float_or("low", 0.0)?,
+                    cx.attrs.float_or("high", 1.0)?,
+                )
             };
             let seed = cx.attrs.float("seed")?;
             let shape = if matches!(kind, RandomKind::Normal | RandomKind::Uniform) {
                 let s = cx.attrs.req_ints("shape")?;
                 let s = s
                     .iter()
-                    .map(|&d| usize::try_from(d).map_err(|_| IrError::bad_attr(op, "shape", format!("negative dim {d}"))))
+                    .map(|&d| {
+                        usize::try_from(d).map_err(|_| {
+                            IrError::bad_attr(op, "shape", format!("negative dim {d}"))
+                        })
+                    })
                     .collect::<IrResult<Vec<_>>>()?;
                 Some(s)
             } else {
@@ -81,7 +91,11 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
             };
             MiscOp::Random(RandomAttrs {
                 kind,
-                dtype: if shape.is_some() { Some(dtype.unwrap_or(DType::F32)) } else { dtype },
+                dtype: if shape.is_some() {
+                    Some(dtype.unwrap_or(DType::F32))
+                } else {
+                    dtype
+                },
                 a,
                 b,
                 seed,
@@ -91,22 +105,44 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
         "Multinomial" => {
             let dtype = dtype_attr(cx, "dtype")?.unwrap_or(DType::I32);
             if !matches!(dtype, DType::I32 | DType::I64) {
-                return Err(IrError::bad_attr(op, "dtype", format!("must be int32 or int64, got {dtype}")));
+                return Err(IrError::bad_attr(
+                    op,
+                    "dtype",
+                    format!("must be int32 or int64, got {dtype}"),
+                ));
             }
             let sample_size = cx.attrs.int_or("sample_size", 1)?;
             if sample_size < 1 {
-                return Err(IrError::bad_attr(op, "sample_size", format!("must be positive, got {sample_size}")));
+                return Err(IrError::bad_attr(
+                    op,
+                    "sample_size",
+                    format!("must be positive, got {sample_size}"),
+                ));
             }
-            MiscOp::Multinomial { dtype, sample_size, seed: cx.attrs.float("seed")? }
+            MiscOp::Multinomial {
+                dtype,
+                sample_size,
+                seed: cx.attrs.float("seed")?,
+            }
         }
         "Bernoulli" => {
             let dtype = dtype_attr(cx, "dtype")?;
             if let Some(d) = dtype {
-                if d == DType::String || d.is_small() || matches!(d, DType::Complex64 | DType::Complex128) {
-                    return Err(IrError::bad_attr(op, "dtype", format!("unsupported output dtype {d}")));
+                if d == DType::String
+                    || d.is_small()
+                    || matches!(d, DType::Complex64 | DType::Complex128)
+                {
+                    return Err(IrError::bad_attr(
+                        op,
+                        "dtype",
+                        format!("unsupported output dtype {d}"),
+                    ));
                 }
             }
-            MiscOp::Bernoulli { dtype, seed: cx.attrs.float("seed")? }
+            MiscOp::Bernoulli {
+                dtype,
+                seed: cx.attrs.float("seed")?,
+            }
         }
         _ => return Ok(None),
     };
@@ -119,10 +155,15 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             Some(s) => TensorType::new(a.dtype.unwrap_or(DType::F32), shape_of(s)),
             None => {
                 let x = cx.tensor(0)?;
-                TensorType { dtype: a.dtype.or(x.dtype), shape: x.shape }
+                TensorType {
+                    dtype: a.dtype.or(x.dtype),
+                    shape: x.shape,
+                }
             }
         },
-        MiscOp::Multinomial { dtype, sample_size, .. } => {
+        MiscOp::Multinomial {
+            dtype, sample_size, ..
+        } => {
             let x = cx.tensor(0)?;
             let batch = match &x.shape {
                 Some(s) if s.len() == 2 => s[0].clone(),
@@ -133,7 +174,10 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
         }
         MiscOp::Bernoulli { dtype, .. } => {
             let x = cx.tensor(0)?;
-            TensorType { dtype: dtype.or(x.dtype), shape: x.shape }
+            TensorType {
+                dtype: dtype.or(x.dtype),
+                shape: x.shape,
+            }
         }
         _ => return Err(cx.err("not a random op")),
     };

@@ -95,11 +95,20 @@ impl Activation {
             "relu" => Activation::Relu,
             "tanh" => Activation::Tanh,
             "sigmoid" => Activation::Sigmoid,
-            "affine" => Activation::Affine { alpha: a(1.0), beta: betas.next().unwrap_or(0.0) },
+            "affine" => Activation::Affine {
+                alpha: a(1.0),
+                beta: betas.next().unwrap_or(0.0),
+            },
             "leakyrelu" => Activation::LeakyRelu { alpha: a(0.01) },
             "thresholdedrelu" => Activation::ThresholdedRelu { alpha: a(1.0) },
-            "scaledtanh" => Activation::ScaledTanh { alpha: a(1.0), beta: betas.next().unwrap_or(1.0) },
-            "hardsigmoid" => Activation::HardSigmoid { alpha: a(0.2), beta: betas.next().unwrap_or(0.5) },
+            "scaledtanh" => Activation::ScaledTanh {
+                alpha: a(1.0),
+                beta: betas.next().unwrap_or(1.0),
+            },
+            "hardsigmoid" => Activation::HardSigmoid {
+                alpha: a(0.2),
+                beta: betas.next().unwrap_or(0.5),
+            },
             "elu" => Activation::Elu { alpha: a(1.0) },
             "softsign" => Activation::Softsign,
             "softplus" => Activation::Softplus,
@@ -178,13 +187,25 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
     let hidden_size = match cx.attrs.int("hidden_size")? {
         None => None,
         Some(h) if h > 0 => Some(h as usize),
-        Some(h) => return Err(IrError::bad_attr(op, "hidden_size", format!("must be positive, got {h}"))),
+        Some(h) => {
+            return Err(IrError::bad_attr(
+                op,
+                "hidden_size",
+                format!("must be positive, got {h}"),
+            ))
+        }
     };
     let direction = match cx.attrs.string_or("direction", "forward")?.as_str() {
         "forward" => RnnDirection::Forward,
         "reverse" => RnnDirection::Reverse,
         "bidirectional" => RnnDirection::Bidirectional,
-        d => return Err(IrError::bad_attr(op, "direction", format!("unknown direction '{d}'"))),
+        d => {
+            return Err(IrError::bad_attr(
+                op,
+                "direction",
+                format!("unknown direction '{d}'"),
+            ))
+        }
     };
     let alphas = cx.attrs.floats("activation_alpha")?.unwrap_or_default();
     let betas = cx.attrs.floats("activation_beta")?.unwrap_or_default();
@@ -193,11 +214,17 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
     let dirs = direction.num_directions();
     let names: Vec<String> = match names {
         None => {
-            let d: Vec<String> = kind.default_activations().iter().map(|s| s.to_string()).collect();
+            let d: Vec<String> = kind
+                .default_activations()
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             d.iter().cycle().take(per_dir * dirs).cloned().collect()
         }
         // A bidirectional node listing one direction's functions uses them for both.
-        Some(n) if n.len() == per_dir && dirs == 2 => n.iter().cycle().take(per_dir * 2).cloned().collect(),
+        Some(n) if n.len() == per_dir && dirs == 2 => {
+            n.iter().cycle().take(per_dir * 2).cloned().collect()
+        }
         Some(n) if n.len() == per_dir * dirs => n,
         Some(n) => {
             return Err(IrError::bad_attr(
@@ -212,23 +239,44 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
     let activations = names
         .iter()
         .map(|n| {
-            Activation::from_name(n, &mut ai, &mut bi)
-                .ok_or_else(|| IrError::bad_attr(op, "activations", format!("unknown activation '{n}'")))
+            Activation::from_name(n, &mut ai, &mut bi).ok_or_else(|| {
+                IrError::bad_attr(op, "activations", format!("unknown activation '{n}'"))
+            })
         })
         .collect::<IrResult<Vec<_>>>()?;
     let clip = cx.attrs.float("clip")?;
     if let Some(c) = clip {
         if c.is_nan() || c <= 0.0 {
-            return Err(IrError::bad_attr(op, "clip", format!("must be positive, got {c}")));
+            return Err(IrError::bad_attr(
+                op,
+                "clip",
+                format!("must be positive, got {c}"),
+            ));
         }
     }
     let layout = cx.attrs.int_or("layout", 0)?;
     if layout != 0 && layout != 1 {
-        return Err(IrError::bad_attr(op, "layout", format!("must be 0 or 1, got {layout}")));
+        return Err(IrError::bad_attr(
+            op,
+            "layout",
+            format!("must be 0 or 1, got {layout}"),
+        ));
     }
-    let linear_before_reset = if kind == RnnKind::Gru { cx.attrs.int_or("linear_before_reset", 0)? != 0 } else { false };
-    let input_forget = if kind == RnnKind::Lstm { cx.attrs.int_or("input_forget", 0)? != 0 } else { false };
-    let output_sequence = if cx.opset < 7 { cx.attrs.int_or("output_sequence", 0)? != 0 } else { false };
+    let linear_before_reset = if kind == RnnKind::Gru {
+        cx.attrs.int_or("linear_before_reset", 0)? != 0
+    } else {
+        false
+    };
+    let input_forget = if kind == RnnKind::Lstm {
+        cx.attrs.int_or("input_forget", 0)? != 0
+    } else {
+        false
+    };
+    let output_sequence = if cx.opset < 7 {
+        cx.attrs.int_or("output_sequence", 0)? != 0
+    } else {
+        false
+    };
     Ok(Some(MiscOp::Rnn(Box::new(RnnAttrs {
         kind,
         hidden_size,
@@ -264,7 +312,11 @@ pub(super) fn infer(a: &RnnAttrs, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
     let dirs = Dim::Known(a.direction.num_directions());
     let hidden = match a.hidden_size {
         Some(h) => Dim::Known(h),
-        None => r.shape.as_ref().map(|s| s[2].clone()).unwrap_or(Dim::Unknown),
+        None => r
+            .shape
+            .as_ref()
+            .map(|s| s[2].clone())
+            .unwrap_or(Dim::Unknown),
     };
     let (seq, batch) = match &x.shape {
         Some(s) if a.layout == 0 => (s[0].clone(), s[1].clone()),
@@ -283,13 +335,22 @@ pub(super) fn infer(a: &RnnAttrs, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
         )
     };
     let dtype = x.dtype.or(w.dtype);
-    let mk = |s: Vec<Dim>| ValueType::Tensor(crate::types::TensorType { dtype, shape: Some(s) });
+    let mk = |s: Vec<Dim>| {
+        ValueType::Tensor(crate::types::TensorType {
+            dtype,
+            shape: Some(s),
+        })
+    };
     let mut outs = vec![mk(y), mk(yh.clone())];
     if a.kind == RnnKind::Lstm {
         outs.push(mk(yh));
     }
     if cx.num_outputs > outs.len() {
-        return Err(cx.err(format!("at most {} outputs, got {}", outs.len(), cx.num_outputs)));
+        return Err(cx.err(format!(
+            "at most {} outputs, got {}",
+            outs.len(),
+            cx.num_outputs
+        )));
     }
     Ok(outs)
 }

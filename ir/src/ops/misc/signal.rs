@@ -43,7 +43,11 @@ fn float_out(cx: &ParseCtx, name: &str, d: DType) -> IrResult<DType> {
     if d.is_float() && !d.is_small_float() || d.is_int() && !d.is_small() {
         Ok(d)
     } else {
-        Err(IrError::bad_attr(cx.op_type, name, format!("unsupported output dtype {d}")))
+        Err(IrError::bad_attr(
+            cx.op_type,
+            name,
+            format!("unsupported output dtype {d}"),
+        ))
     }
 }
 
@@ -52,10 +56,20 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
         "DFT" => {
             let inverse = cx.attrs.int_or("inverse", 0)? != 0;
             let onesided = cx.attrs.int_or("onesided", 0)? != 0;
-            let axis_attr = if cx.opset < 20 { Some(cx.attrs.int_or("axis", 1)?) } else { None };
-            MiscOp::Dft(DftAttrs { inverse, onesided, axis_attr })
+            let axis_attr = if cx.opset < 20 {
+                Some(cx.attrs.int_or("axis", 1)?)
+            } else {
+                None
+            };
+            MiscOp::Dft(DftAttrs {
+                inverse,
+                onesided,
+                axis_attr,
+            })
         }
-        "STFT" => MiscOp::Stft { onesided: cx.attrs.int_or("onesided", 1)? != 0 },
+        "STFT" => MiscOp::Stft {
+            onesided: cx.attrs.int_or("onesided", 1)? != 0,
+        },
         "HannWindow" | "HammingWindow" | "BlackmanWindow" => {
             let kind = match cx.op_type {
                 "HannWindow" => WindowKind::Hann,
@@ -65,11 +79,17 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
             let periodic = cx.attrs.int_or("periodic", 1)? != 0;
             let d = dtype_attr(cx, "output_datatype")?.unwrap_or(DType::F32);
             let output_datatype = float_out(cx, "output_datatype", d)?;
-            MiscOp::Window(WindowAttrs { kind, periodic, output_datatype })
+            MiscOp::Window(WindowAttrs {
+                kind,
+                periodic,
+                output_datatype,
+            })
         }
         "MelWeightMatrix" => {
             let d = dtype_attr(cx, "output_datatype")?.unwrap_or(DType::F32);
-            MiscOp::MelWeightMatrix { output_datatype: float_out(cx, "output_datatype", d)? }
+            MiscOp::MelWeightMatrix {
+                output_datatype: float_out(cx, "output_datatype", d)?,
+            }
         }
         _ => return Ok(None),
     };
@@ -141,7 +161,10 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     Some(out)
                 }
             };
-            TensorType { dtype: x.dtype, shape }
+            TensorType {
+                dtype: x.dtype,
+                shape,
+            }
         }
         MiscOp::Stft { onesided } => {
             let x = cx.tensor(0)?;
@@ -155,7 +178,8 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             let frame_len = if cx.has_input(3) {
                 const_scalar(cx, 3)
             } else if let Some(w) = cx.opt_tensor(2)? {
-                w.concrete_shape().and_then(|v| v.first().map(|&n| n as i64))
+                w.concrete_shape()
+                    .and_then(|v| v.first().map(|&n| n as i64))
             } else {
                 None
             };
@@ -167,18 +191,29 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 _ => Dim::Unknown,
             };
             let bins = match frame_len {
-                Some(f) if f > 0 => Dim::Known(if *onesided { f as usize / 2 + 1 } else { f as usize }),
+                Some(f) if f > 0 => Dim::Known(if *onesided {
+                    f as usize / 2 + 1
+                } else {
+                    f as usize
+                }),
                 _ => Dim::Unknown,
             };
             let batch = s.as_ref().map(|s| s[0].clone()).unwrap_or(Dim::Unknown);
-            TensorType { dtype: x.dtype, shape: Some(vec![batch, frames, bins, Dim::Known(2)]) }
+            TensorType {
+                dtype: x.dtype,
+                shape: Some(vec![batch, frames, bins, Dim::Known(2)]),
+            }
         }
-        MiscOp::Window(w) => {
-            TensorType { dtype: Some(w.output_datatype), shape: Some(vec![known_nonneg(const_scalar(cx, 0))]) }
-        }
+        MiscOp::Window(w) => TensorType {
+            dtype: Some(w.output_datatype),
+            shape: Some(vec![known_nonneg(const_scalar(cx, 0))]),
+        },
         MiscOp::MelWeightMatrix { output_datatype } => {
             let bins = known_nonneg(const_scalar(cx, 1).map(|n| n / 2 + 1));
-            TensorType { dtype: Some(*output_datatype), shape: Some(vec![bins, known_nonneg(const_scalar(cx, 0))]) }
+            TensorType {
+                dtype: Some(*output_datatype),
+                shape: Some(vec![bins, known_nonneg(const_scalar(cx, 0))]),
+            }
         }
         _ => return Err(cx.err("not a signal op")),
     };

@@ -70,7 +70,8 @@ impl TfIdfAttrs {
 }
 
 fn nonneg(op: &str, name: &str, v: i64) -> IrResult<usize> {
-    usize::try_from(v).map_err(|_| IrError::bad_attr(op, name, format!("must be non-negative, got {v}")))
+    usize::try_from(v)
+        .map_err(|_| IrError::bad_attr(op, name, format!("must be non-negative, got {v}")))
 }
 
 pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
@@ -81,7 +82,13 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
                 "LOWER" => CaseChange::Lower,
                 "UPPER" => CaseChange::Upper,
                 "NONE" => CaseChange::None,
-                s => return Err(IrError::bad_attr(op, "case_change_action", format!("unknown action '{s}'"))),
+                s => {
+                    return Err(IrError::bad_attr(
+                        op,
+                        "case_change_action",
+                        format!("unknown action '{s}'"),
+                    ))
+                }
             };
             MiscOp::StringNormalizer(Box::new(StringNormalizerAttrs {
                 case_change,
@@ -95,15 +102,26 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
             let maxsplit = cx.attrs.int("maxsplit")?;
             if let Some(m) = maxsplit {
                 if m < 0 {
-                    return Err(IrError::bad_attr(op, "maxsplit", format!("must be non-negative, got {m}")));
+                    return Err(IrError::bad_attr(
+                        op,
+                        "maxsplit",
+                        format!("must be non-negative, got {m}"),
+                    ));
                 }
             }
-            MiscOp::StringSplit { delimiter: cx.attrs.string("delimiter")?, maxsplit }
+            MiscOp::StringSplit {
+                delimiter: cx.attrs.string("delimiter")?,
+                maxsplit,
+            }
         }
-        "RegexFullMatch" => MiscOp::RegexFullMatch { pattern: cx.attrs.req_string("pattern")? },
+        "RegexFullMatch" => MiscOp::RegexFullMatch {
+            pattern: cx.attrs.req_string("pattern")?,
+        },
         "TfIdfVectorizer" => {
-            let max_gram_length = nonneg(op, "max_gram_length", cx.attrs.req_int("max_gram_length")?)?;
-            let min_gram_length = nonneg(op, "min_gram_length", cx.attrs.req_int("min_gram_length")?)?;
+            let max_gram_length =
+                nonneg(op, "max_gram_length", cx.attrs.req_int("max_gram_length")?)?;
+            let min_gram_length =
+                nonneg(op, "min_gram_length", cx.attrs.req_int("min_gram_length")?)?;
             let max_skip_count = nonneg(op, "max_skip_count", cx.attrs.req_int("max_skip_count")?)?;
             if min_gram_length == 0 || min_gram_length > max_gram_length {
                 return Err(IrError::bad_attr(
@@ -130,21 +148,38 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
                 .into_iter()
                 .map(|v| nonneg(op, "ngram_indexes", v))
                 .collect::<IrResult<Vec<_>>>()?;
-            let pool = match (cx.attrs.ints("pool_int64s")?, cx.attrs.strings("pool_strings")?) {
+            let pool = match (
+                cx.attrs.ints("pool_int64s")?,
+                cx.attrs.strings("pool_strings")?,
+            ) {
                 (Some(i), None) => TfIdfPool::Ints(i),
                 (None, Some(s)) => TfIdfPool::Strings(s),
                 _ => {
-                    return Err(IrError::bad_attr(op, "pool_int64s", "exactly one of pool_int64s and pool_strings is required"))
+                    return Err(IrError::bad_attr(
+                        op,
+                        "pool_int64s",
+                        "exactly one of pool_int64s and pool_strings is required",
+                    ))
                 }
             };
-            if ngram_counts.windows(2).any(|w| w[0] > w[1]) || ngram_counts.iter().any(|&c| c > pool.len()) {
-                return Err(IrError::bad_attr(op, "ngram_counts", "offsets must be ascending and within the pool"));
+            if ngram_counts.windows(2).any(|w| w[0] > w[1])
+                || ngram_counts.iter().any(|&c| c > pool.len())
+            {
+                return Err(IrError::bad_attr(
+                    op,
+                    "ngram_counts",
+                    "offsets must be ascending and within the pool",
+                ));
             }
             let weights = cx.attrs.floats("weights")?;
             if let Some(w) = &weights {
                 let n = ngram_indexes.iter().max().map(|m| m + 1).unwrap_or(0);
                 if w.len() < n {
-                    return Err(IrError::bad_attr(op, "weights", format!("need {n} weights, got {}", w.len())));
+                    return Err(IrError::bad_attr(
+                        op,
+                        "weights",
+                        format!("need {n} weights, got {}", w.len()),
+                    ));
                 }
             }
             MiscOp::TfIdfVectorizer(Box::new(TfIdfAttrs {
@@ -178,10 +213,15 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             let shape = match &x.shape {
                 Some(s) if s.len() == 1 => Some(vec![Dim::Unknown]),
                 Some(s) if s.len() == 2 => Some(vec![s[0].clone(), Dim::Unknown]),
-                Some(s) => return Err(cx.err(format!("input must have rank 1 or 2, got {}", s.len()))),
+                Some(s) => {
+                    return Err(cx.err(format!("input must have rank 1 or 2, got {}", s.len())))
+                }
                 None => None,
             };
-            vec![TensorType { dtype: Some(DType::String), shape }]
+            vec![TensorType {
+                dtype: Some(DType::String),
+                shape,
+            }]
         }
         MiscOp::StringConcat => {
             let y = cx.tensor(1)?;
@@ -197,23 +237,37 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 s
             });
             vec![
-                TensorType { dtype: Some(DType::String), shape: sub },
-                TensorType { dtype: Some(DType::I64), shape: x.shape.clone() },
+                TensorType {
+                    dtype: Some(DType::String),
+                    shape: sub,
+                },
+                TensorType {
+                    dtype: Some(DType::I64),
+                    shape: x.shape.clone(),
+                },
             ]
         }
         MiscOp::RegexFullMatch { .. } => {
             want_string(cx, &x, 0)?;
-            vec![TensorType { dtype: Some(DType::Bool), shape: x.shape.clone() }]
+            vec![TensorType {
+                dtype: Some(DType::Bool),
+                shape: x.shape.clone(),
+            }]
         }
         MiscOp::TfIdfVectorizer(a) => {
             let n = Dim::Known(a.output_size());
             let shape = match &x.shape {
                 Some(s) if s.len() <= 1 => Some(vec![n]),
                 Some(s) if s.len() == 2 => Some(vec![s[0].clone(), n]),
-                Some(s) => return Err(cx.err(format!("input must have rank 1 or 2, got {}", s.len()))),
+                Some(s) => {
+                    return Err(cx.err(format!("input must have rank 1 or 2, got {}", s.len())))
+                }
                 None => None,
             };
-            vec![TensorType { dtype: Some(DType::F32), shape }]
+            vec![TensorType {
+                dtype: Some(DType::F32),
+                shape,
+            }]
         }
         _ => return Err(cx.err("not a string op")),
     };

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 /// Gathers `idx` along the last axis of `a` (rank >= 1) into `oshape`.
 fn gather_last<T: Clone>(a: &ArrayD<T>, idx: &[usize], oshape: &[usize]) -> OpResult<ArrayD<T>> {
     let a = a.as_standard_layout();
-    let s = a.as_slice().ok_or_else(|| invalid("internal: non-contiguous array"))?;
+    let s = a
+        .as_slice()
+        .ok_or_else(|| invalid("internal: non-contiguous array"))?;
     let f = a.shape().last().copied().unwrap_or(1).max(1);
     let mut out = Vec::with_capacity(s.len() / f * idx.len());
     for row in s.chunks(f) {
@@ -22,7 +24,9 @@ fn gather_last<T: Clone>(a: &ArrayD<T>, idx: &[usize], oshape: &[usize]) -> OpRe
 }
 
 fn array_feature_extractor(x: &Tensor, y: &Tensor) -> OpResult<Tensor> {
-    let idx = y.to_i64_vec().ok_or_else(|| invalid(format!("indices must be integers, got {}", y.dtype())))?;
+    let idx = y
+        .to_i64_vec()
+        .ok_or_else(|| invalid(format!("indices must be integers, got {}", y.dtype())))?;
     let xs = x.shape();
     let f = xs.last().copied().unwrap_or(1);
     let idx = idx
@@ -68,34 +72,83 @@ fn float_key(v: f64) -> u64 {
     }
 }
 
-fn pick<T: Clone>(vals: &ArrayD<T>, def: &ArrayD<T>, hits: &[Option<usize>], shape: &[usize]) -> OpResult<ArrayD<T>> {
-    let d = def.iter().next().cloned().ok_or_else(|| invalid("internal: empty default"))?;
+fn pick<T: Clone>(
+    vals: &ArrayD<T>,
+    def: &ArrayD<T>,
+    hits: &[Option<usize>],
+    shape: &[usize],
+) -> OpResult<ArrayD<T>> {
+    let d = def
+        .iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| invalid("internal: empty default"))?;
     let v: Vec<T> = vals.iter().cloned().collect();
-    let out: Vec<T> = hits.iter().map(|h| h.and_then(|i| v.get(i).cloned()).unwrap_or_else(|| d.clone())).collect();
+    let out: Vec<T> = hits
+        .iter()
+        .map(|h| {
+            h.and_then(|i| v.get(i).cloned())
+                .unwrap_or_else(|| d.clone())
+        })
+        .collect();
     ArrayD::from_shape_vec(IxDyn(shape), out).map_err(|_| invalid("internal: shape mismatch"))
 }
 
 fn label_encoder(a: &LabelEncoderAttrs, x: &Tensor) -> OpResult<Tensor> {
     // Opset 1's reverse direction: int64 index -> class name.
-    if let (Some(ds), LabelKeys::Strings(classes), Tensor::I64(xa)) = (&a.legacy_default_string, &a.keys, x) {
+    if let (Some(ds), LabelKeys::Strings(classes), Tensor::I64(xa)) =
+        (&a.legacy_default_string, &a.keys, x)
+    {
         return Ok(Tensor::String(xa.map(|&i| {
-            usize::try_from(i).ok().and_then(|i| classes.get(i)).cloned().unwrap_or_else(|| ds.clone())
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| classes.get(i))
+                .cloned()
+                .unwrap_or_else(|| ds.clone())
         })));
     }
     let hits: Vec<Option<usize>> = match (&a.keys, x) {
         (LabelKeys::Strings(k), Tensor::String(xa)) => {
-            let m: HashMap<&str, usize> = k.iter().enumerate().rev().map(|(i, s)| (s.as_str(), i)).collect();
+            let m: HashMap<&str, usize> = k
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, s)| (s.as_str(), i))
+                .collect();
             xa.iter().map(|s| m.get(s.as_str()).copied()).collect()
         }
         (LabelKeys::Ints(k), x) if x.dtype().is_int() && !x.dtype().is_small() => {
             let m: HashMap<i64, usize> = k.iter().enumerate().rev().map(|(i, &v)| (v, i)).collect();
-            x.to_i64_vec().unwrap_or_default().iter().map(|v| m.get(v).copied()).collect()
+            x.to_i64_vec()
+                .unwrap_or_default()
+                .iter()
+                .map(|v| m.get(v).copied())
+                .collect()
         }
-        (LabelKeys::Floats(k), x) if matches!(x.dtype(), DType::F32 | DType::F64 | DType::F16 | DType::BF16) => {
-            let m: HashMap<u64, usize> = k.iter().enumerate().rev().map(|(i, &v)| (float_key(v), i)).collect();
-            f64s(x).unwrap_or_default().iter().map(|&v| m.get(&float_key(v)).copied()).collect()
+        (LabelKeys::Floats(k), x)
+            if matches!(
+                x.dtype(),
+                DType::F32 | DType::F64 | DType::F16 | DType::BF16
+            ) =>
+        {
+            let m: HashMap<u64, usize> = k
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, &v)| (float_key(v), i))
+                .collect();
+            f64s(x)
+                .unwrap_or_default()
+                .iter()
+                .map(|&v| m.get(&float_key(v)).copied())
+                .collect()
         }
-        (_, x) => return Err(invalid(format!("LabelEncoder keys do not match input dtype {}", x.dtype()))),
+        (_, x) => {
+            return Err(invalid(format!(
+                "LabelEncoder keys do not match input dtype {}",
+                x.dtype()
+            )))
+        }
     };
     let shape = x.shape();
     tensor_zip_map!(&a.values, &a.default, (v, d) => pick(v, d, &hits, shape)?)
@@ -108,18 +161,32 @@ fn erfinv(x: f64) -> f64 {
     let p = if w < 5.0 {
         let w = w - 2.5;
         let mut p = 2.810_226_36e-08;
-        for c in [3.432_739_39e-07, -3.523_387_7e-06, -4.391_506_54e-06, 0.000_218_580_87, -0.001_253_725_03,
-            -0.004_177_681_64, 0.246_640_727, 1.501_409_41]
-        {
+        for c in [
+            3.432_739_39e-07,
+            -3.523_387_7e-06,
+            -4.391_506_54e-06,
+            0.000_218_580_87,
+            -0.001_253_725_03,
+            -0.004_177_681_64,
+            0.246_640_727,
+            1.501_409_41,
+        ] {
             p = c + p * w;
         }
         p
     } else {
         let w = w.sqrt() - 3.0;
         let mut p = -0.000_200_214_257;
-        for c in [0.000_100_950_558, 0.001_349_343_22, -0.003_673_428_44, 0.005_739_507_73, -0.007_622_461_3,
-            0.009_438_870_47, 1.001_674_06, 2.832_976_82]
-        {
+        for c in [
+            0.000_100_950_558,
+            0.001_349_343_22,
+            -0.003_673_428_44,
+            0.005_739_507_73,
+            -0.007_622_461_3,
+            0.009_438_870_47,
+            1.001_674_06,
+            2.832_976_82,
+        ] {
             p = c + p * w;
         }
         p
@@ -139,12 +206,18 @@ fn tree_ensemble(a: &TreeEnsembleAttrs, x: &Tensor) -> OpResult<Tensor> {
         s => return Err(invalid(format!("X must be [N, F], got {s:?}"))),
     };
     if let Some(&bad) = a.nodes_featureids.iter().find(|&&i| i >= f) {
-        return Err(invalid(format!("feature id {bad} out of range for {f} features")));
+        return Err(invalid(format!(
+            "feature id {bad} out of range for {f} features"
+        )));
     }
     let nt = a.n_targets;
     let nodes = a.nodes_modes.len();
     let ntrees = a.tree_roots.len();
-    let big = if dtype == DType::F64 { f64::MAX } else { f32::MAX as f64 };
+    let big = if dtype == DType::F64 {
+        f64::MAX
+    } else {
+        f32::MAX as f64
+    };
     let init = match a.aggregate_function {
         2 => big,
         3 => -big,
@@ -190,7 +263,8 @@ fn tree_ensemble(a: &TreeEnsembleAttrs, x: &Tensor) -> OpResult<Tensor> {
                     node = next;
                 }
             };
-            let (Some(&w), Some(&t)) = (a.leaf_weights.get(leaf), a.leaf_targetids.get(leaf)) else {
+            let (Some(&w), Some(&t)) = (a.leaf_weights.get(leaf), a.leaf_targetids.get(leaf))
+            else {
                 return Err(invalid(format!("leaf {leaf} out of range")));
             };
             let o = &mut out[row * nt + t];
@@ -206,7 +280,11 @@ fn tree_ensemble(a: &TreeEnsembleAttrs, x: &Tensor) -> OpResult<Tensor> {
         1 | 3 => {
             for row in out.chunks_mut(nt.max(1)) {
                 let zero = a.post_transform == 3;
-                let mx = row.iter().filter(|v| !zero || **v != 0.0).cloned().fold(f64::NEG_INFINITY, f64::max);
+                let mx = row
+                    .iter()
+                    .filter(|v| !zero || **v != 0.0)
+                    .cloned()
+                    .fold(f64::NEG_INFINITY, f64::max);
                 let mut sum = 0.0;
                 for v in row.iter_mut() {
                     if !(zero && *v == 0.0) {
@@ -222,7 +300,9 @@ fn tree_ensemble(a: &TreeEnsembleAttrs, x: &Tensor) -> OpResult<Tensor> {
             }
         }
         2 => out.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
-        4 => out.iter_mut().for_each(|v| *v = std::f64::consts::SQRT_2 * erfinv(2.0 * *v - 1.0)),
+        4 => out
+            .iter_mut()
+            .for_each(|v| *v = std::f64::consts::SQRT_2 * erfinv(2.0 * *v - 1.0)),
         _ => {}
     }
     from_f64s(dtype, &[n, nt], out)

@@ -82,9 +82,16 @@ pub(super) fn eval(a: &RnnAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpR
         _ => return Err(dtype_unsupported(a.kind.op_type(), x)),
     };
     if cx.num_outputs > outs.len() {
-        return Err(invalid(format!("{} has at most {} outputs, node has {}", a.kind.op_type(), outs.len(), cx.num_outputs)));
+        return Err(invalid(format!(
+            "{} has at most {} outputs, node has {}",
+            a.kind.op_type(),
+            outs.len(),
+            cx.num_outputs
+        )));
     }
-    Ok(tensors_out(outs.into_iter().take(cx.num_outputs.max(1)).collect()))
+    Ok(tensors_out(
+        outs.into_iter().take(cx.num_outputs.max(1)).collect(),
+    ))
 }
 
 fn read<T: Io>(t: &Tensor, what: &str, dtype: DType) -> OpResult<Vec<T>> {
@@ -96,7 +103,10 @@ fn read<T: Io>(t: &Tensor, what: &str, dtype: DType) -> OpResult<Vec<T>> {
 
 fn want_shape(t: &Tensor, what: &str, want: &[usize]) -> OpResult<()> {
     if t.shape() != want {
-        return Err(invalid(format!("{what} has shape {:?}, expected {want:?}", t.shape())));
+        return Err(invalid(format!(
+            "{what} has shape {:?}, expected {want:?}",
+            t.shape()
+        )));
     }
     Ok(())
 }
@@ -120,7 +130,11 @@ fn run<T: Io>(a: &RnnAttrs, inputs: &[Option<&Value>], dtype: DType) -> OpResult
         return Err(invalid("X, W and R must have rank 3"));
     }
     let xs = xt.shape();
-    let (seq, batch, isz) = if a.layout == 0 { (xs[0], xs[1], xs[2]) } else { (xs[1], xs[0], xs[2]) };
+    let (seq, batch, isz) = if a.layout == 0 {
+        (xs[0], xs[1], xs[2])
+    } else {
+        (xs[1], xs[0], xs[2])
+    };
     let dirs = a.direction.num_directions();
     let g = a.kind.gates();
     let h = a.hidden_size.unwrap_or(rt.shape()[2]);
@@ -143,13 +157,17 @@ fn run<T: Io>(a: &RnnAttrs, inputs: &[Option<&Value>], dtype: DType) -> OpResult
     let lens: Vec<usize> = match opt_tensor_in(inputs, 4)? {
         Some(t) => {
             want_shape(t, "sequence_lens", &[batch])?;
-            let v = t.to_i64_vec().ok_or_else(|| invalid("sequence_lens must be an integer tensor"))?;
+            let v = t
+                .to_i64_vec()
+                .ok_or_else(|| invalid("sequence_lens must be an integer tensor"))?;
             v.into_iter()
                 .map(|l| {
                     usize::try_from(l)
                         .ok()
                         .filter(|&l| l <= seq)
-                        .ok_or_else(|| invalid(format!("sequence length {l} out of range 0..={seq}")))
+                        .ok_or_else(|| {
+                            invalid(format!("sequence length {l} out of range 0..={seq}"))
+                        })
                 })
                 .collect::<OpResult<_>>()?
         }
@@ -171,7 +189,11 @@ fn run<T: Io>(a: &RnnAttrs, inputs: &[Option<&Value>], dtype: DType) -> OpResult
     };
     let h0 = state_in(5, "initial_h")?;
     let is_lstm = a.kind == RnnKind::Lstm;
-    let c0 = if is_lstm { state_in(6, "initial_c")? } else { Vec::new() };
+    let c0 = if is_lstm {
+        state_in(6, "initial_c")?
+    } else {
+        Vec::new()
+    };
     let peep: Vec<T> = match (is_lstm, opt_tensor_in(inputs, 7)?) {
         (true, Some(t)) => {
             want_shape(t, "P", &[dirs, 3 * h])?;
@@ -205,7 +227,11 @@ fn run<T: Io>(a: &RnnAttrs, inputs: &[Option<&Value>], dtype: DType) -> OpResult
             }
         }
         let mut hs = h0[d * batch * h..(d + 1) * batch * h].to_vec();
-        let mut cs = if is_lstm { c0[d * batch * h..(d + 1) * batch * h].to_vec() } else { Vec::new() };
+        let mut cs = if is_lstm {
+            c0[d * batch * h..(d + 1) * batch * h].to_vec()
+        } else {
+            Vec::new()
+        };
         let mut hr = vec![T::zero(); batch * gh];
         let mut rh = vec![T::zero(); batch * h];
         let mut rhr = vec![T::zero(); batch * h];
@@ -313,9 +339,17 @@ fn run<T: Io>(a: &RnnAttrs, inputs: &[Option<&Value>], dtype: DType) -> OpResult
             }
         }
         outs.push(T::write(dtype, &[batch, seq, dirs, h], yb)?);
-        outs.push(T::write(dtype, &[batch, dirs, h], swap01(&yh, dirs, batch, h))?);
+        outs.push(T::write(
+            dtype,
+            &[batch, dirs, h],
+            swap01(&yh, dirs, batch, h),
+        )?);
         if is_lstm {
-            outs.push(T::write(dtype, &[batch, dirs, h], swap01(&yc, dirs, batch, h))?);
+            outs.push(T::write(
+                dtype,
+                &[batch, dirs, h],
+                swap01(&yc, dirs, batch, h),
+            )?);
         }
     }
     Ok(outs)

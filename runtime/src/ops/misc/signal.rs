@@ -53,7 +53,9 @@ fn run_dft(a: &DftAttrs, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     }
     let c = shape[r - 1];
     if c != 1 && c != 2 {
-        return Err(invalid(format!("DFT input's last dim must be 1 or 2, got {c}")));
+        return Err(invalid(format!(
+            "DFT input's last dim must be 1 or 2, got {c}"
+        )));
     }
     let axis = match (a.axis_attr, opt_tensor_in(inputs, 2)?) {
         (Some(ax), _) => ax,
@@ -70,7 +72,10 @@ fn run_dft(a: &DftAttrs, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let n = match opt_tensor_in(inputs, 1)? {
         Some(t) => {
             let v = scalar_i64(t, "dft_length")?;
-            usize::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| invalid(format!("dft_length must be positive, got {v}")))?
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| invalid(format!("dft_length must be positive, got {v}")))?
         }
         None if irfft => {
             if m < 2 {
@@ -110,9 +115,20 @@ fn run_dft(a: &DftAttrs, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
             if irfft {
                 // Rebuild the Hermitian-symmetric full spectrum from bins 0..=n/2.
                 let half = n / 2 + 1;
-                let bin = |j: usize| if j < m { (data[at(j)], if c == 2 { data[at(j) + 1] } else { 0.0 }) } else { (0.0, 0.0) };
+                let bin = |j: usize| {
+                    if j < m {
+                        (data[at(j)], if c == 2 { data[at(j) + 1] } else { 0.0 })
+                    } else {
+                        (0.0, 0.0)
+                    }
+                };
                 for j in 0..n {
-                    sig.push(if j < half { bin(j) } else { let (re, im) = bin(n - j); (re, -im) });
+                    sig.push(if j < half {
+                        bin(j)
+                    } else {
+                        let (re, im) = bin(n - j);
+                        (re, -im)
+                    });
                 }
             } else {
                 for j in 0..m.min(n) {
@@ -137,11 +153,16 @@ fn run_stft(onesided: bool, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let data = float_in(x, "STFT")?;
     let s = x.shape();
     if s.len() != 3 || !(s[2] == 1 || s[2] == 2) {
-        return Err(invalid(format!("signal must be [batch, length, 1 or 2], got {s:?}")));
+        return Err(invalid(format!(
+            "signal must be [batch, length, 1 or 2], got {s:?}"
+        )));
     }
     let (batch, len, c) = (s[0], s[1], s[2]);
     let step = scalar_i64(tensor_in(inputs, 1)?, "frame_step")?;
-    let step = usize::try_from(step).ok().filter(|&v| v > 0).ok_or_else(|| invalid(format!("frame_step must be positive, got {step}")))?;
+    let step = usize::try_from(step)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| invalid(format!("frame_step must be positive, got {step}")))?;
     let window = match opt_tensor_in(inputs, 2)? {
         Some(w) => {
             if w.rank() != 1 {
@@ -154,10 +175,16 @@ fn run_stft(onesided: bool, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let fl = match opt_tensor_in(inputs, 3)? {
         Some(t) => {
             let v = scalar_i64(t, "frame_length")?;
-            let v = usize::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| invalid(format!("frame_length must be positive, got {v}")))?;
+            let v = usize::try_from(v)
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| invalid(format!("frame_length must be positive, got {v}")))?;
             if let Some(w) = &window {
                 if w.len() != v {
-                    return Err(invalid(format!("window length {} differs from frame_length {v}", w.len())));
+                    return Err(invalid(format!(
+                        "window length {} differs from frame_length {v}",
+                        w.len()
+                    )));
                 }
             }
             v
@@ -197,9 +224,14 @@ fn run_stft(onesided: bool, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
 
 fn run_window(w: &WindowAttrs, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let size = scalar_i64(tensor_in(inputs, 0)?, "size")?;
-    let size = usize::try_from(size).map_err(|_| invalid(format!("size must be non-negative, got {size}")))?;
+    let size = usize::try_from(size)
+        .map_err(|_| invalid(format!("size must be non-negative, got {size}")))?;
     check_elems(&[size])?;
-    let n = if w.periodic { size as f64 } else { size as f64 - 1.0 };
+    let n = if w.periodic {
+        size as f64
+    } else {
+        size as f64 - 1.0
+    };
     let v: Vec<f64> = (0..size)
         .map(|i| {
             let x = i as f64;
@@ -209,7 +241,9 @@ fn run_window(w: &WindowAttrs, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
                     let alpha = 25.0 / 46.0;
                     alpha - (1.0 - alpha) * (2.0 * PI * x / n).cos()
                 }
-                WindowKind::Blackman => 0.42 - 0.5 * (2.0 * PI * x / n).cos() + 0.08 * (4.0 * PI * x / n).cos(),
+                WindowKind::Blackman => {
+                    0.42 - 0.5 * (2.0 * PI * x / n).cos() + 0.08 * (4.0 * PI * x / n).cos()
+                }
             }
         })
         .collect();
@@ -223,7 +257,9 @@ fn run_mel(dtype: DType, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let low = scalar_f64(tensor_in(inputs, 3)?, "lower_edge_hertz")?;
     let high = scalar_f64(tensor_in(inputs, 4)?, "upper_edge_hertz")?;
     if num_mel <= 0 || dft_length <= 0 || sample_rate <= 0 {
-        return Err(invalid("num_mel_bins, dft_length and sample_rate must be positive"));
+        return Err(invalid(
+            "num_mel_bins, dft_length and sample_rate must be positive",
+        ));
     }
     let (num_mel, dft_length) = (num_mel as usize, dft_length as usize);
     let bins = dft_length / 2 + 1;

@@ -12,7 +12,10 @@ use std::collections::{HashMap, HashSet};
 fn strings<'a>(t: &'a Tensor, what: &str) -> OpResult<&'a ArrayD<String>> {
     match t {
         Tensor::String(a) => Ok(a),
-        t => Err(invalid(format!("{what} must be a string tensor, got {}", t.dtype()))),
+        t => Err(invalid(format!(
+            "{what} must be a string tensor, got {}",
+            t.dtype()
+        ))),
     }
 }
 
@@ -27,13 +30,23 @@ fn broadcast(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+            let da = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
             match (da, db) {
                 (x, y) if x == y => Ok(x),
                 (1, y) => Ok(y),
                 (x, 1) => Ok(x),
-                (x, y) => Err(invalid(format!("cannot broadcast shapes {a:?} and {b:?} (dims {x} and {y})"))),
+                (x, y) => Err(invalid(format!(
+                    "cannot broadcast shapes {a:?} and {b:?} (dims {x} and {y})"
+                ))),
             }
         })
         .collect()
@@ -45,7 +58,11 @@ fn normalize(a: &StringNormalizerAttrs, x: &Tensor) -> OpResult<Tensor> {
     let two_d = match shape.len() {
         1 => false,
         2 if shape[0] == 1 => true,
-        _ => return Err(invalid(format!("StringNormalizer input must be [C] or [1, C], got {shape:?}"))),
+        _ => {
+            return Err(invalid(format!(
+                "StringNormalizer input must be [C] or [1, C], got {shape:?}"
+            )))
+        }
     };
     let fold = |s: &str| s.to_lowercase();
     let stops: HashSet<String> = if a.case_sensitive {
@@ -110,7 +127,10 @@ fn split(delimiter: &Option<String>, maxsplit: Option<i64>, x: &Tensor) -> OpRes
         .map(|s| match delimiter.as_deref() {
             None | Some("") => split_ws(s, maxsplit),
             Some(d) => match maxsplit {
-                Some(m) => s.splitn(m.saturating_add(1), d).map(str::to_string).collect(),
+                Some(m) => s
+                    .splitn(m.saturating_add(1), d)
+                    .map(str::to_string)
+                    .collect(),
                 None => s.split(d).map(str::to_string).collect(),
             },
         })
@@ -125,7 +145,8 @@ fn split(delimiter: &Option<String>, maxsplit: Option<i64>, x: &Tensor) -> OpRes
         p.resize(width, String::new());
         flat.extend(p);
     }
-    let len_t = ArrayD::from_shape_vec(IxDyn(xs.shape()), lens).map_err(|_| invalid("internal: shape"))?;
+    let len_t =
+        ArrayD::from_shape_vec(IxDyn(xs.shape()), lens).map_err(|_| invalid("internal: shape"))?;
     Ok(vec![string_tensor(&oshape, flat)?, Tensor::I64(len_t)])
 }
 
@@ -160,7 +181,12 @@ fn build_trie(a: &TfIdfAttrs) -> Gram {
     let mut id = 1;
     for (level, &start) in a.ngram_counts.iter().enumerate() {
         let size = level + 1;
-        let end = a.ngram_counts.get(level + 1).copied().unwrap_or(pool.len()).min(pool.len());
+        let end = a
+            .ngram_counts
+            .get(level + 1)
+            .copied()
+            .unwrap_or(pool.len())
+            .min(pool.len());
         let count = end.saturating_sub(start) / size;
         if size < a.min_gram_length || size > a.max_gram_length {
             id += count;
@@ -182,11 +208,16 @@ fn build_trie(a: &TfIdfAttrs) -> Gram {
 fn tfidf(a: &TfIdfAttrs, x: &Tensor) -> OpResult<Tensor> {
     let toks: Vec<Tok> = match (x, &a.pool) {
         (Tensor::String(s), TfIdfPool::Strings(_)) => s.iter().map(|v| Tok::S(v.clone())).collect(),
-        (Tensor::I32(_) | Tensor::I64(_), TfIdfPool::Ints(_)) => {
-            x.to_i64_vec().unwrap_or_default().into_iter().map(Tok::I).collect()
-        }
+        (Tensor::I32(_) | Tensor::I64(_), TfIdfPool::Ints(_)) => x
+            .to_i64_vec()
+            .unwrap_or_default()
+            .into_iter()
+            .map(Tok::I)
+            .collect(),
         (Tensor::String(_) | Tensor::I32(_) | Tensor::I64(_), _) => {
-            return Err(invalid("input dtype does not match the pool (pool_int64s vs pool_strings)"))
+            return Err(invalid(
+                "input dtype does not match the pool (pool_int64s vs pool_strings)",
+            ))
         }
         _ => return Err(dtype_unsupported("TfIdfVectorizer", x)),
     };
@@ -212,12 +243,16 @@ fn tfidf(a: &TfIdfAttrs, x: &Tensor) -> OpResult<Tensor> {
                 let mut size = 1;
                 let mut item = s;
                 while !node.next.is_empty() && size <= a.max_gram_length && item < cols {
-                    let Some(hit) = node.next.get(&xs[item]) else { break };
+                    let Some(hit) = node.next.get(&xs[item]) else {
+                        break;
+                    };
                     if size >= start_size && hit.id != 0 {
-                        let col = *a
-                            .ngram_indexes
-                            .get(hit.id - 1)
-                            .ok_or_else(|| invalid(format!("n-gram {} has no entry in ngram_indexes", hit.id - 1)))?;
+                        let col = *a.ngram_indexes.get(hit.id - 1).ok_or_else(|| {
+                            invalid(format!(
+                                "n-gram {} has no entry in ngram_indexes",
+                                hit.id - 1
+                            ))
+                        })?;
                         freq[row * osize + col] += 1;
                     }
                     node = hit;
@@ -253,7 +288,9 @@ fn tfidf(a: &TfIdfAttrs, x: &Tensor) -> OpResult<Tensor> {
             }
         })
         .collect();
-    ArrayD::from_shape_vec(IxDyn(&oshape), y).map(Tensor::F32).map_err(|_| invalid("internal: shape"))
+    ArrayD::from_shape_vec(IxDyn(&oshape), y)
+        .map(Tensor::F32)
+        .map_err(|_| invalid("internal: shape"))
 }
 
 pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
@@ -268,10 +305,17 @@ pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>]) -> OpResult<Vec<Value
                 (Some(av), Some(bv)) => (av, bv),
                 _ => return Err(unsupported("StringConcat broadcast")),
             };
-            let v: Vec<String> = av.iter().zip(bv.iter()).map(|(p, q)| format!("{p}{q}")).collect();
+            let v: Vec<String> = av
+                .iter()
+                .zip(bv.iter())
+                .map(|(p, q)| format!("{p}{q}"))
+                .collect();
             vec![string_tensor(&shape, v)?]
         }
-        MiscOp::StringSplit { delimiter, maxsplit } => split(delimiter, *maxsplit, x)?,
+        MiscOp::StringSplit {
+            delimiter,
+            maxsplit,
+        } => split(delimiter, *maxsplit, x)?,
         MiscOp::RegexFullMatch { pattern } => vec![regex_full_match(pattern, x)?],
         MiscOp::TfIdfVectorizer(a) => vec![tfidf(a, x)?],
         _ => return Err(invalid("not a string op")),

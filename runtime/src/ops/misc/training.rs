@@ -10,14 +10,20 @@ use carbide_ir::{Tensor, Value};
 // Index loops: X, G and the state tensors are parallel lists.
 #[allow(clippy::needless_range_loop)]
 pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<Value>> {
-    let (k, m) = op.training_groups().ok_or_else(|| invalid("not a training op"))?;
+    let (k, m) = op
+        .training_groups()
+        .ok_or_else(|| invalid("not a training op"))?;
     let ni = inputs.len();
     if ni < 2 + k || !(ni - 2).is_multiple_of(k) {
         return Err(invalid(format!("expected 2 + {k}*n inputs, got {ni}")));
     }
     let n = (ni - 2) / k;
     if cx.num_outputs > m * n {
-        return Err(invalid(format!("expected at most {} outputs, got {}", m * n, cx.num_outputs)));
+        return Err(invalid(format!(
+            "expected at most {} outputs, got {}",
+            m * n,
+            cx.num_outputs
+        )));
     }
     let r = scalar_f64(tensor_in(inputs, 0)?, "R")?;
     let t = scalar_i64(tensor_in(inputs, 1)?, "T")?;
@@ -35,7 +41,12 @@ pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpRe
             .map(|g| {
                 let tt = groups[g][i];
                 if tt.shape() != x.shape() {
-                    return Err(invalid(format!("input {} has shape {:?}, X has {:?}", 2 + g * n + i, tt.shape(), x.shape())));
+                    return Err(invalid(format!(
+                        "input {} has shape {:?}, X has {:?}",
+                        2 + g * n + i,
+                        tt.shape(),
+                        x.shape()
+                    )));
                 }
                 f64s(tt).ok_or_else(|| dtype_unsupported(op_name(op), tt))
             })
@@ -77,7 +88,11 @@ pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpRe
                     let g = a.norm_coefficient as f64 * xv[j] + gv[j];
                     let v = al * vals[2][j] + be * g;
                     res[1][j] = v;
-                    res[0][j] = if a.nesterov { xv[j] - r * (g + al * v) } else { xv[j] - r * v };
+                    res[0][j] = if a.nesterov {
+                        xv[j] - r * (g + al * v)
+                    } else {
+                        xv[j] - r * v
+                    };
                 }
             }
             _ => return Err(invalid("not a training op")),

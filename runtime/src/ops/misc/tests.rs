@@ -527,6 +527,7 @@ const TRAIN: &str = carbide_ir::ops::misc::TRAINING_DOMAIN;
 const ML: &str = carbide_ir::ops::misc::ML_DOMAIN;
 
 #[test]
+#[allow(clippy::approx_constant)] // 3.14 is the split of the ONNX test, not pi.
 fn ml_ops() {
     let op = parse(
         ML,

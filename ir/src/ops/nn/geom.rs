@@ -83,7 +83,13 @@ impl Window {
         if strides.contains(&0) || dilations.contains(&0) {
             return Err("strides and dilations must be >= 1".into());
         }
-        Ok(Window { auto_pad, pads, strides, dilations, ceil_mode })
+        Ok(Window {
+            auto_pad,
+            pads,
+            strides,
+            dilations,
+            ceil_mode,
+        })
     }
 
     /// Geometry of spatial dim `i` with input extent `input` and kernel `k`.
@@ -91,7 +97,9 @@ impl Window {
         let nsp = self.strides.len();
         let (s, d) = (self.strides[i], self.dilations[i]);
         if k == 0 || k as i64 > MAX_EXTENT || input as i64 > MAX_EXTENT {
-            return Err(format!("kernel extent {k} / input extent {input} out of range in spatial dim {i}"));
+            return Err(format!(
+                "kernel extent {k} / input extent {input} out of range in spatial dim {i}"
+            ));
         }
         let ek = (k - 1) * d + 1;
         let (pb, pe) = match self.auto_pad {
@@ -126,7 +134,15 @@ impl Window {
             }
             _ => (padded - ek) / s + 1,
         };
-        Ok(DimGeom { input, kernel: k, stride: s, dilation: d, pad_begin: pb as i64, pad_end: pe as i64, out })
+        Ok(DimGeom {
+            input,
+            kernel: k,
+            stride: s,
+            dilation: d,
+            pad_begin: pb as i64,
+            pad_end: pe as i64,
+            out,
+        })
     }
 
     /// Geometry of every spatial dim.
@@ -139,26 +155,43 @@ impl Window {
                 kernel.len()
             ));
         }
-        (0..input.len()).map(|i| self.dim(i, input[i], kernel[i])).collect()
+        (0..input.len())
+            .map(|i| self.dim(i, input[i], kernel[i]))
+            .collect()
     }
 }
 
 /// ConvTranspose geometry of spatial dim `i` of `nsp`: the output extent and
 /// the pads removed from the full transposed result.
-pub fn conv_transpose_dim(a: &ConvTransposeAttrs, nsp: usize, i: usize, input: usize, k: usize) -> Result<DimGeom, String> {
+pub fn conv_transpose_dim(
+    a: &ConvTransposeAttrs,
+    nsp: usize,
+    i: usize,
+    input: usize,
+    k: usize,
+) -> Result<DimGeom, String> {
     let c = &a.conv;
     let win = Window::new(nsp, c.auto_pad, &c.pads, &c.strides, &c.dilations, false)?;
     let op = fill("output_padding", &a.output_padding, nsp, 0)?;
     let (s, d) = (win.strides[i] as i64, win.dilations[i] as i64);
     if k == 0 || k as i64 > MAX_EXTENT || input as i64 > MAX_EXTENT || input == 0 {
-        return Err(format!("kernel extent {k} / input extent {input} out of range in spatial dim {i}"));
+        return Err(format!(
+            "kernel extent {k} / input extent {input} out of range in spatial dim {i}"
+        ));
     }
     let ek = (k as i64 - 1) * d + 1;
     let full = s * (input as i64 - 1) + op[i] as i64 + ek;
     let target = match &a.output_shape {
         Some(os) if os.len() == nsp || os.len() == nsp + 2 => Some(os[os.len() - nsp + i]),
-        Some(os) => return Err(format!("output_shape has {} entries for {nsp} spatial dims", os.len())),
-        None if matches!(c.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) => Some(input as i64 * s),
+        Some(os) => {
+            return Err(format!(
+                "output_shape has {} entries for {nsp} spatial dims",
+                os.len()
+            ))
+        }
+        None if matches!(c.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) => {
+            Some(input as i64 * s)
+        }
         None => None,
     };
     let (pb, pe) = match target {
@@ -175,8 +208,10 @@ pub fn conv_transpose_dim(a: &ConvTransposeAttrs, nsp: usize, i: usize, input: u
         None => (win.pads[i] as i64, win.pads[nsp + i] as i64),
     };
     let out = full - pb - pe;
-    if out < 1 || out > MAX_EXTENT {
-        return Err(format!("output extent {out} out of range in spatial dim {i}"));
+    if !(1..=MAX_EXTENT).contains(&out) {
+        return Err(format!(
+            "output extent {out} out of range in spatial dim {i}"
+        ));
     }
     Ok(DimGeom {
         input,
@@ -200,8 +235,9 @@ pub fn unpool_dim(
     let nsp = kernel.len();
     let pads = fill("pads", pads, 2 * nsp, 0)?;
     let strides = fill("strides", strides, nsp, 1)?;
-    let v = (input as i64 - 1) * strides[i] as i64 + kernel[i] - pads[i] as i64 - pads[nsp + i] as i64;
-    if v < 0 || v > MAX_EXTENT {
+    let v =
+        (input as i64 - 1) * strides[i] as i64 + kernel[i] - pads[i] as i64 - pads[nsp + i] as i64;
+    if !(0..=MAX_EXTENT).contains(&v) {
         return Err(format!("output extent {v} out of range in spatial dim {i}"));
     }
     Ok(v as usize)
@@ -223,10 +259,26 @@ mod tests {
 
     #[test]
     fn ceil_mode_drops_window_starting_in_end_pad() {
-        let w = Window::new(1, AutoPad::NotSet, &Some(vec![1, 1]), &Some(vec![2]), &None, true).unwrap();
+        let w = Window::new(
+            1,
+            AutoPad::NotSet,
+            &Some(vec![1, 1]),
+            &Some(vec![2]),
+            &None,
+            true,
+        )
+        .unwrap();
         // padded 7, kernel 3: ceil((7-3)/2)+1 = 3, last window starts at 4 < 5+1
         assert_eq!(w.dim(0, 5, 3).unwrap().out, 3);
-        let w = Window::new(1, AutoPad::NotSet, &Some(vec![0, 1]), &Some(vec![2]), &None, true).unwrap();
+        let w = Window::new(
+            1,
+            AutoPad::NotSet,
+            &Some(vec![0, 1]),
+            &Some(vec![2]),
+            &None,
+            true,
+        )
+        .unwrap();
         // padded 5, kernel 2: ceil(3/2)+1 = 3, last window would start at 4 >= 4
         assert_eq!(w.dim(0, 4, 2).unwrap().out, 2);
     }

@@ -40,7 +40,9 @@ impl ConvShape {
 fn check_kernel_attr(a: &ConvAttrs, kernel: &[usize]) -> OpResult<()> {
     if let Some(k) = &a.kernel_shape {
         if k.len() != kernel.len() || k.iter().zip(kernel).any(|(&a, &b)| a as usize != b) {
-            return Err(invalid(format!("kernel_shape {k:?} does not match the weight's kernel {kernel:?}")));
+            return Err(invalid(format!(
+                "kernel_shape {k:?} does not match the weight's kernel {kernel:?}"
+            )));
         }
     }
     Ok(())
@@ -49,24 +51,47 @@ fn check_kernel_attr(a: &ConvAttrs, kernel: &[usize]) -> OpResult<()> {
 /// Validates X [N, C, D...] against W [M, C/group, k...] and resolves the window.
 pub(super) fn conv_shape(xs: &[usize], ws: &[usize], a: &ConvAttrs) -> OpResult<ConvShape> {
     if xs.len() < 3 {
-        return Err(invalid(format!("input must have rank >= 3, got shape {xs:?}")));
+        return Err(invalid(format!(
+            "input must have rank >= 3, got shape {xs:?}"
+        )));
     }
     if ws.len() != xs.len() {
-        return Err(invalid(format!("weight shape {ws:?} has a different rank than input {xs:?}")));
+        return Err(invalid(format!(
+            "weight shape {ws:?} has a different rank than input {xs:?}"
+        )));
     }
     let group = a.group as usize;
     let (n, c, m) = (xs[0], xs[1], ws[0]);
     if ws[1] * group != c {
-        return Err(invalid(format!("input has {c} channels, weight {ws:?} expects {} x group {group}", ws[1])));
+        return Err(invalid(format!(
+            "input has {c} channels, weight {ws:?} expects {} x group {group}",
+            ws[1]
+        )));
     }
     if m % group != 0 {
-        return Err(invalid(format!("{m} output channels are not divisible by group {group}")));
+        return Err(invalid(format!(
+            "{m} output channels are not divisible by group {group}"
+        )));
     }
     let kernel = &ws[2..];
     check_kernel_attr(a, kernel)?;
-    let win = Window::new(kernel.len(), a.auto_pad, &a.pads, &a.strides, &a.dilations, false).map_err(invalid)?;
+    let win = Window::new(
+        kernel.len(),
+        a.auto_pad,
+        &a.pads,
+        &a.strides,
+        &a.dilations,
+        false,
+    )
+    .map_err(invalid)?;
     let geo = win.resolve(&xs[2..], kernel).map_err(invalid)?;
-    let s = ConvShape { n, c, m, group, geo };
+    let s = ConvShape {
+        n,
+        c,
+        m,
+        group,
+        geo,
+    };
     elem_count(&s.out_shape())?;
     Ok(s)
 }
@@ -85,7 +110,11 @@ fn valid_range(k: i64, s: usize, input: usize, count: usize) -> (usize, usize) {
     let s = s as i64;
     let lo = if k >= 0 { 0 } else { (-k + s - 1) / s };
     let last = input as i64 - 1 - k;
-    let hi = if last < 0 { 0 } else { (last / s + 1).min(count as i64) };
+    let hi = if last < 0 {
+        0
+    } else {
+        (last / s + 1).min(count as i64)
+    };
     let lo = lo.min(hi);
     (lo as usize, hi as usize)
 }
@@ -155,10 +184,26 @@ fn gemm_rows<T: Real>(m: usize, k: usize, n: usize, a: &[T], b: &[T], rsb: usize
     if n == 0 {
         return;
     }
-    out[..m * n].par_chunks_mut(MC * n).enumerate().for_each(|(i, chunk)| {
-        let rows = chunk.len() / n;
-        T::gemm(rows, k, n, &a[i * MC * k..], k, 1, b, rsb, 1, chunk, n, false);
-    });
+    out[..m * n]
+        .par_chunks_mut(MC * n)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            let rows = chunk.len() / n;
+            T::gemm(
+                rows,
+                k,
+                n,
+                &a[i * MC * k..],
+                k,
+                1,
+                b,
+                rsb,
+                1,
+                chunk,
+                n,
+                false,
+            );
+        });
 }
 
 /// Direct 2-D convolution for one input channel per group (depthwise).
@@ -166,36 +211,38 @@ fn depthwise_2d<T: Real>(x: &[T], w: &[T], y: &mut [T], s: &ConvShape) {
     let (gh, gw) = (s.geo[0], s.geo[1]);
     let (in_sp, out_sp, kk) = (s.in_sp(), s.out_sp(), s.kk());
     let mg = s.m / s.group;
-    y.par_chunks_mut(out_sp).enumerate().for_each(|(idx, plane)| {
-        let (b, oc) = (idx / s.m, idx % s.m);
-        let xp = &x[(b * s.c + oc / mg) * in_sp..][..in_sp];
-        let wk = &w[oc * kk..][..kk];
-        for kh in 0..gh.kernel {
-            for kw in 0..gw.kernel {
-                let wv = wk[kh * gw.kernel + kw];
-                let kl = (kw * gw.dilation) as i64 - gw.pad_begin;
-                let (jlo, jhi) = valid_range(kl, gw.stride, gw.input, gw.out);
-                for oh in 0..gh.out {
-                    let ih = (oh * gh.stride + kh * gh.dilation) as i64 - gh.pad_begin;
-                    if ih < 0 || ih >= gh.input as i64 {
-                        continue;
-                    }
-                    let src = &xp[ih as usize * gw.input..][..gw.input];
-                    let dst = &mut plane[oh * gw.out..][..gw.out];
-                    if gw.stride == 1 {
-                        let a = (jlo as i64 + kl) as usize;
-                        for (d, &v) in dst[jlo..jhi].iter_mut().zip(&src[a..a + (jhi - jlo)]) {
-                            *d = *d + wv * v;
+    y.par_chunks_mut(out_sp)
+        .enumerate()
+        .for_each(|(idx, plane)| {
+            let (b, oc) = (idx / s.m, idx % s.m);
+            let xp = &x[(b * s.c + oc / mg) * in_sp..][..in_sp];
+            let wk = &w[oc * kk..][..kk];
+            for kh in 0..gh.kernel {
+                for kw in 0..gw.kernel {
+                    let wv = wk[kh * gw.kernel + kw];
+                    let kl = (kw * gw.dilation) as i64 - gw.pad_begin;
+                    let (jlo, jhi) = valid_range(kl, gw.stride, gw.input, gw.out);
+                    for oh in 0..gh.out {
+                        let ih = (oh * gh.stride + kh * gh.dilation) as i64 - gh.pad_begin;
+                        if ih < 0 || ih >= gh.input as i64 {
+                            continue;
                         }
-                    } else {
-                        for (j, d) in dst.iter_mut().enumerate().take(jhi).skip(jlo) {
-                            *d = *d + wv * src[(j as i64 * gw.stride as i64 + kl) as usize];
+                        let src = &xp[ih as usize * gw.input..][..gw.input];
+                        let dst = &mut plane[oh * gw.out..][..gw.out];
+                        if gw.stride == 1 {
+                            let a = (jlo as i64 + kl) as usize;
+                            for (d, &v) in dst[jlo..jhi].iter_mut().zip(&src[a..a + (jhi - jlo)]) {
+                                *d = *d + wv * v;
+                            }
+                        } else {
+                            for (j, d) in dst.iter_mut().enumerate().take(jhi).skip(jlo) {
+                                *d = *d + wv * src[(j as i64 * gw.stride as i64 + kl) as usize];
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
 }
 
 /// Adds `bias[channel]` to each output plane.
@@ -229,7 +276,10 @@ pub(super) fn conv_core<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvS
         let outer = out_sp / inner;
         let rows = (512 / inner).clamp(1, outer);
         let ntiles = outer.div_ceil(rows);
-        let pointwise = kk == 1 && s.geo.iter().all(|g| g.stride == 1 && g.pad_begin == 0 && g.out == g.input);
+        let pointwise = kk == 1
+            && s.geo
+                .iter()
+                .all(|g| g.stride == 1 && g.pad_begin == 0 && g.out == g.input);
         let tasks: Vec<(usize, usize, usize)> = (0..s.n)
             .flat_map(|b| (0..g).flat_map(move |gi| (0..ntiles).map(move |t| (b, gi, t))))
             .collect();
@@ -263,12 +313,18 @@ pub(super) fn conv_core<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvS
     y
 }
 
-fn bias_data<'a, T: Real>(b: Option<&'a Tensor>, m: usize) -> OpResult<Option<std::borrow::Cow<'a, [T]>>> {
+fn bias_data<'a, T: Real>(
+    b: Option<&'a Tensor>,
+    m: usize,
+) -> OpResult<Option<std::borrow::Cow<'a, [T]>>> {
     match b {
         None => Ok(None),
         Some(b) => {
             if b.len() != m {
-                return Err(invalid(format!("bias has {} elements, expected {m}", b.len())));
+                return Err(invalid(format!(
+                    "bias has {} elements, expected {m}",
+                    b.len()
+                )));
             }
             Ok(Some(fdata::<T>(b, "bias")?))
         }
@@ -276,9 +332,17 @@ fn bias_data<'a, T: Real>(b: Option<&'a Tensor>, m: usize) -> OpResult<Option<st
 }
 
 pub(super) fn conv<T: Real>(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResult<Tensor> {
-    let (x, w, b) = (tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, opt_tensor_in(inputs, 2)?);
+    let (x, w, b) = (
+        tensor_in(inputs, 0)?,
+        tensor_in(inputs, 1)?,
+        opt_tensor_in(inputs, 2)?,
+    );
     if w.dtype() != x.dtype() {
-        return Err(invalid(format!("weight dtype {} differs from input dtype {}", w.dtype(), x.dtype())));
+        return Err(invalid(format!(
+            "weight dtype {} differs from input dtype {}",
+            w.dtype(),
+            x.dtype()
+        )));
     }
     let s = conv_shape(x.shape(), w.shape(), a)?;
     let (xd, wd) = (fdata::<T>(x, "X")?, fdata::<T>(w, "W")?);
@@ -342,24 +406,37 @@ fn col2im<T: Real>(col: &[T], channels: usize, geo: &[DimGeom], y: &mut [T]) {
     }
 }
 
-pub(super) fn conv_transpose<T: Real>(inputs: &[Option<&Value>], a: &ConvTransposeAttrs) -> OpResult<Tensor> {
-    let (x, w, b) = (tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, opt_tensor_in(inputs, 2)?);
+pub(super) fn conv_transpose<T: Real>(
+    inputs: &[Option<&Value>],
+    a: &ConvTransposeAttrs,
+) -> OpResult<Tensor> {
+    let (x, w, b) = (
+        tensor_in(inputs, 0)?,
+        tensor_in(inputs, 1)?,
+        opt_tensor_in(inputs, 2)?,
+    );
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() < 3 || ws.len() != xs.len() {
-        return Err(invalid(format!("input {xs:?} and weight {ws:?} must have the same rank >= 3")));
+        return Err(invalid(format!(
+            "input {xs:?} and weight {ws:?} must have the same rank >= 3"
+        )));
     }
     let g = a.conv.group as usize;
     let (n, c) = (xs[0], xs[1]);
     if ws[0] != c || c % g != 0 {
-        return Err(invalid(format!("weight {ws:?} does not match {c} input channels with group {g}")));
+        return Err(invalid(format!(
+            "weight {ws:?} does not match {c} input channels with group {g}"
+        )));
     }
     let (cg, mg) = (c / g, ws[1]);
     let m = mg * g;
     let kernel = &ws[2..];
     check_kernel_attr(&a.conv, kernel)?;
     let nsp = kernel.len();
-    let geo: Vec<DimGeom> =
-        (0..nsp).map(|i| conv_transpose_dim(a, nsp, i, xs[2 + i], kernel[i])).collect::<Result<_, _>>().map_err(invalid)?;
+    let geo: Vec<DimGeom> = (0..nsp)
+        .map(|i| conv_transpose_dim(a, nsp, i, xs[2 + i], kernel[i]))
+        .collect::<Result<_, _>>()
+        .map_err(invalid)?;
     let mut shape = vec![n, m];
     shape.extend(geo.iter().map(|g| g.out));
     elem_count(&shape)?;
@@ -371,14 +448,29 @@ pub(super) fn conv_transpose<T: Real>(inputs: &[Option<&Value>], a: &ConvTranspo
     let bd = bias_data::<T>(b, m)?;
     let mut y = vec![T::zero(); n * m * out_sp];
     if !y.is_empty() {
-        y.par_chunks_mut(mg * out_sp).enumerate().for_each(|(idx, yg)| {
-            let (bi, gi) = (idx / g, idx % g);
-            let xg = &xd[(bi * c + gi * cg) * in_sp..][..cg * in_sp];
-            let wg = &wd[gi * cg * mg * kk..][..cg * mg * kk];
-            let mut col = vec![T::zero(); mg * kk * in_sp];
-            T::gemm(mg * kk, cg, in_sp, wg, 1, mg * kk, xg, in_sp, 1, &mut col, in_sp, false);
-            col2im(&col, mg, &geo, yg);
-        });
+        y.par_chunks_mut(mg * out_sp)
+            .enumerate()
+            .for_each(|(idx, yg)| {
+                let (bi, gi) = (idx / g, idx % g);
+                let xg = &xd[(bi * c + gi * cg) * in_sp..][..cg * in_sp];
+                let wg = &wd[gi * cg * mg * kk..][..cg * mg * kk];
+                let mut col = vec![T::zero(); mg * kk * in_sp];
+                T::gemm(
+                    mg * kk,
+                    cg,
+                    in_sp,
+                    wg,
+                    1,
+                    mg * kk,
+                    xg,
+                    in_sp,
+                    1,
+                    &mut col,
+                    in_sp,
+                    false,
+                );
+                col2im(&col, mg, &geo, yg);
+            });
     }
     add_bias(&mut y, bd.as_deref(), m, out_sp);
     build(y, &shape, x.dtype())
@@ -392,30 +484,47 @@ pub(super) fn col2im_op<T: Real>(
 ) -> OpResult<Tensor> {
     let x = tensor_in(inputs, 0)?;
     let ints = |i: usize, what: &str| -> OpResult<Vec<usize>> {
-        let v = tensor_in(inputs, i)?.to_i64_vec().ok_or_else(|| invalid(format!("{what} must be an integer tensor")))?;
+        let v = tensor_in(inputs, i)?
+            .to_i64_vec()
+            .ok_or_else(|| invalid(format!("{what} must be an integer tensor")))?;
         v.iter()
-            .map(|&d| if (1..=1 << 40).contains(&d) { Ok(d as usize) } else { Err(invalid(format!("{what} value {d} out of range"))) })
+            .map(|&d| {
+                if (1..=1 << 40).contains(&d) {
+                    Ok(d as usize)
+                } else {
+                    Err(invalid(format!("{what} value {d} out of range")))
+                }
+            })
             .collect()
     };
     let (img, blk) = (ints(1, "image_shape")?, ints(2, "block_shape")?);
     let xs = x.shape();
     if xs.len() != 3 || img.len() != blk.len() || img.is_empty() {
-        return Err(invalid(format!("input {xs:?}, image_shape {img:?} and block_shape {blk:?} do not fit")));
+        return Err(invalid(format!(
+            "input {xs:?}, image_shape {img:?} and block_shape {blk:?} do not fit"
+        )));
     }
     let nsp = img.len();
     let kk = elem_count(&blk)?;
     if xs[1] % kk != 0 {
-        return Err(invalid(format!("input dim 1 ({}) is not a multiple of the block size {kk}", xs[1])));
+        return Err(invalid(format!(
+            "input dim 1 ({}) is not a multiple of the block size {kk}",
+            xs[1]
+        )));
     }
     let c = xs[1] / kk;
-    let win = Window::new(nsp, AutoPad::NotSet, pads, strides, dilations, false).map_err(invalid)?;
+    let win =
+        Window::new(nsp, AutoPad::NotSet, pads, strides, dilations, false).map_err(invalid)?;
     let mut geo = win.resolve(&img, &blk).map_err(invalid)?;
     for g in geo.iter_mut() {
         (g.input, g.out) = (g.out, g.input);
     }
     let grid: usize = geo.iter().map(|g| g.input).product();
     if grid != xs[2] {
-        return Err(invalid(format!("input has {} blocks, the image and block shapes give {grid}", xs[2])));
+        return Err(invalid(format!(
+            "input has {} blocks, the image and block shapes give {grid}",
+            xs[2]
+        )));
     }
     let mut shape = vec![xs[0], c];
     shape.extend(&img);
@@ -423,9 +532,11 @@ pub(super) fn col2im_op<T: Real>(
     let xd = fdata::<T>(x, "input")?;
     let mut y = vec![T::zero(); xs[0] * c * out_sp];
     if !y.is_empty() {
-        y.par_chunks_mut(c * out_sp).enumerate().for_each(|(b, yb)| {
-            col2im(&xd[b * xs[1] * xs[2]..][..xs[1] * xs[2]], c, &geo, yb);
-        });
+        y.par_chunks_mut(c * out_sp)
+            .enumerate()
+            .for_each(|(b, yb)| {
+                col2im(&xd[b * xs[1] * xs[2]..][..xs[1] * xs[2]], c, &geo, yb);
+            });
     }
     build(y, &shape, x.dtype())
 }
@@ -436,7 +547,11 @@ fn int_f64(t: &Tensor, what: &str) -> OpResult<Vec<f64>> {
         DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I32 | DType::U32 => {}
         _ => return Err(unsupported(format!("{what} of dtype {}", t.dtype()))),
     }
-    Ok(t.to_i64_vec().unwrap_or_default().into_iter().map(|v| v as f64).collect())
+    Ok(t.to_i64_vec()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v as f64)
+        .collect())
 }
 
 /// A zero point or scale that is either a scalar or one value per output channel.
@@ -451,16 +566,30 @@ fn per_channel(v: Vec<f64>, m: usize, what: &str) -> OpResult<Vec<f64>> {
 fn scalar(v: Vec<f64>, what: &str) -> OpResult<f64> {
     match v.as_slice() {
         [x] => Ok(*x),
-        _ => Err(invalid(format!("{what} must hold a single value, got {}", v.len()))),
+        _ => Err(invalid(format!(
+            "{what} must hold a single value, got {}",
+            v.len()
+        ))),
     }
 }
 
 /// The exact integer convolution of `(x - x_zp)` and `(w - w_zp[m])`, in f64.
-fn int_conv(x: &Tensor, w: &Tensor, xzp: f64, wzp: &[f64], a: &ConvAttrs, bias: Option<&[f64]>) -> OpResult<(Vec<f64>, ConvShape)> {
+fn int_conv(
+    x: &Tensor,
+    w: &Tensor,
+    xzp: f64,
+    wzp: &[f64],
+    a: &ConvAttrs,
+    bias: Option<&[f64]>,
+) -> OpResult<(Vec<f64>, ConvShape)> {
     let s = conv_shape(x.shape(), w.shape(), a)?;
     let xd: Vec<f64> = int_f64(x, "x")?.into_iter().map(|v| v - xzp).collect();
     let per = w.len() / s.m.max(1);
-    let wd: Vec<f64> = int_f64(w, "w")?.iter().enumerate().map(|(i, v)| v - wzp[i / per.max(1)]).collect();
+    let wd: Vec<f64> = int_f64(w, "w")?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v - wzp[i / per.max(1)])
+        .collect();
     let y = conv_core(&xd, &wd, bias, &s);
     Ok((y, s))
 }
@@ -478,14 +607,20 @@ pub(super) fn conv_integer(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResult
     };
     let (y, s) = int_conv(x, w, xzp, &wzp, a, None)?;
     let v: Vec<i32> = y.iter().map(|&v| v as i32).collect();
-    Ok(Tensor::I32(ArrayD::from_shape_vec(IxDyn(&s.out_shape()), v).map_err(|e| invalid(e.to_string()))?))
+    Ok(Tensor::I32(
+        ArrayD::from_shape_vec(IxDyn(&s.out_shape()), v).map_err(|e| invalid(e.to_string()))?,
+    ))
 }
 
 fn float_vals(t: &Tensor, what: &str) -> OpResult<Vec<f64>> {
     if !t.dtype().is_float() || t.dtype().is_small() {
-        return Err(invalid(format!("{what} must be a float tensor, got {}", t.dtype())));
+        return Err(invalid(format!(
+            "{what} must be a float tensor, got {}",
+            t.dtype()
+        )));
     }
-    t.to_f64_vec().ok_or_else(|| invalid(format!("{what} is not numeric")))
+    t.to_f64_vec()
+        .ok_or_else(|| invalid(format!("{what} is not numeric")))
 }
 
 pub(super) fn qlinear_conv(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResult<Tensor> {
@@ -493,9 +628,16 @@ pub(super) fn qlinear_conv(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResult
     let w = tensor_in(inputs, 3)?;
     let m = w.shape().first().copied().unwrap_or(0);
     let xs = scalar(float_vals(tensor_in(inputs, 1)?, "x_scale")?, "x_scale")?;
-    let xzp = scalar(int_f64(tensor_in(inputs, 2)?, "x_zero_point")?, "x_zero_point")?;
+    let xzp = scalar(
+        int_f64(tensor_in(inputs, 2)?, "x_zero_point")?,
+        "x_zero_point",
+    )?;
     let ws = per_channel(float_vals(tensor_in(inputs, 4)?, "w_scale")?, m, "w_scale")?;
-    let wzp = per_channel(int_f64(tensor_in(inputs, 5)?, "w_zero_point")?, m, "w_zero_point")?;
+    let wzp = per_channel(
+        int_f64(tensor_in(inputs, 5)?, "w_zero_point")?,
+        m,
+        "w_zero_point",
+    )?;
     let ys = scalar(float_vals(tensor_in(inputs, 6)?, "y_scale")?, "y_scale")?;
     let yzp_t = opt_tensor_in(inputs, 7)?;
     let yzp = match yzp_t {
@@ -519,13 +661,22 @@ pub(super) fn qlinear_conv(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResult
     let bad = |e: ndarray::ShapeError| invalid(e.to_string());
     Ok(match out_dt {
         DType::U8 => Tensor::U8(
-            ArrayD::from_shape_vec(shape, acc.iter().enumerate().map(|(i, &v)| q(i, v).clamp(0.0, 255.0) as u8).collect())
-                .map_err(bad)?,
+            ArrayD::from_shape_vec(
+                shape,
+                acc.iter()
+                    .enumerate()
+                    .map(|(i, &v)| q(i, v).clamp(0.0, 255.0) as u8)
+                    .collect(),
+            )
+            .map_err(bad)?,
         ),
         DType::I8 => Tensor::I8(
             ArrayD::from_shape_vec(
                 shape,
-                acc.iter().enumerate().map(|(i, &v)| q(i, v).clamp(-128.0, 127.0) as i8).collect(),
+                acc.iter()
+                    .enumerate()
+                    .map(|(i, &v)| q(i, v).clamp(-128.0, 127.0) as i8)
+                    .collect(),
             )
             .map_err(bad)?,
         ),
@@ -556,31 +707,55 @@ fn bilinear<T: Real>(p: &[T], h: usize, w: usize, y: T, x: T) -> T {
         + at(y0 + 1, x0 + 1) * ly * lx
 }
 
-pub(super) fn deform_conv<T: Real>(inputs: &[Option<&Value>], a: &ConvAttrs, offset_group: i64) -> OpResult<Tensor> {
-    let (x, w, off) = (tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, tensor_in(inputs, 2)?);
+pub(super) fn deform_conv<T: Real>(
+    inputs: &[Option<&Value>],
+    a: &ConvAttrs,
+    offset_group: i64,
+) -> OpResult<Tensor> {
+    let (x, w, off) = (
+        tensor_in(inputs, 0)?,
+        tensor_in(inputs, 1)?,
+        tensor_in(inputs, 2)?,
+    );
     let (b, mask) = (opt_tensor_in(inputs, 3)?, opt_tensor_in(inputs, 4)?);
     let s = conv_shape(x.shape(), w.shape(), a)?;
     if s.geo.len() != 2 {
-        return Err(unsupported(format!("DeformConv with {} spatial dims (only 2-D)", s.geo.len())));
+        return Err(unsupported(format!(
+            "DeformConv with {} spatial dims (only 2-D)",
+            s.geo.len()
+        )));
     }
     let og = offset_group as usize;
     if s.c % og != 0 {
-        return Err(invalid(format!("{} channels are not divisible by offset_group {og}", s.c)));
+        return Err(invalid(format!(
+            "{} channels are not divisible by offset_group {og}",
+            s.c
+        )));
     }
     let (gh, gw) = (s.geo[0], s.geo[1]);
     let (kk, out_sp, in_sp) = (s.kk(), s.out_sp(), s.in_sp());
     let want_off = [s.n, og * kk * 2, gh.out, gw.out];
     if off.shape() != want_off {
-        return Err(invalid(format!("offset shape {:?}, expected {want_off:?}", off.shape())));
+        return Err(invalid(format!(
+            "offset shape {:?}, expected {want_off:?}",
+            off.shape()
+        )));
     }
     let want_mask = [s.n, og * kk, gh.out, gw.out];
     if let Some(mk) = mask {
         if mk.shape() != want_mask {
-            return Err(invalid(format!("mask shape {:?}, expected {want_mask:?}", mk.shape())));
+            return Err(invalid(format!(
+                "mask shape {:?}, expected {want_mask:?}",
+                mk.shape()
+            )));
         }
     }
     elem_count(&[s.c, kk, out_sp])?;
-    let (xd, wd, od) = (fdata::<T>(x, "X")?, fdata::<T>(w, "W")?, fdata::<T>(off, "offset")?);
+    let (xd, wd, od) = (
+        fdata::<T>(x, "X")?,
+        fdata::<T>(w, "W")?,
+        fdata::<T>(off, "offset")?,
+    );
     let md = match mask {
         Some(mk) => Some(fdata::<T>(mk, "mask")?),
         None => None,
@@ -592,26 +767,34 @@ pub(super) fn deform_conv<T: Real>(inputs: &[Option<&Value>], a: &ConvAttrs, off
     for bi in 0..s.n {
         // Columns for all channels: (c * kk) x out_sp.
         let mut col = vec![T::zero(); s.c * kk * out_sp];
-        col.par_chunks_mut(kk * out_sp).enumerate().for_each(|(ci, rows)| {
-            let o = ci / cpg;
-            let plane = &xd[(bi * s.c + ci) * in_sp..][..in_sp];
-            for kidx in 0..kk {
-                let (kh, kw) = (kidx / gw.kernel, kidx % gw.kernel);
-                let oy = &od[((bi * og + o) * kk * 2 + kidx * 2) * out_sp..][..out_sp];
-                let ox = &od[((bi * og + o) * kk * 2 + kidx * 2 + 1) * out_sp..][..out_sp];
-                let mrow = md.as_ref().map(|m| &m[((bi * og + o) * kk + kidx) * out_sp..][..out_sp]);
-                for p in 0..out_sp {
-                    let (oh, ow) = (p / gw.out, p % gw.out);
-                    let py = T::c((oh * gh.stride + kh * gh.dilation) as f64 - gh.pad_begin as f64) + oy[p];
-                    let px = T::c((ow * gw.stride + kw * gw.dilation) as f64 - gw.pad_begin as f64) + ox[p];
-                    let mut v = bilinear(plane, gh.input, gw.input, py, px);
-                    if let Some(mr) = mrow {
-                        v = v * mr[p];
+        col.par_chunks_mut(kk * out_sp)
+            .enumerate()
+            .for_each(|(ci, rows)| {
+                let o = ci / cpg;
+                let plane = &xd[(bi * s.c + ci) * in_sp..][..in_sp];
+                for kidx in 0..kk {
+                    let (kh, kw) = (kidx / gw.kernel, kidx % gw.kernel);
+                    let oy = &od[((bi * og + o) * kk * 2 + kidx * 2) * out_sp..][..out_sp];
+                    let ox = &od[((bi * og + o) * kk * 2 + kidx * 2 + 1) * out_sp..][..out_sp];
+                    let mrow = md
+                        .as_ref()
+                        .map(|m| &m[((bi * og + o) * kk + kidx) * out_sp..][..out_sp]);
+                    for p in 0..out_sp {
+                        let (oh, ow) = (p / gw.out, p % gw.out);
+                        let py =
+                            T::c((oh * gh.stride + kh * gh.dilation) as f64 - gh.pad_begin as f64)
+                                + oy[p];
+                        let px =
+                            T::c((ow * gw.stride + kw * gw.dilation) as f64 - gw.pad_begin as f64)
+                                + ox[p];
+                        let mut v = bilinear(plane, gh.input, gw.input, py, px);
+                        if let Some(mr) = mrow {
+                            v = v * mr[p];
+                        }
+                        rows[kidx * out_sp + p] = v;
                     }
-                    rows[kidx * out_sp + p] = v;
                 }
-            }
-        });
+            });
         for gi in 0..g {
             let wg = &wd[gi * mg * cg * kk..][..mg * cg * kk];
             let colg = &col[gi * cg * kk * out_sp..][..cg * kk * out_sp];
@@ -635,13 +818,19 @@ pub(super) fn causal_conv<T: Real>(inputs: &[Option<&Value>], silu: bool) -> OpR
     let (nb, c, l) = (xs[0], xs[1], xs[2]);
     let ws = w.shape();
     if ws.len() != 3 || ws[0] != c || ws[1] != 1 || ws[2] == 0 {
-        return Err(invalid(format!("weight shape {ws:?} must be [{c}, 1, k] with k >= 1")));
+        return Err(invalid(format!(
+            "weight shape {ws:?} must be [{c}, 1, k] with k >= 1"
+        )));
     }
     let k = ws[2];
     let st = k - 1;
     if let Some(p) = past {
         if p.shape() != [nb, c, st] {
-            return Err(invalid(format!("past_state shape {:?}, expected {:?}", p.shape(), [nb, c, st])));
+            return Err(invalid(format!(
+                "past_state shape {:?}, expected {:?}",
+                p.shape(),
+                [nb, c, st]
+            )));
         }
     }
     let len = elem_count(&[nb, c, st + l])?;
@@ -675,7 +864,10 @@ pub(super) fn causal_conv<T: Real>(inputs: &[Option<&Value>], silu: bool) -> OpR
         }
         state[bc * st..][..st].copy_from_slice(&padded[l..]);
     }
-    Ok(vec![build(y, xs, x.dtype())?, build(state, &[nb, c, st], x.dtype())?])
+    Ok(vec![
+        build(y, xs, x.dtype())?,
+        build(state, &[nb, c, st], x.dtype())?,
+    ])
 }
 
 #[cfg(test)]
@@ -683,11 +875,20 @@ mod tests {
     use super::*;
 
     fn t(shape: &[usize], v: Vec<f32>) -> Value {
-        Value::Tensor(Tensor::F32(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()))
+        Value::Tensor(Tensor::F32(
+            ArrayD::from_shape_vec(IxDyn(shape), v).unwrap(),
+        ))
     }
 
     fn attrs(pads: Option<Vec<i64>>, strides: Option<Vec<i64>>, group: i64) -> ConvAttrs {
-        ConvAttrs { auto_pad: AutoPad::NotSet, dilations: None, group, kernel_shape: None, pads, strides }
+        ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: None,
+            group,
+            kernel_shape: None,
+            pads,
+            strides,
+        }
     }
 
     fn vals(t: &Tensor) -> Vec<f64> {
@@ -699,13 +900,21 @@ mod tests {
         // onnx test_basic_conv_with_padding
         let x = t(&[1, 1, 5, 5], (0..25).map(|v| v as f32).collect());
         let w = t(&[1, 1, 3, 3], vec![1.0; 9]);
-        let y = conv::<f32>(&[Some(&x), Some(&w)], &attrs(Some(vec![1, 1, 1, 1]), None, 1)).unwrap();
+        let y = conv::<f32>(
+            &[Some(&x), Some(&w)],
+            &attrs(Some(vec![1, 1, 1, 1]), None, 1),
+        )
+        .unwrap();
         let want = [
-            12., 21., 27., 33., 24., 33., 54., 63., 72., 51., 63., 99., 108., 117., 81., 93., 144., 153., 162., 111.,
-            72., 111., 117., 123., 84.,
+            12., 21., 27., 33., 24., 33., 54., 63., 72., 51., 63., 99., 108., 117., 81., 93., 144.,
+            153., 162., 111., 72., 111., 117., 123., 84.,
         ];
         assert_eq!(vals(&y), want);
-        let y = conv::<f32>(&[Some(&x), Some(&w)], &attrs(Some(vec![1, 0, 1, 0]), Some(vec![2, 2]), 1)).unwrap();
+        let y = conv::<f32>(
+            &[Some(&x), Some(&w)],
+            &attrs(Some(vec![1, 0, 1, 0]), Some(vec![2, 2]), 1),
+        )
+        .unwrap();
         assert_eq!(y.shape(), &[1, 1, 3, 2]);
         assert_eq!(vals(&y), [21., 33., 99., 117., 111., 123.]);
     }
@@ -729,7 +938,11 @@ mod tests {
         // x 1x1x2x2 = [1 2;3 4], w 1x1x2x2 ones, stride 1 -> 3x3
         let x = t(&[1, 1, 2, 2], vec![1., 2., 3., 4.]);
         let w = t(&[1, 1, 2, 2], vec![1.; 4]);
-        let a = ConvTransposeAttrs { conv: attrs(None, None, 1), output_padding: None, output_shape: None };
+        let a = ConvTransposeAttrs {
+            conv: attrs(None, None, 1),
+            output_padding: None,
+            output_shape: None,
+        };
         let y = conv_transpose::<f32>(&[Some(&x), Some(&w)], &a).unwrap();
         assert_eq!(vals(&y), [1., 3., 2., 4., 10., 6., 3., 7., 4.]);
     }

@@ -15,17 +15,24 @@ fn bcast<T: Real>(t: &Tensor, to: &[usize], what: &str) -> OpResult<Vec<T>> {
     if t.shape() == to {
         return Ok(d.into_owned());
     }
-    let a = ArrayD::from_shape_vec(IxDyn(t.shape()), d.into_owned()).map_err(|e| invalid(e.to_string()))?;
-    let b = a
-        .broadcast(IxDyn(to))
-        .ok_or_else(|| invalid(format!("{what} of shape {:?} does not broadcast to {to:?}", t.shape())))?;
+    let a = ArrayD::from_shape_vec(IxDyn(t.shape()), d.into_owned())
+        .map_err(|e| invalid(e.to_string()))?;
+    let b = a.broadcast(IxDyn(to)).ok_or_else(|| {
+        invalid(format!(
+            "{what} of shape {:?} does not broadcast to {to:?}",
+            t.shape()
+        ))
+    })?;
     Ok(b.iter().copied().collect())
 }
 
 /// A per-channel parameter with exactly `n` elements.
 fn param<T: Real>(t: &Tensor, n: usize, what: &str) -> OpResult<Vec<T>> {
     if t.len() != n {
-        return Err(invalid(format!("{what} has {} elements, expected {n}", t.len())));
+        return Err(invalid(format!(
+            "{what} has {} elements, expected {n}",
+            t.len()
+        )));
     }
     Ok(fdata::<T>(t, what)?.into_owned())
 }
@@ -45,19 +52,31 @@ fn stash_dtype(stash_type: i64, x: DType) -> DType {
     }
 }
 
-pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx) -> OpResult<Vec<Tensor>> {
+pub(super) fn eval<T: Real>(
+    op: &NnOp,
+    inputs: &[Option<&Value>],
+    _cx: &EvalCtx,
+) -> OpResult<Vec<Tensor>> {
     let x = tensor_in(inputs, 0)?;
     let xs = x.shape();
     let dt = x.dtype();
     let xd = fdata::<T>(x, "X")?;
     let chan = |what: &str| -> OpResult<(usize, usize, usize)> {
         if xs.len() < 2 {
-            return Err(invalid(format!("{what} needs an input of rank >= 2, got {xs:?}")));
+            return Err(invalid(format!(
+                "{what} needs an input of rank >= 2, got {xs:?}"
+            )));
         }
         Ok((xs[0], xs[1], xs[2..].iter().product()))
     };
     match op {
-        NnOp::BatchNormalization { epsilon, momentum, training, spatial, legacy_outputs } => {
+        NnOp::BatchNormalization {
+            epsilon,
+            momentum,
+            training,
+            spatial,
+            legacy_outputs,
+        } => {
             let (n, c, sp) = chan("BatchNormalization")?;
             let eps = T::c(*epsilon as f64);
             let pn = if *spatial { c } else { c * sp };
@@ -77,7 +96,11 @@ pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx)
                 }
                 let cnt = T::c((n * per) as f64);
                 let m: Vec<T> = s.iter().map(|&v| v / cnt).collect();
-                let vv: Vec<T> = q.iter().zip(&m).map(|(&q, &m)| (q / cnt - m * m).max(T::zero())).collect();
+                let vv: Vec<T> = q
+                    .iter()
+                    .zip(&m)
+                    .map(|(&q, &m)| (q / cnt - m * m).max(T::zero()))
+                    .collect();
                 (m, vv)
             } else {
                 (mean.clone(), var.clone())
@@ -100,8 +123,14 @@ pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx)
             let one = T::one();
             let (rm, rv): (Vec<T>, Vec<T>) = if *training {
                 (
-                    mean.iter().zip(&bm).map(|(&r, &b)| r * mom + b * (one - mom)).collect(),
-                    var.iter().zip(&bv).map(|(&r, &b)| r * mom + b * (one - mom)).collect(),
+                    mean.iter()
+                        .zip(&bm)
+                        .map(|(&r, &b)| r * mom + b * (one - mom))
+                        .collect(),
+                    var.iter()
+                        .zip(&bv)
+                        .map(|(&r, &b)| r * mom + b * (one - mom))
+                        .collect(),
                 )
             } else {
                 (mean.clone(), var.clone())
@@ -132,35 +161,56 @@ pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx)
             }
             Ok(vec![build(y, xs, dt)?])
         }
-        NnOp::LayerNormalization { axis, epsilon, stash_type } | NnOp::RMSNormalization { axis, epsilon, stash_type } => {
+        NnOp::LayerNormalization {
+            axis,
+            epsilon,
+            stash_type,
+        }
+        | NnOp::RMSNormalization {
+            axis,
+            epsilon,
+            stash_type,
+        } => {
             let rms = matches!(op, NnOp::RMSNormalization { .. });
-            let a = normalize_axis("", *axis, xs.len()).map_err(|_| invalid(format!("axis {axis} out of range for rank {}", xs.len())))?;
+            let a = normalize_axis("", *axis, xs.len())
+                .map_err(|_| invalid(format!("axis {axis} out of range for rank {}", xs.len())))?;
             let cols: usize = xs[a..].iter().product();
             let rows: usize = xs[..a].iter().product();
             let scale = bcast::<T>(tensor_in(inputs, 1)?, &xs[a..], "scale")?;
-            let bias = if rms { None } else { opt_tensor_in(inputs, 2)?.map(|b| bcast::<T>(b, &xs[a..], "B")).transpose()? };
+            let bias = if rms {
+                None
+            } else {
+                opt_tensor_in(inputs, 2)?
+                    .map(|b| bcast::<T>(b, &xs[a..], "B"))
+                    .transpose()?
+            };
             let eps = T::c(*epsilon as f64);
             let mut y = xd.into_owned();
             let mut means = vec![T::zero(); rows];
             let mut invs = vec![T::zero(); rows];
             if cols > 0 {
-                y.par_chunks_mut(cols).zip(means.par_iter_mut().zip(invs.par_iter_mut())).for_each(|(r, (mo, io))| {
-                    let (m, v) = if rms {
-                        (T::zero(), r.iter().map(|&x| x * x).sum::<T>() / T::c(cols as f64))
-                    } else {
-                        mean_var(r)
-                    };
-                    let inv = T::one() / (v + eps).sqrt();
-                    for (j, x) in r.iter_mut().enumerate() {
-                        let mut o = (*x - m) * inv * scale[j];
-                        if let Some(b) = &bias {
-                            o = o + b[j];
+                y.par_chunks_mut(cols)
+                    .zip(means.par_iter_mut().zip(invs.par_iter_mut()))
+                    .for_each(|(r, (mo, io))| {
+                        let (m, v) = if rms {
+                            (
+                                T::zero(),
+                                r.iter().map(|&x| x * x).sum::<T>() / T::c(cols as f64),
+                            )
+                        } else {
+                            mean_var(r)
+                        };
+                        let inv = T::one() / (v + eps).sqrt();
+                        for (j, x) in r.iter_mut().enumerate() {
+                            let mut o = (*x - m) * inv * scale[j];
+                            if let Some(b) = &bias {
+                                o = o + b[j];
+                            }
+                            *x = o;
                         }
-                        *x = o;
-                    }
-                    *mo = m;
-                    *io = inv;
-                });
+                        *mo = m;
+                        *io = inv;
+                    });
             }
             let mut out = vec![build(y, xs, dt)?];
             if !rms {
@@ -172,11 +222,18 @@ pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx)
             }
             Ok(out)
         }
-        NnOp::GroupNormalization { epsilon, num_groups, per_channel_affine, .. } => {
+        NnOp::GroupNormalization {
+            epsilon,
+            num_groups,
+            per_channel_affine,
+            ..
+        } => {
             let (_, c, sp) = chan("GroupNormalization")?;
             let g = *num_groups as usize;
             if c % g != 0 {
-                return Err(invalid(format!("{c} channels are not divisible by num_groups {g}")));
+                return Err(invalid(format!(
+                    "{c} channels are not divisible by num_groups {g}"
+                )));
             }
             let pn = if *per_channel_affine { c } else { g };
             let scale = param::<T>(tensor_in(inputs, 1)?, pn, "scale")?;
@@ -190,18 +247,31 @@ pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx)
                     let (m, v) = mean_var(blk);
                     let inv = T::one() / (v + eps).sqrt();
                     for (j, x) in blk.iter_mut().enumerate() {
-                        let k = if *per_channel_affine { gi * cg + j / sp } else { gi };
+                        let k = if *per_channel_affine {
+                            gi * cg + j / sp
+                        } else {
+                            gi
+                        };
                         *x = (*x - m) * inv * scale[k] + bias[k];
                     }
                 });
             }
             Ok(vec![build(y, xs, dt)?])
         }
-        NnOp::Lrn { alpha, beta, bias, size } => {
+        NnOp::Lrn {
+            alpha,
+            beta,
+            bias,
+            size,
+        } => {
             let (n, c, sp) = chan("LRN")?;
             let size = *size as usize;
             let (lo, hi) = ((size - 1) / 2, (size - 1).div_ceil(2));
-            let (al, be, bi) = (T::c(*alpha as f64 / size as f64), T::c(*beta as f64), T::c(*bias as f64));
+            let (al, be, bi) = (
+                T::c(*alpha as f64 / size as f64),
+                T::c(*beta as f64),
+                T::c(*bias as f64),
+            );
             let mut y = vec![T::zero(); xd.len()];
             if c * sp > 0 {
                 y.par_chunks_mut(c * sp).enumerate().for_each(|(b, yb)| {
@@ -222,7 +292,8 @@ pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx)
             let r = xs.len();
             let mut red = Vec::new();
             for &ax in axes {
-                let a = normalize_axis("", ax, r).map_err(|_| invalid(format!("axis {ax} out of range for rank {r}")))?;
+                let a = normalize_axis("", ax, r)
+                    .map_err(|_| invalid(format!("axis {ax} out of range for rank {r}")))?;
                 if !red.contains(&a) {
                     red.push(a);
                 }
@@ -231,7 +302,8 @@ pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx)
             let kept: Vec<usize> = (0..r).filter(|a| !red.contains(a)).collect();
             let perm: Vec<usize> = kept.iter().chain(&red).copied().collect();
             let cols: usize = red.iter().map(|&a| xs[a]).product();
-            let arr = ArrayD::from_shape_vec(IxDyn(xs), xd.into_owned()).map_err(|e| invalid(e.to_string()))?;
+            let arr = ArrayD::from_shape_vec(IxDyn(xs), xd.into_owned())
+                .map_err(|e| invalid(e.to_string()))?;
             let pa = arr.permuted_axes(IxDyn(&perm));
             let pshape = pa.shape().to_vec();
             let mut v: Vec<T> = pa.as_standard_layout().iter().copied().collect();
@@ -248,12 +320,15 @@ pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx)
             for (i, &p) in perm.iter().enumerate() {
                 inv[p] = i;
             }
-            let back = ArrayD::from_shape_vec(IxDyn(&pshape), v).map_err(|e| invalid(e.to_string()))?.permuted_axes(IxDyn(&inv));
+            let back = ArrayD::from_shape_vec(IxDyn(&pshape), v)
+                .map_err(|e| invalid(e.to_string()))?
+                .permuted_axes(IxDyn(&inv));
             let y: Vec<T> = back.as_standard_layout().iter().copied().collect();
             Ok(vec![build(y, xs, dt)?])
         }
         NnOp::LpNormalization { axis, p } => {
-            let a = normalize_axis("", *axis, xs.len()).map_err(|_| invalid(format!("axis {axis} out of range for rank {}", xs.len())))?;
+            let a = normalize_axis("", *axis, xs.len())
+                .map_err(|_| invalid(format!("axis {axis} out of range for rank {}", xs.len())))?;
             let len = xs.get(a).copied().unwrap_or(1);
             let inner: usize = xs[a + 1..].iter().product();
             let mut y = xd.into_owned();
@@ -263,7 +338,10 @@ pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx)
                         let norm = if *p == 1 {
                             (0..len).map(|k| blk[k * inner + i].abs()).sum::<T>()
                         } else {
-                            (0..len).map(|k| blk[k * inner + i] * blk[k * inner + i]).sum::<T>().sqrt()
+                            (0..len)
+                                .map(|k| blk[k * inner + i] * blk[k * inner + i])
+                                .sum::<T>()
+                                .sqrt()
                         };
                         for k in 0..len {
                             blk[k * inner + i] = blk[k * inner + i] / norm;
@@ -289,7 +367,9 @@ impl Mt19937 {
         let mut mt = vec![0u32; 624];
         mt[0] = seed;
         for i in 1..624 {
-            mt[i] = 1812433253u32.wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30)).wrapping_add(i as u32);
+            mt[i] = 1812433253u32
+                .wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30))
+                .wrapping_add(i as u32);
         }
         Mt19937 { mt, idx: 624 }
     }
@@ -332,7 +412,9 @@ pub(super) fn dropout(
     let x = tensor_in(inputs, 0)?;
     let ratio = match opt_tensor_in(inputs, 1)? {
         Some(r) => {
-            let v = r.to_f64_vec().ok_or_else(|| invalid("ratio must be numeric"))?;
+            let v = r
+                .to_f64_vec()
+                .ok_or_else(|| invalid("ratio must be numeric"))?;
             match v.as_slice() {
                 [r] => *r,
                 _ => return Err(invalid("ratio must be a scalar")),
@@ -341,7 +423,12 @@ pub(super) fn dropout(
         None => ratio_attr as f64,
     };
     let training = match opt_tensor_in(inputs, 2)? {
-        Some(t) => t.to_i64_vec().and_then(|v| v.first().copied()).ok_or_else(|| invalid("training_mode must be a bool scalar"))? != 0,
+        Some(t) => {
+            t.to_i64_vec()
+                .and_then(|v| v.first().copied())
+                .ok_or_else(|| invalid("training_mode must be a bool scalar"))?
+                != 0
+        }
         None => false,
     };
     let shape = x.shape().to_vec();
@@ -365,10 +452,16 @@ pub(super) fn dropout(
     let mut rng = Mt19937::new(seed.unwrap_or(cx.seed as i64) as u32);
     let keep: Vec<bool> = (0..n).map(|_| rng.next_f64() >= ratio).collect();
     let scale = 1.0 / (1.0 - ratio);
-    let y: Vec<f64> = xd.iter().zip(&keep).map(|(&v, &k)| if k { v * scale } else { 0.0 }).collect();
+    let y: Vec<f64> = xd
+        .iter()
+        .zip(&keep)
+        .map(|(&v, &k)| if k { v * scale } else { 0.0 })
+        .collect();
     let mut out = vec![build(y, &shape, x.dtype())?];
     if cx.num_outputs > 1 {
-        out.push(Tensor::Bool(ArrayD::from_shape_vec(IxDyn(&shape), keep).map_err(|e| invalid(e.to_string()))?));
+        out.push(Tensor::Bool(
+            ArrayD::from_shape_vec(IxDyn(&shape), keep).map_err(|e| invalid(e.to_string()))?,
+        ));
     }
     Ok(out)
 }

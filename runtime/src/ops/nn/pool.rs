@@ -52,10 +52,21 @@ struct PoolGeom {
 fn pool_geom(xs: &[usize], a: &PoolAttrs) -> OpResult<PoolGeom> {
     let nsp = a.kernel_shape.len();
     if xs.len() != nsp + 2 {
-        return Err(invalid(format!("input shape {xs:?} does not match kernel_shape {:?}", a.kernel_shape)));
+        return Err(invalid(format!(
+            "input shape {xs:?} does not match kernel_shape {:?}",
+            a.kernel_shape
+        )));
     }
     let kernel: Vec<usize> = a.kernel_shape.iter().map(|&k| k.max(1) as usize).collect();
-    let win = Window::new(nsp, a.auto_pad, &a.pads, &a.strides, &a.dilations, a.ceil_mode).map_err(invalid)?;
+    let win = Window::new(
+        nsp,
+        a.auto_pad,
+        &a.pads,
+        &a.strides,
+        &a.dilations,
+        a.ceil_mode,
+    )
+    .map_err(invalid)?;
     let geo = win.resolve(&xs[2..], &kernel).map_err(invalid)?;
     let mut out_shape = xs[..2].to_vec();
     out_shape.extend(geo.iter().map(|g| g.out));
@@ -74,7 +85,10 @@ fn pool_geom(xs: &[usize], a: &PoolAttrs) -> OpResult<PoolGeom> {
 /// Visits every output of one plane: `f(out_index, taps)` where taps are
 /// the row-major input offsets (with their per-dim positions) of the
 /// window, plus the count of taps inside the padded extent.
-fn for_each_window(pg: &PoolGeom, mut f: impl FnMut(usize, &mut dyn FnMut(&mut dyn FnMut(usize, &[usize])), usize)) {
+fn for_each_window(
+    pg: &PoolGeom,
+    mut f: impl FnMut(usize, &mut dyn FnMut(&mut dyn FnMut(usize, &[usize])), usize),
+) {
     let nsp = pg.geo.len();
     let odims: Vec<usize> = pg.geo.iter().map(|g| g.out).collect();
     let mut in_strides = vec![1usize; nsp];
@@ -86,7 +100,9 @@ fn for_each_window(pg: &PoolGeom, mut f: impl FnMut(usize, &mut dyn FnMut(&mut d
     let mut pos = vec![0usize; nsp];
     for o in 0..pg.out_sp {
         decompose(o, &odims, &mut oc);
-        let lists: Vec<&[usize]> = (0..nsp).map(|d| pg.taps[d].valid[oc[d]].as_slice()).collect();
+        let lists: Vec<&[usize]> = (0..nsp)
+            .map(|d| pg.taps[d].valid[oc[d]].as_slice())
+            .collect();
         let padded: usize = (0..nsp).map(|d| pg.taps[d].padded[oc[d]]).product();
         let mut walk = |visit: &mut dyn FnMut(usize, &[usize])| {
             if lists.iter().any(|l| l.is_empty()) {
@@ -129,24 +145,31 @@ fn max_pool_t<T: Real>(x: &[T], pg: &PoolGeom, col_major: bool) -> (Vec<T>, Vec<
     if pg.out_sp == 0 {
         return (y, ind);
     }
-    y.par_chunks_mut(pg.out_sp).zip(ind.par_chunks_mut(pg.out_sp)).enumerate().for_each(|(p, (yp, ip))| {
-        let xp = &x[p * pg.in_sp..][..pg.in_sp];
-        for_each_window(pg, |o, walk, _| {
-            let mut best = T::neg_infinity();
-            let mut at = 0usize;
-            let mut first = true;
-            walk(&mut |off, pos| {
-                let v = xp[off];
-                if first || v > best {
-                    best = v;
-                    at = if col_major { pos.iter().zip(&cstr).map(|(a, b)| a * b).sum() } else { off };
-                    first = false;
-                }
+    y.par_chunks_mut(pg.out_sp)
+        .zip(ind.par_chunks_mut(pg.out_sp))
+        .enumerate()
+        .for_each(|(p, (yp, ip))| {
+            let xp = &x[p * pg.in_sp..][..pg.in_sp];
+            for_each_window(pg, |o, walk, _| {
+                let mut best = T::neg_infinity();
+                let mut at = 0usize;
+                let mut first = true;
+                walk(&mut |off, pos| {
+                    let v = xp[off];
+                    if first || v > best {
+                        best = v;
+                        at = if col_major {
+                            pos.iter().zip(&cstr).map(|(a, b)| a * b).sum()
+                        } else {
+                            off
+                        };
+                        first = false;
+                    }
+                });
+                yp[o] = best;
+                ip[o] = (p * pg.in_sp + at) as i64;
             });
-            yp[o] = best;
-            ip[o] = (p * pg.in_sp + at) as i64;
         });
-    });
     (y, ind)
 }
 
@@ -165,14 +188,20 @@ pub(super) fn max_pool(x: &Tensor, a: &PoolAttrs, num_outputs: usize) -> OpResul
         DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I32 | DType::U32 => {
             let xd: Vec<f64> = x.to_f64_vec().unwrap_or_default();
             let (y, i) = max_pool_t::<f64>(&xd, &pg, col_major);
-            let yt = Tensor::from(ArrayD::from_shape_vec(IxDyn(&pg.out_shape), y).map_err(|e| invalid(e.to_string()))?);
+            let yt = Tensor::from(
+                ArrayD::from_shape_vec(IxDyn(&pg.out_shape), y)
+                    .map_err(|e| invalid(e.to_string()))?,
+            );
             (cast_back(yt, x.dtype())?, i)
         }
         _ => return Err(dtype_unsupported("MaxPool", x)),
     };
     let mut out = vec![y];
     if num_outputs > 1 {
-        out.push(Tensor::I64(ArrayD::from_shape_vec(IxDyn(&pg.out_shape), ind).map_err(|e| invalid(e.to_string()))?));
+        out.push(Tensor::I64(
+            ArrayD::from_shape_vec(IxDyn(&pg.out_shape), ind)
+                .map_err(|e| invalid(e.to_string()))?,
+        ));
     }
     Ok(out)
 }
@@ -198,23 +227,25 @@ pub(super) fn avg_lp_pool<T: Real>(x: &Tensor, a: &PoolAttrs, lp: bool) -> OpRes
     let p = T::c(a.p as f64);
     let mut y = vec![T::zero(); pg.planes * pg.out_sp];
     if pg.out_sp > 0 {
-        y.par_chunks_mut(pg.out_sp).enumerate().for_each(|(pi, yp)| {
-            let xp = &xd[pi * pg.in_sp..][..pg.in_sp];
-            for_each_window(&pg, |o, walk, padded| {
-                let (mut s, mut n) = (T::zero(), 0usize);
-                if lp {
-                    walk(&mut |off, _| s = s + xp[off].abs().powf(p));
-                    yp[o] = s.powf(T::one() / p);
-                } else {
-                    walk(&mut |off, _| {
-                        s = s + xp[off];
-                        n += 1;
-                    });
-                    let cnt = if a.count_include_pad { padded } else { n };
-                    yp[o] = s / T::c(cnt as f64);
-                }
+        y.par_chunks_mut(pg.out_sp)
+            .enumerate()
+            .for_each(|(pi, yp)| {
+                let xp = &xd[pi * pg.in_sp..][..pg.in_sp];
+                for_each_window(&pg, |o, walk, padded| {
+                    let (mut s, mut n) = (T::zero(), 0usize);
+                    if lp {
+                        walk(&mut |off, _| s = s + xp[off].abs().powf(p));
+                        yp[o] = s.powf(T::one() / p);
+                    } else {
+                        walk(&mut |off, _| {
+                            s = s + xp[off];
+                            n += 1;
+                        });
+                        let cnt = if a.count_include_pad { padded } else { n };
+                        yp[o] = s / T::c(cnt as f64);
+                    }
+                });
             });
-        });
     }
     build(y, &pg.out_shape, x.dtype())
 }
@@ -240,10 +271,16 @@ pub(super) fn global_pool<T: Real>(x: &Tensor, kind: Global) -> OpResult<Tensor>
             let v = &xd[p * sp..][..sp];
             match kind {
                 Global::Avg => v.iter().copied().sum::<T>() / T::c(sp as f64),
-                Global::Max => v.iter().copied().fold(T::neg_infinity(), |a, b| if b > a { b } else { a }),
+                Global::Max => v
+                    .iter()
+                    .copied()
+                    .fold(T::neg_infinity(), |a, b| if b > a { b } else { a }),
                 Global::Lp(pp) => {
                     let pt = T::c(pp);
-                    v.iter().map(|x| x.abs().powf(pt)).sum::<T>().powf(T::one() / pt)
+                    v.iter()
+                        .map(|x| x.abs().powf(pt))
+                        .sum::<T>()
+                        .powf(T::one() / pt)
                 }
             }
         })
@@ -253,6 +290,8 @@ pub(super) fn global_pool<T: Real>(x: &Tensor, kind: Global) -> OpResult<Tensor>
     build(y, &shape, x.dtype())
 }
 
+/// Strings and small dtypes scatter too, hence `clone` for every element type.
+#[allow(clippy::clone_on_copy)]
 pub(super) fn max_unpool(
     inputs: &[Option<&Value>],
     kernel: &[i64],
@@ -263,16 +302,26 @@ pub(super) fn max_unpool(
     let xs = x.shape();
     let nsp = kernel.len();
     if xs.len() != nsp + 2 {
-        return Err(invalid(format!("input shape {xs:?} does not match kernel_shape {kernel:?}")));
+        return Err(invalid(format!(
+            "input shape {xs:?} does not match kernel_shape {kernel:?}"
+        )));
     }
     if ind.shape() != xs {
-        return Err(invalid(format!("indices shape {:?} differs from input shape {xs:?}", ind.shape())));
+        return Err(invalid(format!(
+            "indices shape {:?} differs from input shape {xs:?}",
+            ind.shape()
+        )));
     }
     let shape: Vec<usize> = match opt_tensor_in(inputs, 2)? {
         Some(t) => {
-            let v = t.to_i64_vec().ok_or_else(|| invalid("output_shape must be an integer tensor"))?;
+            let v = t
+                .to_i64_vec()
+                .ok_or_else(|| invalid("output_shape must be an integer tensor"))?;
             if v.len() != xs.len() || v.iter().any(|&d| d < 0) {
-                return Err(invalid(format!("output_shape {v:?} must be {} non-negative dims", xs.len())));
+                return Err(invalid(format!(
+                    "output_shape {v:?} must be {} non-negative dims",
+                    xs.len()
+                )));
             }
             v.iter().map(|&d| d as usize).collect()
         }
@@ -293,7 +342,9 @@ pub(super) fn max_unpool(
             if i >= 0 && (i as usize) < total {
                 Ok(i as usize)
             } else {
-                Err(invalid(format!("index {i} out of range for output shape {shape:?}")))
+                Err(invalid(format!(
+                    "index {i} out of range for output shape {shape:?}"
+                )))
             }
         })
         .collect::<OpResult<_>>()?;
@@ -311,7 +362,13 @@ mod tests {
     use super::*;
     use carbide_ir::ops::nn::AutoPad;
 
-    fn pool(k: Vec<i64>, s: Option<Vec<i64>>, pads: Option<Vec<i64>>, ceil: bool, cip: bool) -> PoolAttrs {
+    fn pool(
+        k: Vec<i64>,
+        s: Option<Vec<i64>>,
+        pads: Option<Vec<i64>>,
+        ceil: bool,
+        cip: bool,
+    ) -> PoolAttrs {
         PoolAttrs {
             auto_pad: AutoPad::NotSet,
             ceil_mode: ceil,
@@ -326,32 +383,64 @@ mod tests {
     }
 
     fn x44() -> Tensor {
-        Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 1, 4, 4]), (1..=16).map(|v| v as f32).collect()).unwrap())
+        Tensor::F32(
+            ArrayD::from_shape_vec(IxDyn(&[1, 1, 4, 4]), (1..=16).map(|v| v as f32).collect())
+                .unwrap(),
+        )
     }
 
     #[test]
     fn maxpool_ceil_and_indices() {
-        let out = max_pool(&x44(), &pool(vec![3, 3], Some(vec![2, 2]), None, true, false), 2).unwrap();
+        let out = max_pool(
+            &x44(),
+            &pool(vec![3, 3], Some(vec![2, 2]), None, true, false),
+            2,
+        )
+        .unwrap();
         assert_eq!(out[0].to_f64_vec().unwrap(), [11., 12., 15., 16.]);
         assert_eq!(out[1].to_i64_vec().unwrap(), [10, 11, 14, 15]);
     }
 
     #[test]
     fn avgpool_pads_with_and_without_count() {
-        let a = pool(vec![2, 2], Some(vec![2, 2]), Some(vec![1, 1, 1, 1]), false, false);
+        let a = pool(
+            vec![2, 2],
+            Some(vec![2, 2]),
+            Some(vec![1, 1, 1, 1]),
+            false,
+            false,
+        );
         let y = avg_lp_pool::<f32>(&x44(), &a, false).unwrap();
-        assert_eq!(y.to_f64_vec().unwrap(), [1., 2.5, 4., 7., 8.5, 10., 13., 14.5, 16.]);
-        let a = pool(vec![2, 2], Some(vec![2, 2]), Some(vec![1, 1, 1, 1]), false, true);
+        assert_eq!(
+            y.to_f64_vec().unwrap(),
+            [1., 2.5, 4., 7., 8.5, 10., 13., 14.5, 16.]
+        );
+        let a = pool(
+            vec![2, 2],
+            Some(vec![2, 2]),
+            Some(vec![1, 1, 1, 1]),
+            false,
+            true,
+        );
         let y = avg_lp_pool::<f32>(&x44(), &a, false).unwrap();
-        assert_eq!(y.to_f64_vec().unwrap(), [0.25, 1.25, 1., 3.5, 8.5, 5., 3.25, 7.25, 4.]);
+        assert_eq!(
+            y.to_f64_vec().unwrap(),
+            [0.25, 1.25, 1., 3.5, 8.5, 5., 3.25, 7.25, 4.]
+        );
     }
 
     #[test]
     fn unpool_rejects_bad_index() {
-        let x = Value::Tensor(Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 1]), vec![1.]).unwrap()));
-        let i = Value::Tensor(Tensor::I64(ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 1]), vec![9]).unwrap()));
+        let x = Value::Tensor(Tensor::F32(
+            ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 1]), vec![1.]).unwrap(),
+        ));
+        let i = Value::Tensor(Tensor::I64(
+            ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 1]), vec![9]).unwrap(),
+        ));
         assert!(max_unpool(&[Some(&x), Some(&i)], &[2, 2], &None, &Some(vec![2, 2])).is_err());
-        let i = Value::Tensor(Tensor::I64(ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 1]), vec![3]).unwrap()));
+        let i = Value::Tensor(Tensor::I64(
+            ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 1]), vec![3]).unwrap(),
+        ));
         let y = max_unpool(&[Some(&x), Some(&i)], &[2, 2], &None, &Some(vec![2, 2])).unwrap();
         assert_eq!(y.to_f64_vec().unwrap(), [0., 0., 0., 1.]);
     }

@@ -44,7 +44,9 @@ fn check_size(parts: &[usize], what: &str) -> OpResult<()> {
 
 /// Row-wise softmax with the reference's fully-masked-row convention
 /// (an all `-inf` row gives zeros, not NaN), rounding through `rs`.
-fn softmax_rows(x: &mut [f64], len: usize, rs: Round, guard: bool) {
+/// `seq` rounds the running sum at every step, as numpy's reduction does
+/// for bfloat16 (an ml_dtypes type without pairwise float accumulation).
+fn softmax_rows(x: &mut [f64], len: usize, rs: Round, guard: bool, seq: bool) {
     if len == 0 {
         return;
     }
@@ -58,7 +60,7 @@ fn softmax_rows(x: &mut [f64], len: usize, rs: Round, guard: bool) {
         let mut sum = 0.0;
         for v in row.iter_mut() {
             *v = rs(rs(*v - safe).exp());
-            sum += *v;
+            sum = if seq { rs(sum + *v) } else { sum + *v };
         }
         let sum = rs(sum);
         let sum = if guard && sum == 0.0 { 1.0 } else { sum };
@@ -311,7 +313,13 @@ pub fn attention(
             }
             let biased = if mode == 2 { s.clone() } else { Vec::new() };
             s.iter_mut().for_each(|x| *x = rs(*x));
-            softmax_rows(&mut s, total, rs, true);
+            softmax_rows(
+                &mut s,
+                total,
+                rs,
+                true,
+                at.softmax_precision.unwrap_or(dtype) == DType::BF16,
+            );
             for (i, m) in masked_rows.iter().enumerate() {
                 if *m {
                     s[i * total..(i + 1) * total]
@@ -450,7 +458,7 @@ pub fn flex_attention(
     if let Some(g) = &fa.score_mod {
         scores = run_mod(cx, g, cdt, &shape, scores, "score_mod")?;
     }
-    softmax_rows(&mut scores, s, rc, false);
+    softmax_rows(&mut scores, s, rc, false, cdt == DType::BF16);
     if let Some(g) = &fa.prob_mod {
         scores = run_mod(cx, g, cdt, &shape, scores, "prob_mod")?;
     }

@@ -53,7 +53,7 @@ pub fn array(shape: &[usize], v: Vec<f64>) -> OpResult<ArrayD<f64>> {
 /// Reinterprets a row-major [b, s, h*d] buffer as [b, h, s, d].
 pub fn split_heads(x: &ArrayD<f64>, heads: usize, what: &str) -> OpResult<ArrayD<f64>> {
     let s = x.shape();
-    if s.len() != 3 || heads == 0 || s[2] % heads != 0 {
+    if s.len() != 3 || heads == 0 || !s[2].is_multiple_of(heads) {
         return Err(invalid(format!(
             "{what} of shape {s:?} cannot be split into {heads} heads"
         )));

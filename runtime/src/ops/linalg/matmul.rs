@@ -371,7 +371,18 @@ pub fn matmul_arrays<T: MatElem>(a: &ArrayD<T>, b: &ArrayD<T>) -> OpResult<Array
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&x| x <= MAX_ELEMS);
-    nb.ok_or_else(|| invalid("MatMul batch is too large"))?;
+    let nb = nb.ok_or_else(|| invalid("MatMul batch is too large"))?;
+    let mut shape = batch.clone();
+    if ra > 1 {
+        shape.push(m);
+    }
+    if rb > 1 {
+        shape.push(n);
+    }
+    if nb == 0 || m == 0 || n == 0 {
+        // Empty output: nothing to compute (and no per-batch offsets to build).
+        return Ok(ArrayD::from_elem(IxDyn(&shape), T::default()));
+    }
     let a_std = a.as_standard_layout();
     let b_std = b.as_standard_layout();
     let a_sl = a_std
@@ -383,13 +394,6 @@ pub fn matmul_arrays<T: MatElem>(a: &ArrayD<T>, b: &ArrayD<T>) -> OpResult<Array
     let a_offs = batch_offsets(ba, &batch, m * k);
     let b_offs = batch_offsets(bb, &batch, k * n);
     let out = batched_gemm(m, k, n, a_sl, &a_offs, (k, 1), b_sl, &b_offs, (n, 1))?;
-    let mut shape = batch;
-    if ra > 1 {
-        shape.push(m);
-    }
-    if rb > 1 {
-        shape.push(n);
-    }
     ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid(e.to_string()))
 }
 
@@ -642,7 +646,9 @@ pub fn matmul_integer(
 
 /// A scale tensor as f32 values plus the rounding of its dtype (the
 /// reference computes the combined multiplier in the scale dtype).
-fn scale_f32(t: &Tensor, what: &str) -> OpResult<(ArrayD<f32>, fn(f32) -> f32)> {
+type Scales = (ArrayD<f32>, fn(f32) -> f32);
+
+fn scale_f32(t: &Tensor, what: &str) -> OpResult<Scales> {
     Ok(match t {
         Tensor::F32(a) => (a.clone(), |v| v),
         Tensor::F16(a) => (f16_to_f32(a), |v| f16::from_f32(v).to_f32()),

@@ -17,9 +17,9 @@ pub fn rotary(
     let xa = to_f64(x, "input")?.as_standard_layout().into_owned();
     let shape = xa.shape().to_vec();
     // (batch, seq, heads, head_size) and the strides of each in `xa`.
-    let (b, s, h, d, st) = match shape.as_slice() {
-        &[b, h, s, d] => (b, s, h, d, [h * s * d, d, s * d]),
-        &[b, s, hidden] => {
+    let (b, s, h, d, st) = match *shape.as_slice() {
+        [b, h, s, d] => (b, s, h, d, [h * s * d, d, s * d]),
+        [b, s, hidden] => {
             let h = ra
                 .num_heads
                 .ok_or_else(|| invalid("3-D input needs the num_heads attribute"))?;

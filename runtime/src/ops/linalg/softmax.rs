@@ -14,7 +14,7 @@ fn lane<F: Float>(kind: SoftmaxKind, x: &mut [F], len: usize, stride: usize) {
     let mut arg = 0;
     for i in 0..len {
         let v = x[i * stride];
-        if v > max || (i == 0 && !(v <= max)) {
+        if v > max || (i == 0 && v.is_nan()) {
             max = v;
             arg = i;
         }

@@ -41,46 +41,116 @@ pub enum TensorOp {
     /// Passes any value (tensor, sequence, optional) through.
     Identity,
     /// `shape` is the opset 1-4 attribute.
-    Reshape { allowzero: bool, shape: Option<Vec<i64>> },
-    Flatten { axis: i64 },
+    Reshape {
+        allowzero: bool,
+        shape: Option<Vec<i64>>,
+    },
+    Flatten {
+        axis: i64,
+    },
     /// `axes` is the pre-opset-13 attribute.
-    Squeeze { axes: Option<Vec<i64>> },
-    Unsqueeze { axes: Option<Vec<i64>> },
-    Transpose { perm: Option<Vec<i64>> },
-    Concat { axis: i64 },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Option<Vec<i64>>,
+    },
+    Transpose {
+        perm: Option<Vec<i64>>,
+    },
+    Concat {
+        axis: i64,
+    },
     /// `split` is the pre-opset-13 attribute; `num_outputs` is opset 18+.
-    Split { axis: i64, split: Option<Vec<i64>>, num_outputs: Option<i64> },
+    Split {
+        axis: i64,
+        split: Option<Vec<i64>>,
+        num_outputs: Option<i64>,
+    },
     /// Pre-opset-10 attributes (`starts`/`ends` required there).
-    Slice { starts: Option<Vec<i64>>, ends: Option<Vec<i64>>, axes: Option<Vec<i64>> },
-    Gather { axis: i64 },
-    GatherElements { axis: i64 },
-    GatherND { batch_dims: i64 },
+    Slice {
+        starts: Option<Vec<i64>>,
+        ends: Option<Vec<i64>>,
+        axes: Option<Vec<i64>>,
+    },
+    Gather {
+        axis: i64,
+    },
+    GatherElements {
+        axis: i64,
+    },
+    GatherND {
+        batch_dims: i64,
+    },
     /// Scatter (deprecated) is ScatterElements without reduction.
-    ScatterElements { axis: i64, reduction: ScatterReduction },
-    ScatterND { reduction: ScatterReduction },
+    ScatterElements {
+        axis: i64,
+        reduction: ScatterReduction,
+    },
+    ScatterND {
+        reduction: ScatterReduction,
+    },
     Expand,
     /// `legacy`: opset 1 Tile, whose inputs are (input, tiles, axis).
-    Tile { legacy: bool },
+    Tile {
+        legacy: bool,
+    },
     /// `pads` and `value` are the pre-opset-11 attributes.
-    Pad { mode: PadMode, pads: Option<Vec<i64>>, value: f32 },
-    Shape { start: i64, end: Option<i64> },
+    Pad {
+        mode: PadMode,
+        pads: Option<Vec<i64>>,
+        value: f32,
+    },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
     Size,
-    Constant { value: Tensor },
+    Constant {
+        value: Tensor,
+    },
     /// `value` is a one-element tensor; absent means f32 zero.
-    ConstantOfShape { value: Option<Tensor> },
+    ConstantOfShape {
+        value: Option<Tensor>,
+    },
     Range,
-    OneHot { axis: i64 },
+    OneHot {
+        axis: i64,
+    },
     NonZero,
-    Compress { axis: Option<i64> },
-    Unique { axis: Option<i64>, sorted: bool },
-    Trilu { upper: bool },
+    Compress {
+        axis: Option<i64>,
+    },
+    Unique {
+        axis: Option<i64>,
+        sorted: bool,
+    },
+    Trilu {
+        upper: bool,
+    },
     /// `crd`: the CRD column ordering instead of the default DCR.
-    DepthToSpace { blocksize: i64, crd: bool },
-    SpaceToDepth { blocksize: i64 },
-    ReverseSequence { batch_axis: i64, time_axis: i64 },
-    EyeLike { dtype: Option<DType>, k: i64 },
-    CenterCropPad { axes: Option<Vec<i64>> },
-    TensorScatter { axis: i64, circular: bool },
+    DepthToSpace {
+        blocksize: i64,
+        crd: bool,
+    },
+    SpaceToDepth {
+        blocksize: i64,
+    },
+    ReverseSequence {
+        batch_axis: i64,
+        time_axis: i64,
+    },
+    EyeLike {
+        dtype: Option<DType>,
+        k: i64,
+    },
+    CenterCropPad {
+        axes: Option<Vec<i64>>,
+    },
+    TensorScatter {
+        axis: i64,
+        circular: bool,
+    },
 }
 
 fn parse_reduction(cx: &mut ParseCtx) -> IrResult<ScatterReduction> {
@@ -90,13 +160,23 @@ fn parse_reduction(cx: &mut ParseCtx) -> IrResult<ScatterReduction> {
         "mul" => ScatterReduction::Mul,
         "max" => ScatterReduction::Max,
         "min" => ScatterReduction::Min,
-        m => return Err(IrError::bad_attr(cx.op_type, "reduction", format!("unknown reduction '{m}'"))),
+        m => {
+            return Err(IrError::bad_attr(
+                cx.op_type,
+                "reduction",
+                format!("unknown reduction '{m}'"),
+            ))
+        }
     })
 }
 
 fn positive(cx: &ParseCtx, name: &str, v: i64) -> IrResult<i64> {
     if v <= 0 {
-        return Err(IrError::bad_attr(cx.op_type, name, format!("must be positive, got {v}")));
+        return Err(IrError::bad_attr(
+            cx.op_type,
+            name,
+            format!("must be positive, got {v}"),
+        ));
     }
     Ok(v)
 }
@@ -129,13 +209,20 @@ fn constant_value(cx: &mut ParseCtx) -> IrResult<Tensor> {
         found.push(Tensor::String(a));
     }
     if cx.attrs.has("sparse_value") {
-        return Err(IrError::bad_attr(cx.op_type, "sparse_value", "sparse constants are not supported"));
+        return Err(IrError::bad_attr(
+            cx.op_type,
+            "sparse_value",
+            "sparse constants are not supported",
+        ));
     }
     if found.len() != 1 {
         return Err(IrError::bad_attr(
             cx.op_type,
             "value",
-            format!("exactly one value attribute must be given, got {}", found.len()),
+            format!(
+                "exactly one value attribute must be given, got {}",
+                found.len()
+            ),
         ));
     }
     Ok(found.remove(0))
@@ -156,72 +243,153 @@ impl TensorOp {
                 } else {
                     None
                 };
-                let allowzero = if opset >= 14 { cx.attrs.int_or("allowzero", 0)? != 0 } else { false };
+                let allowzero = if opset >= 14 {
+                    cx.attrs.int_or("allowzero", 0)? != 0
+                } else {
+                    false
+                };
                 TensorOp::Reshape { allowzero, shape }
             }
-            "Flatten" => TensorOp::Flatten { axis: cx.attrs.int_or("axis", 1)? },
-            "Squeeze" => TensorOp::Squeeze { axes: if opset < 13 { cx.attrs.ints("axes")? } else { None } },
+            "Flatten" => TensorOp::Flatten {
+                axis: cx.attrs.int_or("axis", 1)?,
+            },
+            "Squeeze" => TensorOp::Squeeze {
+                axes: if opset < 13 {
+                    cx.attrs.ints("axes")?
+                } else {
+                    None
+                },
+            },
             "Unsqueeze" => {
-                let axes = if opset < 13 { Some(cx.attrs.req_ints("axes")?) } else { None };
+                let axes = if opset < 13 {
+                    Some(cx.attrs.req_ints("axes")?)
+                } else {
+                    None
+                };
                 TensorOp::Unsqueeze { axes }
             }
-            "Transpose" => TensorOp::Transpose { perm: cx.attrs.ints("perm")? },
+            "Transpose" => TensorOp::Transpose {
+                perm: cx.attrs.ints("perm")?,
+            },
             "Concat" => {
-                let axis = if opset < 4 { cx.attrs.int_or("axis", 1)? } else { cx.attrs.req_int("axis")? };
+                let axis = if opset < 4 {
+                    cx.attrs.int_or("axis", 1)?
+                } else {
+                    cx.attrs.req_int("axis")?
+                };
                 TensorOp::Concat { axis }
             }
             "Split" => {
                 let axis = cx.attrs.int_or("axis", 0)?;
-                let split = if opset < 13 { cx.attrs.ints("split")? } else { None };
-                let num_outputs = if opset >= 18 { cx.attrs.int("num_outputs")? } else { None };
+                let split = if opset < 13 {
+                    cx.attrs.ints("split")?
+                } else {
+                    None
+                };
+                let num_outputs = if opset >= 18 {
+                    cx.attrs.int("num_outputs")?
+                } else {
+                    None
+                };
                 if let Some(n) = num_outputs {
                     positive(cx, "num_outputs", n)?;
                 }
                 if let Some(s) = &split {
                     if s.iter().any(|&v| v < 0) {
-                        return Err(IrError::bad_attr(cx.op_type, "split", "negative split length"));
+                        return Err(IrError::bad_attr(
+                            cx.op_type,
+                            "split",
+                            "negative split length",
+                        ));
                     }
                 }
-                TensorOp::Split { axis, split, num_outputs }
+                TensorOp::Split {
+                    axis,
+                    split,
+                    num_outputs,
+                }
             }
             "Slice" => {
                 if opset < 10 {
                     let starts = cx.attrs.req_ints("starts")?;
                     let ends = cx.attrs.req_ints("ends")?;
                     let axes = cx.attrs.ints("axes")?;
-                    if starts.len() != ends.len() || axes.as_ref().is_some_and(|a| a.len() != starts.len()) {
-                        return Err(IrError::bad_attr(cx.op_type, "ends", "starts, ends and axes lengths differ"));
+                    if starts.len() != ends.len()
+                        || axes.as_ref().is_some_and(|a| a.len() != starts.len())
+                    {
+                        return Err(IrError::bad_attr(
+                            cx.op_type,
+                            "ends",
+                            "starts, ends and axes lengths differ",
+                        ));
                     }
-                    TensorOp::Slice { starts: Some(starts), ends: Some(ends), axes }
+                    TensorOp::Slice {
+                        starts: Some(starts),
+                        ends: Some(ends),
+                        axes,
+                    }
                 } else {
-                    TensorOp::Slice { starts: None, ends: None, axes: None }
+                    TensorOp::Slice {
+                        starts: None,
+                        ends: None,
+                        axes: None,
+                    }
                 }
             }
-            "Gather" => TensorOp::Gather { axis: cx.attrs.int_or("axis", 0)? },
-            "GatherElements" => TensorOp::GatherElements { axis: cx.attrs.int_or("axis", 0)? },
-            "GatherND" => TensorOp::GatherND { batch_dims: cx.attrs.int_or("batch_dims", 0)? },
-            "Scatter" => TensorOp::ScatterElements { axis: cx.attrs.int_or("axis", 0)?, reduction: ScatterReduction::None },
+            "Gather" => TensorOp::Gather {
+                axis: cx.attrs.int_or("axis", 0)?,
+            },
+            "GatherElements" => TensorOp::GatherElements {
+                axis: cx.attrs.int_or("axis", 0)?,
+            },
+            "GatherND" => TensorOp::GatherND {
+                batch_dims: cx.attrs.int_or("batch_dims", 0)?,
+            },
+            "Scatter" => TensorOp::ScatterElements {
+                axis: cx.attrs.int_or("axis", 0)?,
+                reduction: ScatterReduction::None,
+            },
             "ScatterElements" => {
                 let axis = cx.attrs.int_or("axis", 0)?;
-                let reduction = if opset >= 16 { parse_reduction(cx)? } else { ScatterReduction::None };
+                let reduction = if opset >= 16 {
+                    parse_reduction(cx)?
+                } else {
+                    ScatterReduction::None
+                };
                 TensorOp::ScatterElements { axis, reduction }
             }
             "ScatterND" => {
-                let reduction = if opset >= 16 { parse_reduction(cx)? } else { ScatterReduction::None };
+                let reduction = if opset >= 16 {
+                    parse_reduction(cx)?
+                } else {
+                    ScatterReduction::None
+                };
                 TensorOp::ScatterND { reduction }
             }
             "Expand" => TensorOp::Expand,
-            "Tile" => TensorOp::Tile { legacy: opset < 6 && cx.num_inputs == 3 },
+            "Tile" => TensorOp::Tile {
+                legacy: opset < 6 && cx.num_inputs == 3,
+            },
             "Pad" => {
                 let mode = match cx.attrs.string_or("mode", "constant")?.as_str() {
                     "constant" => PadMode::Constant,
                     "reflect" => PadMode::Reflect,
                     "edge" => PadMode::Edge,
                     "wrap" if opset >= 19 => PadMode::Wrap,
-                    m => return Err(IrError::bad_attr(cx.op_type, "mode", format!("unknown pad mode '{m}'"))),
+                    m => {
+                        return Err(IrError::bad_attr(
+                            cx.op_type,
+                            "mode",
+                            format!("unknown pad mode '{m}'"),
+                        ))
+                    }
                 };
                 let (pads, value) = if opset < 11 {
-                    let pads = if opset < 2 { cx.attrs.req_ints("paddings")? } else { cx.attrs.req_ints("pads")? };
+                    let pads = if opset < 2 {
+                        cx.attrs.req_ints("paddings")?
+                    } else {
+                        cx.attrs.req_ints("pads")?
+                    };
                     if pads.len() % 2 != 0 {
                         return Err(IrError::bad_attr(cx.op_type, "pads", "length must be even"));
                     }
@@ -232,38 +400,59 @@ impl TensorOp {
                 TensorOp::Pad { mode, pads, value }
             }
             "Shape" => {
-                let (start, end) =
-                    if opset >= 15 { (cx.attrs.int_or("start", 0)?, cx.attrs.int("end")?) } else { (0, None) };
+                let (start, end) = if opset >= 15 {
+                    (cx.attrs.int_or("start", 0)?, cx.attrs.int("end")?)
+                } else {
+                    (0, None)
+                };
                 TensorOp::Shape { start, end }
             }
             "Size" => TensorOp::Size,
-            "Constant" => TensorOp::Constant { value: constant_value(cx)? },
+            "Constant" => TensorOp::Constant {
+                value: constant_value(cx)?,
+            },
             "ConstantOfShape" => {
                 let value = cx.attrs.tensor("value")?;
                 if let Some(v) = &value {
                     if v.len() != 1 {
-                        return Err(IrError::bad_attr(cx.op_type, "value", "must hold exactly one element"));
+                        return Err(IrError::bad_attr(
+                            cx.op_type,
+                            "value",
+                            "must hold exactly one element",
+                        ));
                     }
                 }
                 TensorOp::ConstantOfShape { value }
             }
             "Range" => TensorOp::Range,
-            "OneHot" => TensorOp::OneHot { axis: cx.attrs.int_or("axis", -1)? },
+            "OneHot" => TensorOp::OneHot {
+                axis: cx.attrs.int_or("axis", -1)?,
+            },
             "NonZero" => TensorOp::NonZero,
-            "Compress" => TensorOp::Compress { axis: cx.attrs.int("axis")? },
+            "Compress" => TensorOp::Compress {
+                axis: cx.attrs.int("axis")?,
+            },
             "Unique" => {
                 let axis = cx.attrs.int("axis")?;
                 let sorted = cx.attrs.int_or("sorted", 1)? != 0;
                 TensorOp::Unique { axis, sorted }
             }
-            "Trilu" => TensorOp::Trilu { upper: cx.attrs.int_or("upper", 1)? != 0 },
+            "Trilu" => TensorOp::Trilu {
+                upper: cx.attrs.int_or("upper", 1)? != 0,
+            },
             "DepthToSpace" => {
                 let blocksize = cx.attrs.req_int("blocksize")?;
                 positive(cx, "blocksize", blocksize)?;
                 let crd = match cx.attrs.string_or("mode", "DCR")?.as_str() {
                     "DCR" => false,
                     "CRD" => true,
-                    m => return Err(IrError::bad_attr(cx.op_type, "mode", format!("unknown mode '{m}'"))),
+                    m => {
+                        return Err(IrError::bad_attr(
+                            cx.op_type,
+                            "mode",
+                            format!("unknown mode '{m}'"),
+                        ))
+                    }
                 };
                 TensorOp::DepthToSpace { blocksize, crd }
             }
@@ -277,9 +466,16 @@ impl TensorOp {
                 let time_axis = cx.attrs.int_or("time_axis", 0)?;
                 let ok = |a: i64| a == 0 || a == 1;
                 if !ok(batch_axis) || !ok(time_axis) || batch_axis == time_axis {
-                    return Err(IrError::bad_attr(cx.op_type, "batch_axis", "batch_axis and time_axis must be 0 and 1"));
+                    return Err(IrError::bad_attr(
+                        cx.op_type,
+                        "batch_axis",
+                        "batch_axis and time_axis must be 0 and 1",
+                    ));
                 }
-                TensorOp::ReverseSequence { batch_axis, time_axis }
+                TensorOp::ReverseSequence {
+                    batch_axis,
+                    time_axis,
+                }
             }
             "EyeLike" => {
                 let dtype = match cx.attrs.int("dtype")? {
@@ -288,18 +484,35 @@ impl TensorOp {
                         i32::try_from(c)
                             .ok()
                             .and_then(DType::from_onnx_code)
-                            .ok_or_else(|| IrError::bad_attr(cx.op_type, "dtype", format!("unknown dtype code {c}")))?,
+                            .ok_or_else(|| {
+                                IrError::bad_attr(
+                                    cx.op_type,
+                                    "dtype",
+                                    format!("unknown dtype code {c}"),
+                                )
+                            })?,
                     ),
                 };
-                TensorOp::EyeLike { dtype, k: cx.attrs.int_or("k", 0)? }
+                TensorOp::EyeLike {
+                    dtype,
+                    k: cx.attrs.int_or("k", 0)?,
+                }
             }
-            "CenterCropPad" => TensorOp::CenterCropPad { axes: cx.attrs.ints("axes")? },
+            "CenterCropPad" => TensorOp::CenterCropPad {
+                axes: cx.attrs.ints("axes")?,
+            },
             "TensorScatter" => {
                 let axis = cx.attrs.int_or("axis", -2)?;
                 let circular = match cx.attrs.string_or("mode", "linear")?.as_str() {
                     "linear" => false,
                     "circular" => true,
-                    m => return Err(IrError::bad_attr(cx.op_type, "mode", format!("unknown mode '{m}'"))),
+                    m => {
+                        return Err(IrError::bad_attr(
+                            cx.op_type,
+                            "mode",
+                            format!("unknown mode '{m}'"),
+                        ))
+                    }
                 };
                 TensorOp::TensorScatter { axis, circular }
             }
@@ -364,14 +577,22 @@ pub fn slice_range(start: i64, end: i64, step: i64, dim: usize) -> (i64, usize) 
     if step > 0 {
         let s = s.clamp(0, d);
         let e = e.clamp(0, d);
-        let n = if e > s { ((e - s) as u64).div_ceil(step as u64) as usize } else { 0 };
+        let n = if e > s {
+            ((e - s) as u64).div_ceil(step as u64) as usize
+        } else {
+            0
+        };
         (s, n)
     } else {
         // min/max rather than clamp: d - 1 is below 0 for empty dims.
         let s = s.max(0).min(d - 1);
         let e = e.max(-1).min(d - 1);
         let st = step.unsigned_abs();
-        let n = if s > e { ((s - e) as u64).div_ceil(st) as usize } else { 0 };
+        let n = if s > e {
+            ((s - e) as u64).div_ceil(st) as usize
+        } else {
+            0
+        };
         (s, n)
     }
 }

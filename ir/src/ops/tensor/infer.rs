@@ -39,7 +39,12 @@ fn mul_dim(a: &Dim, b: &Dim) -> Dim {
 }
 
 /// The output shape of Reshape for a known target.
-fn reshape_shape(cx: &InferCtx, x: &TensorType, target: &[i64], allowzero: bool) -> IrResult<Shape> {
+fn reshape_shape(
+    cx: &InferCtx,
+    x: &TensorType,
+    target: &[i64],
+    allowzero: bool,
+) -> IrResult<Shape> {
     let in_shape = x.shape.as_ref();
     let mut out = Vec::with_capacity(target.len());
     let mut infer_at = None;
@@ -48,7 +53,12 @@ fn reshape_shape(cx: &InferCtx, x: &TensorType, target: &[i64], allowzero: bool)
             0 if !allowzero => match in_shape {
                 Some(s) => match s.get(i) {
                     Some(d) => out.push(d.clone()),
-                    None => return Err(cx.err(format!("shape[{i}] is 0 but the input has rank {}", s.len()))),
+                    None => {
+                        return Err(cx.err(format!(
+                            "shape[{i}] is 0 but the input has rank {}",
+                            s.len()
+                        )))
+                    }
                 },
                 None => out.push(Dim::Unknown),
             },
@@ -63,7 +73,9 @@ fn reshape_shape(cx: &InferCtx, x: &TensorType, target: &[i64], allowzero: bool)
             v => out.push(Dim::Known(v as usize)),
         }
     }
-    let Some(in_shape) = in_shape else { return Ok(out) };
+    let Some(in_shape) = in_shape else {
+        return Ok(out);
+    };
     match infer_at {
         Some(k) => {
             // Cancel equal symbolic dims, then divide the known rest.
@@ -89,18 +101,24 @@ fn reshape_shape(cx: &InferCtx, x: &TensorType, target: &[i64], allowzero: bool)
                 let syms: Vec<&Dim> = rest_in.iter().filter(|d| d.known().is_none()).collect();
                 let in_known: usize = rest_in.iter().filter_map(Dim::known).product();
                 if syms.is_empty() {
-                    if out_known != 0 && in_known % out_known == 0 {
+                    if out_known != 0 && in_known.is_multiple_of(out_known) {
                         out[k] = Dim::Known(in_known / out_known);
                     } else if out_known != 0 {
-                        return Err(cx.err(format!("cannot reshape {in_known} elements into blocks of {out_known}")));
+                        return Err(cx.err(format!(
+                            "cannot reshape {in_known} elements into blocks of {out_known}"
+                        )));
                     }
-                } else if syms.len() == 1 && in_known == out_known && !matches!(syms[0], Dim::Unknown) {
+                } else if syms.len() == 1
+                    && in_known == out_known
+                    && !matches!(syms[0], Dim::Unknown)
+                {
                     out[k] = syms[0].clone();
                 }
             }
         }
         None => {
-            if let (Some(a), Some(b)) = (dims_product(in_shape).known(), dims_product(&out).known()) {
+            if let (Some(a), Some(b)) = (dims_product(in_shape).known(), dims_product(&out).known())
+            {
                 if a != b {
                     return Err(cx.err(format!("cannot reshape {a} elements into {b}")));
                 }
@@ -112,7 +130,12 @@ fn reshape_shape(cx: &InferCtx, x: &TensorType, target: &[i64], allowzero: bool)
 
 pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
     match op {
-        TensorOp::Identity => Ok(vec![cx.inputs.first().cloned().flatten().unwrap_or(ValueType::Unknown)]),
+        TensorOp::Identity => Ok(vec![cx
+            .inputs
+            .first()
+            .cloned()
+            .flatten()
+            .unwrap_or(ValueType::Unknown)]),
         TensorOp::Reshape { allowzero, shape } => {
             let x = cx.tensor(0)?;
             let target = match shape {
@@ -127,7 +150,10 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     .filter(|s| s.len() == 1)
                     .map(|s| vec![Dim::Unknown; s[0]]),
             };
-            one(TensorType { dtype: x.dtype, shape: out })
+            one(TensorType {
+                dtype: x.dtype,
+                shape: out,
+            })
         }
         TensorOp::Flatten { axis } => {
             let x = cx.tensor(0)?;
@@ -143,7 +169,10 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 None => Some(vec![Dim::Unknown, Dim::Unknown]),
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
         TensorOp::Squeeze { axes } => {
             let x = cx.tensor(0)?;
@@ -151,29 +180,50 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 Some(a) => Some(a.clone()),
                 None if cx.has_input(1) => match cx.const_i64s(1) {
                     Some(a) => Some(a),
-                    None => return one(TensorType { dtype: x.dtype, shape: None }),
+                    None => {
+                        return one(TensorType {
+                            dtype: x.dtype,
+                            shape: None,
+                        })
+                    }
                 },
                 None => None,
             };
-            let Some(s) = &x.shape else { return one(TensorType { dtype: x.dtype, shape: None }) };
+            let Some(s) = &x.shape else {
+                return one(TensorType {
+                    dtype: x.dtype,
+                    shape: None,
+                });
+            };
             let shape = match axes {
                 Some(axes) => {
                     let axes = normalize_axes(cx.op, &axes, s.len())?;
                     for &a in &axes {
                         if let Dim::Known(n) = s[a] {
                             if n != 1 {
-                                return Err(cx.err(format!("cannot squeeze axis {a} of extent {n}")));
+                                return Err(
+                                    cx.err(format!("cannot squeeze axis {a} of extent {n}"))
+                                );
                             }
                         }
                     }
-                    Some(s.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect())
+                    Some(
+                        s.iter()
+                            .enumerate()
+                            .filter(|(i, _)| !axes.contains(i))
+                            .map(|(_, d)| d.clone())
+                            .collect(),
+                    )
                 }
                 None if s.iter().all(|d| d.known().is_some()) => {
                     Some(s.iter().filter(|d| **d != Dim::Known(1)).cloned().collect())
                 }
                 None => None,
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
         TensorOp::Unsqueeze { axes } => {
             let x = cx.tensor(0)?;
@@ -203,25 +253,39 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     .map(|t| vec![Dim::Unknown; s.len() + t[0]]),
                 _ => None,
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
         TensorOp::Transpose { perm } => {
             let x = cx.tensor(0)?;
             let shape = match &x.shape {
                 Some(s) => {
-                    let perm: Vec<i64> = perm.clone().unwrap_or_else(|| (0..s.len() as i64).rev().collect());
+                    let perm: Vec<i64> = perm
+                        .clone()
+                        .unwrap_or_else(|| (0..s.len() as i64).rev().collect());
                     if perm.len() != s.len() {
-                        return Err(cx.err(format!("perm has {} entries for rank {}", perm.len(), s.len())));
+                        return Err(cx.err(format!(
+                            "perm has {} entries for rank {}",
+                            perm.len(),
+                            s.len()
+                        )));
                     }
                     let p = normalize_axes(cx.op, &perm, s.len())?;
                     Some(p.iter().map(|&i| s[i].clone()).collect())
                 }
                 None => perm.as_ref().map(|p| vec![Dim::Unknown; p.len()]),
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
         TensorOp::Concat { axis } => {
-            let ts: Vec<TensorType> = (0..cx.inputs.len()).map(|i| cx.tensor(i)).collect::<IrResult<_>>()?;
+            let ts: Vec<TensorType> = (0..cx.inputs.len())
+                .map(|i| cx.tensor(i))
+                .collect::<IrResult<_>>()?;
             if ts.is_empty() {
                 return Err(cx.err("needs at least one input"));
             }
@@ -247,7 +311,9 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                             } else if out[i] == Dim::Unknown || matches!(d, Dim::Known(_)) {
                                 if let (Dim::Known(p), Dim::Known(q)) = (&out[i], d) {
                                     if p != q {
-                                        return Err(cx.err(format!("dim {i} differs between inputs: {p} vs {q}")));
+                                        return Err(cx.err(format!(
+                                            "dim {i} differs between inputs: {p} vs {q}"
+                                        )));
                                     }
                                 }
                                 if *d != Dim::Unknown {
@@ -261,12 +327,23 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             }
             out[a] = match total {
                 Some(n) => Dim::Known(n),
-                None if ts.len() == 1 => ts[0].shape.as_ref().map(|s| s[a].clone()).unwrap_or(Dim::Unknown),
+                None if ts.len() == 1 => ts[0]
+                    .shape
+                    .as_ref()
+                    .map(|s| s[a].clone())
+                    .unwrap_or(Dim::Unknown),
                 None => Dim::Unknown,
             };
-            one(TensorType { dtype, shape: Some(out) })
+            one(TensorType {
+                dtype,
+                shape: Some(out),
+            })
         }
-        TensorOp::Split { axis, split, num_outputs } => {
+        TensorOp::Split {
+            axis,
+            split,
+            num_outputs,
+        } => {
             let x = cx.tensor(0)?;
             let n = cx.num_outputs;
             let Some(s) = &x.shape else {
@@ -279,18 +356,26 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 None => s[a].known().map(|d| {
                     let parts = num_outputs.map(|k| k as usize).unwrap_or(n).max(1);
                     let chunk = d.div_ceil(parts);
-                    (0..parts).map(|i| (d.saturating_sub(chunk * i)).min(chunk) as i64).collect()
+                    (0..parts)
+                        .map(|i| (d.saturating_sub(chunk * i)).min(chunk) as i64)
+                        .collect()
                 }),
             };
             if let (Some(sz), Some(d)) = (&sizes, s[a].known()) {
                 if sz.iter().sum::<i64>() != d as i64 || sz.len() != n {
-                    return Err(cx.err(format!("split sizes {sz:?} do not cover dim {d} in {n} outputs")));
+                    return Err(cx.err(format!(
+                        "split sizes {sz:?} do not cover dim {d} in {n} outputs"
+                    )));
                 }
             }
             Ok((0..n)
                 .map(|i| {
                     let mut o = s.clone();
-                    o[a] = sizes.as_ref().and_then(|z| z.get(i)).map(|&v| Dim::Known(v as usize)).unwrap_or(Dim::Unknown);
+                    o[a] = sizes
+                        .as_ref()
+                        .and_then(|z| z.get(i))
+                        .map(|&v| Dim::Known(v as usize))
+                        .unwrap_or(Dim::Unknown);
                     tensor_type(x.dtype, Some(o))
                 })
                 .collect())
@@ -304,8 +389,16 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 (
                     cx.const_i64s(1),
                     cx.const_i64s(2),
-                    if cx.has_input(3) { cx.const_i64s(3) } else { None },
-                    if cx.has_input(4) { cx.const_i64s(4) } else { None },
+                    if cx.has_input(3) {
+                        cx.const_i64s(3)
+                    } else {
+                        None
+                    },
+                    if cx.has_input(4) {
+                        cx.const_i64s(4)
+                    } else {
+                        None
+                    },
                 )
             };
             let axes_known = axes.is_some() || !cx.has_input(3);
@@ -325,14 +418,19 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                         }
                         out[a] = match &s[a] {
                             Dim::Known(d) => Dim::Known(slice_range(st[i], en[i], steps[i], *d).1),
-                            d if st[i] == 0 && steps[i] == 1 && en[i] >= i32::MAX as i64 => d.clone(),
+                            d if st[i] == 0 && steps[i] == 1 && en[i] >= i32::MAX as i64 => {
+                                d.clone()
+                            }
                             _ => Dim::Unknown,
                         };
                     }
                 }
                 _ => out = vec![Dim::Unknown; s.len()],
             }
-            one(TensorType { dtype: x.dtype, shape: Some(out) })
+            one(TensorType {
+                dtype: x.dtype,
+                shape: Some(out),
+            })
         }
         TensorOp::Gather { axis } => {
             let x = cx.tensor(0)?;
@@ -347,7 +445,10 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 _ => None,
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
         TensorOp::GatherElements { axis } => {
             let x = cx.tensor(0)?;
@@ -358,7 +459,10 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 normalize_axis(cx.op, *axis, r)?;
             }
-            one(TensorType { dtype: x.dtype, shape: idx.shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape: idx.shape,
+            })
         }
         TensorOp::GatherND { batch_dims } => {
             let x = cx.tensor(0)?;
@@ -371,16 +475,24 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                         o.extend(s[b + k..].iter().cloned());
                         Some(o)
                     }
-                    Some(k) => return Err(cx.err(format!("index depth {k} too large for data rank {}", s.len()))),
+                    Some(k) => {
+                        return Err(cx.err(format!(
+                            "index depth {k} too large for data rank {}",
+                            s.len()
+                        )))
+                    }
                     None => None,
                 },
                 _ => None,
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
-        TensorOp::ScatterElements { .. } | TensorOp::ScatterND { .. } | TensorOp::TensorScatter { .. } => {
-            one(cx.tensor(0)?)
-        }
+        TensorOp::ScatterElements { .. }
+        | TensorOp::ScatterND { .. }
+        | TensorOp::TensorScatter { .. } => one(cx.tensor(0)?),
         TensorOp::Trilu { .. } | TensorOp::ReverseSequence { .. } => one(cx.tensor(0)?),
         TensorOp::Expand => {
             let x = cx.tensor(0)?;
@@ -393,7 +505,11 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     Some(broadcast_shapes(cx.op, &[s, &t])?)
                 }
                 (s, None) => {
-                    match cx.opt_tensor(1)?.and_then(|t| t.concrete_shape()).filter(|t| t.len() == 1) {
+                    match cx
+                        .opt_tensor(1)?
+                        .and_then(|t| t.concrete_shape())
+                        .filter(|t| t.len() == 1)
+                    {
                         Some(n) => {
                             let r = s.as_ref().map_or(0, |s| s.len()).max(n[0]);
                             let mut o = vec![Dim::Unknown; r];
@@ -413,7 +529,10 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 (None, Some(_)) => None,
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
         TensorOp::Tile { legacy } => {
             let x = cx.tensor(0)?;
@@ -421,16 +540,26 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 Some(s) if !*legacy => match cx.const_i64s(1) {
                     Some(r) => {
                         if r.len() != s.len() || r.iter().any(|&v| v < 0) {
-                            return Err(cx.err(format!("repeats {r:?} do not fit rank {}", s.len())));
+                            return Err(
+                                cx.err(format!("repeats {r:?} do not fit rank {}", s.len()))
+                            );
                         }
-                        Some(s.iter().zip(&r).map(|(d, &k)| mul_dim(d, &Dim::Known(k as usize))).collect())
+                        Some(
+                            s.iter()
+                                .zip(&r)
+                                .map(|(d, &k)| mul_dim(d, &Dim::Known(k as usize)))
+                                .collect(),
+                        )
                     }
                     None => Some(vec![Dim::Unknown; s.len()]),
                 },
                 Some(s) => Some(vec![Dim::Unknown; s.len()]),
                 None => None,
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
         TensorOp::Pad { pads, .. } => {
             let x = cx.tensor(0)?;
@@ -451,7 +580,11 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             let mut out = vec![Dim::Unknown; r];
             if let (Some(p), Some(axes)) = (pads, axes) {
                 if p.len() != 2 * axes.len() {
-                    return Err(cx.err(format!("pads has {} entries for {} axes", p.len(), axes.len())));
+                    return Err(cx.err(format!(
+                        "pads has {} entries for {} axes",
+                        p.len(),
+                        axes.len()
+                    )));
                 }
                 out = s.clone();
                 let n = axes.len();
@@ -471,7 +604,10 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     };
                 }
             }
-            one(TensorType { dtype: x.dtype, shape: Some(out) })
+            one(TensorType {
+                dtype: x.dtype,
+                shape: Some(out),
+            })
         }
         TensorOp::Shape { start, end } => {
             let x = cx.tensor(0)?;
@@ -479,15 +615,19 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 let (s, e) = shape_bounds(*start, *end, r);
                 e.saturating_sub(s)
             });
-            one(TensorType { dtype: Some(DType::I64), shape: Some(vec![n.map_or(Dim::Unknown, Dim::Known)]) })
+            one(TensorType {
+                dtype: Some(DType::I64),
+                shape: Some(vec![n.map_or(Dim::Unknown, Dim::Known)]),
+            })
         }
         TensorOp::Size => {
             cx.tensor(0)?;
             one(TensorType::new(DType::I64, vec![]))
         }
-        TensorOp::Constant { value } => {
-            one(TensorType::new(value.dtype(), value.shape().iter().map(|&d| Dim::Known(d)).collect()))
-        }
+        TensorOp::Constant { value } => one(TensorType::new(
+            value.dtype(),
+            value.shape().iter().map(|&d| Dim::Known(d)).collect(),
+        )),
         TensorOp::ConstantOfShape { value } => {
             let dtype = value.as_ref().map_or(DType::F32, |v| v.dtype());
             let shape = match cx.const_i64s(0) {
@@ -497,46 +637,77 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     }
                     Some(v.iter().map(|&d| Dim::Known(d as usize)).collect())
                 }
-                None => cx.tensor(0)?.concrete_shape().filter(|t| t.len() == 1).map(|t| vec![Dim::Unknown; t[0]]),
+                None => cx
+                    .tensor(0)?
+                    .concrete_shape()
+                    .filter(|t| t.len() == 1)
+                    .map(|t| vec![Dim::Unknown; t[0]]),
             };
-            one(TensorType { dtype: Some(dtype), shape })
+            one(TensorType {
+                dtype: Some(dtype),
+                shape,
+            })
         }
         TensorOp::Range => {
             let t = cx.tensor(0)?;
             let n = match (cx.const_value(0), cx.const_value(1), cx.const_value(2)) {
-                (Some(a), Some(b), Some(c)) => match (a.to_f64_vec(), b.to_f64_vec(), c.to_f64_vec()) {
-                    (Some(a), Some(b), Some(c)) if a.len() == 1 && b.len() == 1 && c.len() == 1 && c[0] != 0.0 => {
-                        Dim::Known(((b[0] - a[0]) / c[0]).ceil().max(0.0) as usize)
+                (Some(a), Some(b), Some(c)) => {
+                    match (a.to_f64_vec(), b.to_f64_vec(), c.to_f64_vec()) {
+                        (Some(a), Some(b), Some(c))
+                            if a.len() == 1 && b.len() == 1 && c.len() == 1 && c[0] != 0.0 =>
+                        {
+                            Dim::Known(((b[0] - a[0]) / c[0]).ceil().max(0.0) as usize)
+                        }
+                        _ => Dim::Unknown,
                     }
-                    _ => Dim::Unknown,
-                },
+                }
                 _ => Dim::Unknown,
             };
-            one(TensorType { dtype: t.dtype, shape: Some(vec![n]) })
+            one(TensorType {
+                dtype: t.dtype,
+                shape: Some(vec![n]),
+            })
         }
         TensorOp::OneHot { axis } => {
             let idx = cx.tensor(0)?;
             let vals = cx.tensor(2)?;
-            let depth = cx.const_value(1).and_then(|t| t.to_f64_vec()).filter(|v| v.len() == 1).map(|v| v[0]);
+            let depth = cx
+                .const_value(1)
+                .and_then(|t| t.to_f64_vec())
+                .filter(|v| v.len() == 1)
+                .map(|v| v[0]);
             let shape = match &idx.shape {
                 Some(s) => {
                     let r = s.len() + 1;
                     let a = normalize_axis(cx.op, *axis, r)?;
                     let mut o = s.clone();
-                    o.insert(a, depth.filter(|&d| d >= 0.0).map_or(Dim::Unknown, |d| Dim::Known(d as usize)));
+                    o.insert(
+                        a,
+                        depth
+                            .filter(|&d| d >= 0.0)
+                            .map_or(Dim::Unknown, |d| Dim::Known(d as usize)),
+                    );
                     Some(o)
                 }
                 None => None,
             };
-            one(TensorType { dtype: vals.dtype, shape })
+            one(TensorType {
+                dtype: vals.dtype,
+                shape,
+            })
         }
         TensorOp::NonZero => {
             let x = cx.tensor(0)?;
-            one(TensorType::new(DType::I64, vec![x.rank().map_or(Dim::Unknown, Dim::Known), Dim::Unknown]))
+            one(TensorType::new(
+                DType::I64,
+                vec![x.rank().map_or(Dim::Unknown, Dim::Known), Dim::Unknown],
+            ))
         }
         TensorOp::Compress { axis } => {
             let x = cx.tensor(0)?;
-            let count = cx.const_i64s(1).map(|c| Dim::Known(c.iter().filter(|&&v| v != 0).count()));
+            let count = cx
+                .const_i64s(1)
+                .map(|c| Dim::Known(c.iter().filter(|&&v| v != 0).count()));
             let shape = match (axis, &x.shape) {
                 (None, _) => Some(vec![count.unwrap_or(Dim::Unknown)]),
                 (Some(a), Some(s)) => {
@@ -547,7 +718,10 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 (Some(_), None) => None,
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
         TensorOp::Unique { axis, .. } => {
             let x = cx.tensor(0)?;
@@ -581,19 +755,31 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     Some(if matches!(op, TensorOp::DepthToSpace { .. }) {
                         let c = match s[1].known() {
                             Some(c) if c % (b * b) == 0 => Dim::Known(c / (b * b)),
-                            Some(c) => return Err(cx.err(format!("channels {c} not divisible by blocksize^2"))),
+                            Some(c) => {
+                                return Err(
+                                    cx.err(format!("channels {c} not divisible by blocksize^2"))
+                                )
+                            }
                             None => Dim::Unknown,
                         };
                         vec![s[0].clone(), c, mul_dim(&s[2], &bb), mul_dim(&s[3], &bb)]
                     } else {
                         let div = |d: &Dim| d.known().map_or(Dim::Unknown, |v| Dim::Known(v / b));
-                        vec![s[0].clone(), mul_dim(&s[1], &Dim::Known(b * b)), div(&s[2]), div(&s[3])]
+                        vec![
+                            s[0].clone(),
+                            mul_dim(&s[1], &Dim::Known(b * b)),
+                            div(&s[2]),
+                            div(&s[3]),
+                        ]
                     })
                 }
                 Some(s) => return Err(cx.err(format!("input must have rank 4, got {}", s.len()))),
                 None => Some(vec![Dim::Unknown; 4]),
             };
-            one(TensorType { dtype: x.dtype, shape })
+            one(TensorType {
+                dtype: x.dtype,
+                shape,
+            })
         }
         TensorOp::EyeLike { dtype, .. } => {
             let x = cx.tensor(0)?;
@@ -602,13 +788,18 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     return Err(cx.err(format!("input must have rank 2, got {r}")));
                 }
             }
-            one(TensorType { dtype: dtype.or(x.dtype), shape: x.shape })
+            one(TensorType {
+                dtype: dtype.or(x.dtype),
+                shape: x.shape,
+            })
         }
         TensorOp::CenterCropPad { axes } => {
             let x = cx.tensor(0)?;
             let Some(s) = &x.shape else { return one(x) };
             let mut out = s.clone();
-            let axes: Vec<i64> = axes.clone().unwrap_or_else(|| (0..s.len() as i64).collect());
+            let axes: Vec<i64> = axes
+                .clone()
+                .unwrap_or_else(|| (0..s.len() as i64).collect());
             let axes = normalize_axes(cx.op, &axes, s.len())?;
             match cx.const_i64s(1) {
                 Some(v) if v.len() == axes.len() => {
@@ -616,14 +807,23 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                         out[a] = Dim::Known(v[i].max(0) as usize);
                     }
                 }
-                Some(v) => return Err(cx.err(format!("shape has {} entries for {} axes", v.len(), axes.len()))),
+                Some(v) => {
+                    return Err(cx.err(format!(
+                        "shape has {} entries for {} axes",
+                        v.len(),
+                        axes.len()
+                    )))
+                }
                 None => {
                     for &a in &axes {
                         out[a] = Dim::Unknown;
                     }
                 }
             }
-            one(TensorType { dtype: x.dtype, shape: Some(out) })
+            one(TensorType {
+                dtype: x.dtype,
+                shape: Some(out),
+            })
         }
     }
 }

@@ -2,7 +2,8 @@
 //! CenterCropPad, DepthToSpace, SpaceToDepth, Trilu, ReverseSequence.
 
 use super::util::{
-    compose_maps, ints_in, norm_axes, norm_axis, opt_ints_in, reshape as reshape_t, same, scalar_of, take_map, NONE,
+    compose_maps, ints_in, norm_axes, norm_axis, opt_ints_in, reshape as reshape_t, same,
+    scalar_of, take_map, NONE,
 };
 use crate::error::{invalid, OpResult};
 use crate::ops::{opt_tensor_in, tensor_in};
@@ -38,17 +39,33 @@ pub fn transpose(inputs: &[Option<&Value>], perm: Option<&[i64]>) -> OpResult<Ve
 }
 
 pub fn concat(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Value>> {
-    let ts: Vec<&Tensor> = (0..inputs.len()).map(|i| tensor_in(inputs, i)).collect::<OpResult<_>>()?;
-    let first = *ts.first().ok_or_else(|| invalid("Concat needs at least one input"))?;
+    let ts: Vec<&Tensor> = (0..inputs.len())
+        .map(|i| tensor_in(inputs, i))
+        .collect::<OpResult<_>>()?;
+    let first = *ts
+        .first()
+        .ok_or_else(|| invalid("Concat needs at least one input"))?;
     if let Some(t) = ts.iter().find(|t| t.dtype() != first.dtype()) {
-        return Err(invalid(format!("inputs mix dtypes {} and {}", first.dtype(), t.dtype())));
+        return Err(invalid(format!(
+            "inputs mix dtypes {} and {}",
+            first.dtype(),
+            t.dtype()
+        )));
     }
     let r = first.rank();
     let ax = norm_axis(axis, r)?;
     for t in &ts {
         let s = t.shape();
-        if s.len() != r || s.iter().zip(first.shape()).enumerate().any(|(i, (a, b))| i != ax && a != b) {
-            return Err(invalid(format!("cannot concat shapes {:?} and {s:?} on axis {ax}", first.shape())));
+        if s.len() != r
+            || s.iter()
+                .zip(first.shape())
+                .enumerate()
+                .any(|(i, (a, b))| i != ax && a != b)
+        {
+            return Err(invalid(format!(
+                "cannot concat shapes {:?} and {s:?} on axis {ax}",
+                first.shape()
+            )));
         }
     }
     let total: usize = ts.iter().map(|t| t.shape()[ax]).sum();
@@ -78,22 +95,30 @@ pub fn split(
     let sizes: Vec<usize> = match given {
         Some(s) => s
             .iter()
-            .map(|&v| usize::try_from(v).map_err(|_| invalid(format!("negative split size in {s:?}"))))
+            .map(|&v| {
+                usize::try_from(v).map_err(|_| invalid(format!("negative split size in {s:?}")))
+            })
             .collect::<OpResult<_>>()?,
         None => {
             let n = num_outputs.map_or(node_outputs, |n| n as usize).max(1);
             let chunk = d.div_ceil(n);
-            (0..n).map(|i| d.saturating_sub(chunk * i).min(chunk)).collect()
+            (0..n)
+                .map(|i| d.saturating_sub(chunk * i).min(chunk))
+                .collect()
         }
     };
     if sizes.iter().sum::<usize>() != d {
-        return Err(invalid(format!("split sizes {sizes:?} do not sum to dim {d}")));
+        return Err(invalid(format!(
+            "split sizes {sizes:?} do not sum to dim {d}"
+        )));
     }
     let mut outs = Vec::with_capacity(sizes.len());
     let mut start = 0;
     for &n in &sizes {
         let (s, e) = (start as isize, (start + n) as isize);
-        outs.push(Value::Tensor(tensor_map!(x, a => a.slice_axis(Axis(ax), Slice::from(s..e)).to_owned())));
+        outs.push(Value::Tensor(
+            tensor_map!(x, a => a.slice_axis(Axis(ax), Slice::from(s..e)).to_owned()),
+        ));
         start += n;
     }
     Ok(outs)
@@ -119,10 +144,16 @@ pub fn slice(
     let axes = axes.unwrap_or_else(|| (0..n as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; n]);
     if ends.len() != n || axes.len() != n || steps.len() != n {
-        return Err(invalid("starts, ends, axes and steps must have the same length"));
+        return Err(invalid(
+            "starts, ends, axes and steps must have the same length",
+        ));
     }
     let axes = norm_axes(&axes, x.rank())?;
-    let mut sl: Vec<Slice> = x.shape().iter().map(|&d| Slice::from(0..d as isize)).collect();
+    let mut sl: Vec<Slice> = x
+        .shape()
+        .iter()
+        .map(|&d| Slice::from(0..d as isize))
+        .collect();
     for (i, &a) in axes.iter().enumerate() {
         let step = steps[i];
         if step == 0 {
@@ -174,11 +205,19 @@ fn pad_source(i: usize, pre: i64, d: usize, mode: PadMode) -> usize {
 
 /// Pads (or, with negative pads, crops) through an index map; `fill` is a
 /// scalar tensor of `x`'s dtype.
-fn pad_with(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, fill: &Tensor) -> OpResult<Tensor> {
+fn pad_with(
+    x: &Tensor,
+    pads: &[i64],
+    axes: &[usize],
+    mode: PadMode,
+    fill: &Tensor,
+) -> OpResult<Tensor> {
     let shape = x.shape();
     let k = axes.len();
     if pads.len() != 2 * k {
-        return Err(invalid(format!("pads {pads:?} must have 2 entries per padded axis ({k} axes)")));
+        return Err(invalid(format!(
+            "pads {pads:?} must have 2 entries per padded axis ({k} axes)"
+        )));
     }
     let mut maps = Vec::with_capacity(shape.len());
     for (ax, &d) in shape.iter().enumerate() {
@@ -186,16 +225,28 @@ fn pad_with(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, fill: &Tens
             Some(i) => (pads[i], pads[i + k]),
             None => (0, 0),
         };
-        let o = (d as i64).checked_add(pre).and_then(|v| v.checked_add(post));
+        let o = (d as i64)
+            .checked_add(pre)
+            .and_then(|v| v.checked_add(post));
         let o = match o {
             Some(o) if o >= 0 => o as usize,
-            _ => return Err(invalid(format!("pads {pads:?} give a negative size for axis {ax} of extent {d}"))),
+            _ => {
+                return Err(invalid(format!(
+                    "pads {pads:?} give a negative size for axis {ax} of extent {d}"
+                )))
+            }
         };
         if d == 0 && o > 0 && mode != PadMode::Constant {
-            return Err(invalid(format!("cannot pad an empty axis {ax} in a non-constant mode")));
+            return Err(invalid(format!(
+                "cannot pad an empty axis {ax} in a non-constant mode"
+            )));
         }
         super::util::checked_numel(&[o])?;
-        maps.push((0..o).map(|i| pad_source(i, pre, d, mode)).collect::<Vec<_>>());
+        maps.push(
+            (0..o)
+                .map(|i| pad_source(i, pre, d, mode))
+                .collect::<Vec<_>>(),
+        );
     }
     let out_shape: Vec<usize> = maps.iter().map(|m| m.len()).collect();
     let idx = compose_maps(&maps, shape)?;
@@ -205,7 +256,12 @@ fn pad_with(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, fill: &Tens
     }))
 }
 
-pub fn pad(inputs: &[Option<&Value>], mode: PadMode, attr: Option<&[i64]>, value: f32) -> OpResult<Vec<Value>> {
+pub fn pad(
+    inputs: &[Option<&Value>],
+    mode: PadMode,
+    attr: Option<&[i64]>,
+    value: f32,
+) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let r = x.rank();
     let (pads, fill) = match attr {
@@ -215,7 +271,11 @@ pub fn pad(inputs: &[Option<&Value>], mode: PadMode, attr: Option<&[i64]>, value
             let fill = match opt_tensor_in(inputs, 2)? {
                 Some(v) if !v.is_empty() => {
                     if v.dtype() != x.dtype() {
-                        return Err(invalid(format!("constant_value is {} but data is {}", v.dtype(), x.dtype())));
+                        return Err(invalid(format!(
+                            "constant_value is {} but data is {}",
+                            v.dtype(),
+                            x.dtype()
+                        )));
                     }
                     v.clone()
                 }
@@ -240,12 +300,17 @@ pub fn center_crop_pad(inputs: &[Option<&Value>], axes: Option<&[i64]>) -> OpRes
         None => (0..r).collect(),
     };
     if target.len() != axes.len() {
-        return Err(invalid(format!("shape {target:?} has {} entries for {} axes", target.len(), axes.len())));
+        return Err(invalid(format!(
+            "shape {target:?} has {} entries for {} axes",
+            target.len(),
+            axes.len()
+        )));
     }
     let mut maps = Vec::with_capacity(r);
     for (ax, &d) in x.shape().iter().enumerate() {
         let t = match axes.iter().position(|&a| a == ax) {
-            Some(i) => usize::try_from(target[i]).map_err(|_| invalid(format!("negative target size {}", target[i])))?,
+            Some(i) => usize::try_from(target[i])
+                .map_err(|_| invalid(format!("negative target size {}", target[i])))?,
             None => d,
         };
         super::util::checked_numel(&[t])?;
@@ -254,7 +319,15 @@ pub fn center_crop_pad(inputs: &[Option<&Value>], axes: Option<&[i64]>) -> OpRes
             (start..start + t).collect()
         } else {
             let before = (t - d) / 2;
-            (0..t).map(|i| if i >= before && i - before < d { i - before } else { NONE }).collect()
+            (0..t)
+                .map(|i| {
+                    if i >= before && i - before < d {
+                        i - before
+                    } else {
+                        NONE
+                    }
+                })
+                .collect()
         };
         maps.push(m);
     }
@@ -275,16 +348,27 @@ fn nchw(x: &Tensor, b: i64) -> OpResult<([usize; 4], usize)> {
     if s.len() != 4 {
         return Err(invalid(format!("input must have rank 4, got shape {s:?}")));
     }
-    let b = usize::try_from(b).ok().filter(|&b| b > 0).ok_or_else(|| invalid("blocksize must be positive"))?;
+    let b = usize::try_from(b)
+        .ok()
+        .filter(|&b| b > 0)
+        .ok_or_else(|| invalid("blocksize must be positive"))?;
     Ok(([s[0], s[1], s[2], s[3]], b))
 }
 
-pub fn depth_to_space(inputs: &[Option<&Value>], blocksize: i64, crd: bool) -> OpResult<Vec<Value>> {
+pub fn depth_to_space(
+    inputs: &[Option<&Value>],
+    blocksize: i64,
+    crd: bool,
+) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let ([n, c, h, w], b) = nchw(x, blocksize)?;
-    let bb = b.checked_mul(b).ok_or_else(|| invalid("blocksize too large"))?;
+    let bb = b
+        .checked_mul(b)
+        .ok_or_else(|| invalid("blocksize too large"))?;
     if c % bb != 0 {
-        return Err(invalid(format!("channels {c} not divisible by blocksize^2 = {bb}")));
+        return Err(invalid(format!(
+            "channels {c} not divisible by blocksize^2 = {bb}"
+        )));
     }
     let c2 = c / bb;
     let s2 = [n, c2, h * b, w * b];
@@ -299,10 +383,17 @@ pub fn space_to_depth(inputs: &[Option<&Value>], blocksize: i64) -> OpResult<Vec
     let x = tensor_in(inputs, 0)?;
     let ([n, c, h, w], b) = nchw(x, blocksize)?;
     if h % b != 0 || w % b != 0 {
-        return Err(invalid(format!("spatial dims {h}x{w} not divisible by blocksize {b}")));
+        return Err(invalid(format!(
+            "spatial dims {h}x{w} not divisible by blocksize {b}"
+        )));
     }
     let s2 = [n, c * b * b, h / b, w / b];
-    out(reshape_permute(x, &[n, c, h / b, b, w / b, b], &[0, 3, 5, 1, 2, 4], &s2)?)
+    out(reshape_permute(
+        x,
+        &[n, c, h / b, b, w / b, b],
+        &[0, 3, 5, 1, 2, 4],
+        &s2,
+    )?)
 }
 
 pub fn trilu(inputs: &[Option<&Value>], upper: bool) -> OpResult<Vec<Value>> {
@@ -314,7 +405,9 @@ pub fn trilu(inputs: &[Option<&Value>], upper: bool) -> OpResult<Vec<Value>> {
     };
     let s = x.shape();
     if s.len() < 2 {
-        return Err(invalid(format!("input must have rank >= 2, got shape {s:?}")));
+        return Err(invalid(format!(
+            "input must have rank >= 2, got shape {s:?}"
+        )));
     }
     let (m, n) = (s[s.len() - 2], s[s.len() - 1]);
     out(tensor_map!(x, a => {
@@ -338,21 +431,35 @@ pub fn trilu(inputs: &[Option<&Value>], upper: bool) -> OpResult<Vec<Value>> {
     }))
 }
 
-pub fn reverse_sequence(inputs: &[Option<&Value>], batch_axis: i64, time_axis: i64) -> OpResult<Vec<Value>> {
+pub fn reverse_sequence(
+    inputs: &[Option<&Value>],
+    batch_axis: i64,
+    time_axis: i64,
+) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let lens = ints_in(inputs, 1, "sequence_lens")?;
     let s = x.shape();
     if s.len() < 2 {
-        return Err(invalid(format!("input must have rank >= 2, got shape {s:?}")));
+        return Err(invalid(format!(
+            "input must have rank >= 2, got shape {s:?}"
+        )));
     }
     let (ba, ta) = (batch_axis as usize, time_axis as usize);
     let (nb, nt) = (s[ba], s[ta]);
     if lens.len() != nb {
-        return Err(invalid(format!("sequence_lens has {} entries for batch size {nb}", lens.len())));
+        return Err(invalid(format!(
+            "sequence_lens has {} entries for batch size {nb}",
+            lens.len()
+        )));
     }
     let lens: Vec<usize> = lens
         .iter()
-        .map(|&l| usize::try_from(l).ok().filter(|&l| l <= nt).ok_or_else(|| invalid(format!("bad sequence length {l}"))))
+        .map(|&l| {
+            usize::try_from(l)
+                .ok()
+                .filter(|&l| l <= nt)
+                .ok_or_else(|| invalid(format!("bad sequence length {l}")))
+        })
         .collect::<OpResult<_>>()?;
     // After removing the batch axis, the time axis index shifts if it came later.
     let ta2 = if ta > ba { ta - 1 } else { ta };

@@ -17,10 +17,14 @@ pub const NONE: usize = usize::MAX;
 pub fn checked_numel(shape: &[usize]) -> OpResult<usize> {
     let mut n: usize = 1;
     for &d in shape {
-        n = n.checked_mul(d).ok_or_else(|| invalid(format!("shape {shape:?} is too large")))?;
+        n = n
+            .checked_mul(d)
+            .ok_or_else(|| invalid(format!("shape {shape:?} is too large")))?;
     }
     if n > MAX_ELEMS && !shape.contains(&0) {
-        return Err(invalid(format!("shape {shape:?} has {n} elements, more than the limit {MAX_ELEMS}")));
+        return Err(invalid(format!(
+            "shape {shape:?} has {n} elements, more than the limit {MAX_ELEMS}"
+        )));
     }
     Ok(n)
 }
@@ -29,7 +33,9 @@ pub fn checked_numel(shape: &[usize]) -> OpResult<usize> {
 pub fn to_shape(v: &[i64], what: &str) -> OpResult<Vec<usize>> {
     let s = v
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| invalid(format!("{what} {v:?} has a negative dim"))))
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| invalid(format!("{what} {v:?} has a negative dim")))
+        })
         .collect::<OpResult<Vec<usize>>>()?;
     checked_numel(&s)?;
     Ok(s)
@@ -37,7 +43,9 @@ pub fn to_shape(v: &[i64], what: &str) -> OpResult<Vec<usize>> {
 
 /// An integer input read as i64s.
 pub fn ints_in(inputs: &[Option<&Value>], i: usize, what: &str) -> OpResult<Vec<i64>> {
-    tensor_in(inputs, i)?.to_i64_vec().ok_or_else(|| invalid(format!("{what} (input {i}) must be an integer tensor")))
+    tensor_in(inputs, i)?
+        .to_i64_vec()
+        .ok_or_else(|| invalid(format!("{what} (input {i}) must be an integer tensor")))
 }
 
 /// An optional integer input read as i64s.
@@ -146,17 +154,35 @@ elem_float!(f32 => F32, |v: f32| v as f64, f64 => F64, |v: f64| v, f16 => F16, |
 
 /// The array of `t` with the element type of `like` (dtypes must match).
 pub fn same<'a, T: Elem>(_like: &ArrayD<T>, t: &'a Tensor) -> OpResult<&'a ArrayD<T>> {
-    T::arr(t).ok_or_else(|| invalid(format!("expected a tensor of the same dtype, got {}", t.dtype())))
+    T::arr(t).ok_or_else(|| {
+        invalid(format!(
+            "expected a tensor of the same dtype, got {}",
+            t.dtype()
+        ))
+    })
 }
 
 /// Copies `src` (any layout) through a flat index map into a new array of
 /// `shape`; indices equal to [`NONE`] take `fill`. Indices must be in range.
-pub fn take_map<T: Clone>(src: &ArrayD<T>, idx: &[usize], fill: &T, shape: &[usize]) -> OpResult<ArrayD<T>> {
+pub fn take_map<T: Clone>(
+    src: &ArrayD<T>,
+    idx: &[usize],
+    fill: &T,
+    shape: &[usize],
+) -> OpResult<ArrayD<T>> {
     let std = src.as_standard_layout();
-    let s = std.as_slice().ok_or_else(|| invalid("internal: non-contiguous array"))?;
+    let s = std
+        .as_slice()
+        .ok_or_else(|| invalid("internal: non-contiguous array"))?;
     let v: Vec<T> = idx
         .iter()
-        .map(|&i| if i == NONE { fill.clone() } else { s.get(i).cloned().unwrap_or_else(|| fill.clone()) })
+        .map(|&i| {
+            if i == NONE {
+                fill.clone()
+            } else {
+                s.get(i).cloned().unwrap_or_else(|| fill.clone())
+            }
+        })
         .collect();
     ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| invalid(format!("internal: {e}")))
 }
@@ -173,7 +199,11 @@ pub fn compose_maps(maps: &[Vec<usize>], in_shape: &[usize]) -> OpResult<Vec<usi
         let mut next = Vec::with_capacity(idx.len() * m.len());
         for &p in &idx {
             for &c in m {
-                next.push(if p == NONE || c == NONE { NONE } else { p + c * st[ax] });
+                next.push(if p == NONE || c == NONE {
+                    NONE
+                } else {
+                    p + c * st[ax]
+                });
             }
         }
         idx = next;
@@ -185,7 +215,11 @@ pub fn compose_maps(maps: &[Vec<usize>], in_shape: &[usize]) -> OpResult<Vec<usi
 pub fn reshape(t: &Tensor, shape: &[usize]) -> OpResult<Tensor> {
     let n = checked_numel(shape)?;
     if n != t.len() {
-        return Err(invalid(format!("cannot reshape {:?} ({} elements) to {shape:?}", t.shape(), t.len())));
+        return Err(invalid(format!(
+            "cannot reshape {:?} ({} elements) to {shape:?}",
+            t.shape(),
+            t.len()
+        )));
     }
     Ok(carbide_ir::tensor_map!(t, a => {
         let owned = a.as_standard_layout().into_owned();
@@ -211,13 +245,18 @@ pub fn scalar_of(dtype: DType, v: f64) -> OpResult<Tensor> {
         DType::U32 => Tensor::U32(ArrayD::from_elem(s, v as u32)),
         DType::U64 => Tensor::U64(ArrayD::from_elem(s, v as u64)),
         DType::Bool => Tensor::Bool(ArrayD::from_elem(s, v != 0.0)),
-        d if v == 0.0 => Tensor::zeros(d, &[]).ok_or_else(|| unsupported(format!("{d} tensors")))?,
+        d if v == 0.0 => {
+            Tensor::zeros(d, &[]).ok_or_else(|| unsupported(format!("{d} tensors")))?
+        }
         d => return Err(unsupported(format!("the value {v} as {d}"))),
     })
 }
 
 /// Calls `f(flat_index, coords)` for every position of `shape` in row-major order.
-pub fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize]) -> OpResult<()>) -> OpResult<()> {
+pub fn for_each_index(
+    shape: &[usize],
+    mut f: impl FnMut(usize, &[usize]) -> OpResult<()>,
+) -> OpResult<()> {
     let n: usize = shape.iter().product();
     if n == 0 {
         return Ok(());

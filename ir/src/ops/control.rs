@@ -33,11 +33,11 @@ pub struct ScanAttrs {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ControlOp {
     If {
-        then_branch: Graph,
-        else_branch: Graph,
+        then_branch: Box<Graph>,
+        else_branch: Box<Graph>,
     },
     Loop {
-        body: Graph,
+        body: Box<Graph>,
     },
     Scan(Box<ScanAttrs>),
     SequenceConstruct,
@@ -49,7 +49,7 @@ pub enum ControlOp {
     SequenceErase,
     SequenceLength,
     SequenceMap {
-        body: Graph,
+        body: Box<Graph>,
     },
     SplitToSequence {
         axis: i64,
@@ -101,8 +101,8 @@ impl ControlOp {
                     ));
                 }
                 ControlOp::If {
-                    then_branch,
-                    else_branch,
+                    then_branch: Box::new(then_branch),
+                    else_branch: Box::new(else_branch),
                 }
             }
             "Loop" => {
@@ -114,7 +114,9 @@ impl ControlOp {
                         "the body must take (iteration_num, condition, carried...) and return (condition, ...)",
                     ));
                 }
-                ControlOp::Loop { body }
+                ControlOp::Loop {
+                    body: Box::new(body),
+                }
             }
             "Scan" => {
                 let body = a.req_graph("body")?;
@@ -231,7 +233,9 @@ impl ControlOp {
                         "the body must take at least one input",
                     ));
                 }
-                ControlOp::SequenceMap { body }
+                ControlOp::SequenceMap {
+                    body: Box::new(body),
+                }
             }
             "SplitToSequence" => {
                 let axis = a.int_or("axis", 0)?;
@@ -686,8 +690,8 @@ impl OpKind for ControlOp {
             ControlOp::If {
                 then_branch,
                 else_branch,
-            } => vec![then_branch, else_branch],
-            ControlOp::Loop { body } | ControlOp::SequenceMap { body } => vec![body],
+            } => vec![&**then_branch, &**else_branch],
+            ControlOp::Loop { body } | ControlOp::SequenceMap { body } => vec![&**body],
             ControlOp::Scan(s) => vec![&s.body],
             _ => Vec::new(),
         }
@@ -698,8 +702,8 @@ impl OpKind for ControlOp {
             ControlOp::If {
                 then_branch,
                 else_branch,
-            } => vec![then_branch, else_branch],
-            ControlOp::Loop { body } | ControlOp::SequenceMap { body } => vec![body],
+            } => vec![&mut **then_branch, &mut **else_branch],
+            ControlOp::Loop { body } | ControlOp::SequenceMap { body } => vec![&mut **body],
             ControlOp::Scan(s) => vec![&mut s.body],
             _ => Vec::new(),
         }
@@ -854,8 +858,8 @@ mod tests {
     #[test]
     fn if_unifies_branch_types() {
         let op = ControlOp::If {
-            then_branch: body(0, vec![f32t(&[2, 3])]),
-            else_branch: body(0, vec![f32t(&[2, 4])]),
+            then_branch: Box::new(body(0, vec![f32t(&[2, 3])])),
+            else_branch: Box::new(body(0, vec![f32t(&[2, 4])])),
         };
         let out = infer(&op, vec![Some(ValueType::tensor(DType::Bool, vec![]))], 1).unwrap();
         assert_eq!(
@@ -871,14 +875,14 @@ mod tests {
     #[test]
     fn loop_and_scan_types() {
         let op = ControlOp::Loop {
-            body: body(
+            body: Box::new(body(
                 3,
                 vec![
                     ValueType::tensor(DType::Bool, vec![]),
                     f32t(&[2]),
                     f32t(&[3]),
                 ],
-            ),
+            )),
         };
         let out = infer(&op, vec![None, None, Some(f32t(&[2]))], 2).unwrap();
         assert_eq!(out[0], f32t(&[2]));

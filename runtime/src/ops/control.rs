@@ -879,8 +879,8 @@ mod tests {
             &["c", "x"],
             vec![node(
                 ControlOp::If {
-                    then_branch: then_b,
-                    else_branch: else_b,
+                    then_branch: Box::new(then_b),
+                    else_branch: Box::new(else_b),
                 },
                 &["c"],
                 &["y"],
@@ -909,7 +909,9 @@ mod tests {
         graph(
             &["m", "c", "x", "s"],
             vec![node(
-                ControlOp::Loop { body },
+                ControlOp::Loop {
+                    body: Box::new(body),
+                },
                 &["m", "c", "x", "s"],
                 &["x_f", "s_f", "scan"],
             )],
@@ -1227,7 +1229,9 @@ mod tests {
         let g = graph(
             &["s", "x"],
             vec![node(
-                ControlOp::SequenceMap { body },
+                ControlOp::SequenceMap {
+                    body: Box::new(body),
+                },
                 &["s", "x"],
                 &["o1", "o2"],
             )],

@@ -436,7 +436,11 @@ impl ControlOp {
         let body = &s.body;
         let first = usize::from(s.batched);
         let m = s.num_scan_inputs;
-        let n_state = body.inputs.len() - m;
+        let n_state = body
+            .inputs
+            .len()
+            .checked_sub(m)
+            .ok_or_else(|| cx.err("num_scan_inputs exceeds the body's input count"))?;
         if cx.inputs.len() != first + n_state + m {
             return Err(cx.err(format!(
                 "takes {} inputs (body has {n_state} states and {m} scan inputs), got {}",
@@ -453,7 +457,11 @@ impl ControlOp {
         for j in 0..m {
             let t = cx.tensor(first + n_state + j)?;
             if let Some(shape) = &t.shape {
-                let ax = normalize_axis(cx.op, s.scan_input_axes[j], shape.len())?;
+                let ax = normalize_axis(
+                    cx.op,
+                    s.scan_input_axes.get(j).copied().unwrap_or(0),
+                    shape.len(),
+                )?;
                 if s.batched && shape.len() < 2 {
                     return Err(cx.err(format!(
                         "scan input {j} needs rank >= 2 (batch, sequence), got {t}"

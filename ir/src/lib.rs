@@ -9,6 +9,7 @@ pub mod graph;
 pub mod infer;
 pub mod ops;
 pub mod print;
+pub mod small_float;
 pub mod tensor;
 pub mod types;
 pub mod value;

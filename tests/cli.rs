@@ -1,0 +1,106 @@
+//! The CLI's contract: outputs written as .npy, summaries printed, and the
+//! exit codes 0 (success), 1 (model or input error), 2 (usage error).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn carbide() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_carbide"))
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/example/tiny_cnn.onnx")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("carbide-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn run_example_matches_onnxruntime_and_writes_npy() {
+    let out = temp_dir("run");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/example");
+    let status = carbide()
+        .args(["run", example().to_str().unwrap(), "--inputs"])
+        .arg(dir.join("tiny_cnn.inputs.npz"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let probs = carbide::npy::read_npy(&out.join("probs.npy")).unwrap();
+    let reference = carbide::npy::read_npz(&dir.join("tiny_cnn.ort.npz")).unwrap();
+    let (a, b) = (probs.to_f64_vec().unwrap(), reference[0].1.to_f64_vec().unwrap());
+    assert_eq!(probs.shape(), &[2, 10]);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
+    }
+}
+
+#[test]
+fn run_with_random_inputs_binds_symbolic_dims() {
+    let out = carbide().args(["run", example().to_str().unwrap(), "--dim", "batch=3", "--seed", "5"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("probs") && text.contains("[3, 10]"), "{text}");
+}
+
+#[test]
+fn inspect_reports_ops_params_and_json() {
+    let out = carbide().args(["inspect", example().to_str().unwrap(), "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["op_histogram"]["Conv"], 2);
+    assert_eq!(v["inputs"][0]["ty"], "float[batch,3,32,32]");
+    // 8*3*3*3 + 8 + 4*8 + 16*8*3*3 + 16 + 10*16 + 10 + 2
+    assert_eq!(v["parameters"], 216 + 8 + 32 + 1152 + 16 + 160 + 10 + 2);
+    assert!(v["flops"].as_u64().unwrap() > 2 * 32 * 32 * 8 * 27);
+}
+
+#[test]
+fn inspect_writes_graphviz() {
+    let dot = temp_dir("dot").join("g.dot");
+    let out = carbide().args(["inspect", example().to_str().unwrap(), "--dot"]).arg(&dot).output().unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&dot).unwrap();
+    assert!(text.starts_with("digraph") && text.contains("Conv"));
+}
+
+#[test]
+fn missing_model_is_exit_code_1() {
+    let out = carbide().args(["run", "/nonexistent/model.onnx"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model.onnx"));
+}
+
+#[test]
+fn corrupt_model_is_exit_code_1() {
+    let p = temp_dir("corrupt").join("bad.onnx");
+    std::fs::write(&p, b"\x0a\xff\xff\xff\xff\x0fgarbage").unwrap();
+    let out = carbide().arg("inspect").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn wrong_input_shape_is_exit_code_1() {
+    let dir = temp_dir("shape");
+    let npy = dir.join("x.npy");
+    carbide::npy::write_npy(&npy, &carbide::ir::Tensor::from_f32s(vec![1.0; 7])).unwrap();
+    let out = carbide()
+        .args(["run", example().to_str().unwrap(), "--input"])
+        .arg(format!("image={}", npy.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("image"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn usage_error_is_exit_code_2() {
+    let out = carbide().args(["run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = carbide().args(["no-such-command"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -52,7 +52,7 @@ fn plan(shape: &[usize], axes: &[usize]) -> Plan {
         let mut perm: Vec<usize> = (0..rank).filter(|&i| !red[i]).collect();
         perm.extend((0..rank).filter(|&i| red[i]));
         Plan {
-            outer: total / r.max(1),
+            outer: (0..rank).filter(|&i| !red[i]).map(|i| shape[i]).product(),
             r,
             inner: 1,
             permute: Some(perm),
@@ -511,6 +511,13 @@ mod tests {
         let t = eval_reduce(&r, &x, None).unwrap();
         // (0+1+6+7)/4 = 3.5 -> 3
         assert_eq!(t.to_i64_vec().unwrap(), vec![3, 5, 7]);
+        // Non-contiguous axes over an empty dim still give one value per kept index.
+        let e = Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[2, 0, 3, 2]), vec![]).unwrap());
+        let mut s = attrs(ReduceKind::Sum, false);
+        s.axes = Some(vec![1, 3]);
+        let t = eval_reduce(&s, &e, None).unwrap();
+        assert_eq!(t.shape(), &[2, 3]);
+        assert_eq!(vals(&t), vec![0.0; 6]);
         assert!(eval_reduce(&r, &x, Some(&Tensor::from_i64s(vec![0, 0]))).is_err());
         assert!(eval_reduce(&r, &x, Some(&Tensor::from_i64s(vec![3]))).is_err());
     }

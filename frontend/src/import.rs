@@ -8,16 +8,24 @@ use crate::types::value_type;
 use crate::FrontendError;
 use carbide_ir::ops::ParseCtx;
 use carbide_ir::{Attr, Attrs, Graph, IrError, Model, Node, Op, Tensor, ValueInfo};
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 use std::rc::Rc;
+
+/// A model-local function: (domain, name, overload).
+type FnKey = (String, String, String);
 
 /// Opset version per (normalised) domain.
 type Opsets = Rc<BTreeMap<String, i64>>;
 
 /// Deepest nesting of function calls (and subgraphs) accepted.
 const MAX_DEPTH: usize = 64;
+
+/// Most nodes a model may expand to through function inlining (a small file
+/// whose functions call each other twice per level would otherwise explode).
+const MAX_NODES: usize = 1 << 22;
 
 /// "ai.onnx" is another spelling of the default domain "".
 pub fn norm_domain(d: &str) -> &str {
@@ -78,6 +86,7 @@ pub fn import_model(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, F
         base_dir,
         functions,
         model_opsets: opsets.clone(),
+        node_count: Cell::new(0),
     };
     let gp = mp
         .graph
@@ -111,8 +120,10 @@ pub fn import_model(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, F
 
 struct Importer<'a> {
     base_dir: Option<&'a Path>,
-    functions: HashMap<(String, String, String), &'a FunctionProto>,
+    functions: HashMap<FnKey, &'a FunctionProto>,
     model_opsets: Opsets,
+    /// Nodes created so far, all graphs together (see [`MAX_NODES`]).
+    node_count: Cell<usize>,
 }
 
 /// Names a graph defines itself (inputs, initializers, node outputs).
@@ -607,18 +618,64 @@ impl Importer<'_> {
         Ok(t)
     }
 
+    /// How many nodes a call of function `key` expands to (saturating),
+    /// rejecting recursion.
+    fn expanded_size(&self, key: &FnKey, stack: &mut Vec<FnKey>, memo: &mut HashMap<FnKey, u64>) -> Result<u64, FrontendError> {
+        if let Some(&n) = memo.get(key) {
+            return Ok(n);
+        }
+        let Some(f) = self.functions.get(key).copied() else { return Ok(1) };
+        if stack.contains(key) {
+            return Err(malformed(format!("function '{}' (domain '{}') calls itself", key.1, key.0)));
+        }
+        if stack.len() >= MAX_DEPTH {
+            return Err(malformed(format!("function calls are nested more than {MAX_DEPTH} deep in '{}'", key.1)));
+        }
+        stack.push(key.clone());
+        let mut total: u64 = 0;
+        for b in &f.node {
+            let bkey = (
+                norm_domain(b.domain.as_deref().unwrap_or("")).to_string(),
+                b.op_type.clone().unwrap_or_default(),
+                b.overload.clone().unwrap_or_default(),
+            );
+            total = total.saturating_add(self.expanded_size(&bkey, stack, memo)?);
+            if total > MAX_NODES as u64 {
+                break;
+            }
+        }
+        stack.pop();
+        memo.insert(key.clone(), total);
+        Ok(total)
+    }
+
     /// Appends `n` to `out`, inlining it if it calls a model-local function.
     fn expand(
         &self,
         n: FlatNode,
-        stack: &mut Vec<(String, String, String)>,
+        stack: &mut Vec<FnKey>,
         out: &mut Vec<FlatNode>,
     ) -> Result<(), FrontendError> {
         let key = (n.domain.clone(), n.op_type.clone(), n.overload.clone());
+        let count = self.node_count.get() + 1;
+        if count > MAX_NODES {
+            return Err(malformed(format!("the model expands to more than {MAX_NODES} nodes (at node '{}')", n.name)));
+        }
+        self.node_count.set(count);
         let Some(f) = self.functions.get(&key).copied() else {
             out.push(n);
             return Ok(());
         };
+        if stack.is_empty() {
+            // Check the call's full expansion before materializing any of it.
+            let size = self.expanded_size(&key, &mut Vec::new(), &mut HashMap::new())?;
+            if size.saturating_add(count as u64) > MAX_NODES as u64 {
+                return Err(malformed(format!(
+                    "node '{}' calls function '{}', which expands to more than {MAX_NODES} nodes",
+                    n.name, n.op_type
+                )));
+            }
+        }
         if stack.contains(&key) {
             return Err(malformed(format!(
                 "function '{}' (domain '{}') calls itself (through node '{}')",

@@ -609,3 +609,28 @@ fn subgraph_free_variables_order_nodes() {
         assert!(!e.contains("defined") && !e.contains("cycle"), "{e}");
     }
 }
+
+#[test]
+fn exponential_function_expansion_is_rejected_up_front() {
+    // F_k calls F_{k+1} twice: 2^40 nodes from a tiny file.
+    let mut fs = Vec::new();
+    for k in 0..40 {
+        let next = format!("F{}", k + 1);
+        fs.push(function(
+            &format!("F{k}"),
+            &[],
+            &["o"],
+            vec![call(&next, "", &[], &["a"], vec![]), call(&next, "", &[], &["o"], vec![])],
+        ));
+    }
+    fs.push(function("F40", &[], &["o"], vec![node("Constant", "", &[], &["o"], vec![attr_f("value_float", 1.0)])]));
+    let g = GraphProto {
+        node: vec![call("F0", "c", &[], &["o"], vec![])],
+        output: vec![vi("o", tensor_type(DType::F32, &[]))],
+        ..Default::default()
+    };
+    let mut m = model(g);
+    m.functions = fs;
+    let e = err_text(load(&m));
+    assert!(e.contains("expands to more than"), "{e}");
+}

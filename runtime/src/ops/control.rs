@@ -463,7 +463,7 @@ fn eval_scan(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult
     let mut len: Option<usize> = None;
     for j in 0..m {
         let t = tensor_in(inputs, n + j)?;
-        let ax = norm_axis(s.scan_input_axes[j], t.rank())
+        let ax = norm_axis(s.scan_input_axes.get(j).copied().unwrap_or(0), t.rank())
             .map_err(|e| invalid(format!("scan input {j}: {e}")))?;
         let l = t.shape()[ax];
         if len.is_some_and(|p| p != l) {
@@ -473,7 +473,7 @@ fn eval_scan(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult
             )));
         }
         len = Some(l);
-        scan_ins.push((t, ax, s.scan_input_directions[j] == 1));
+        scan_ins.push((t, ax, s.scan_input_directions.get(j) == Some(&1)));
     }
     let len = len.unwrap_or(0);
     let mut scans: Vec<Vec<Tensor>> = vec![Vec::new(); k];
@@ -543,7 +543,7 @@ fn eval_scan8(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResul
     let scan_ins = (0..m)
         .map(|j| tensor_in(inputs, 1 + n + j))
         .collect::<OpResult<Vec<_>>>()?;
-    let (batch, max_len) = match scan_ins[0].shape() {
+    let (batch, max_len) = match scan_ins.first().map(|t| t.shape()).unwrap_or(&[]) {
         [b, l, ..] => (*b, *l),
         s => {
             return Err(invalid(format!(
@@ -608,7 +608,7 @@ fn eval_scan8(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResul
             let mut args = Vec::with_capacity(n + m);
             args.append(&mut st);
             for (j, t) in ins.iter().enumerate() {
-                let idx = if s.scan_input_directions[j] == 1 {
+                let idx = if s.scan_input_directions.get(j) == Some(&1) {
                     len - 1 - it
                 } else {
                     it
@@ -1241,5 +1241,72 @@ mod tests {
         let x = Tensor::scalar_f32(7.0);
         let outs = run(g, vec![("s", s.clone()), ("x", t(x.clone()))]).unwrap();
         assert_eq!(outs, vec![seq(vec![x.clone(), x]), s]);
+    }
+
+    #[test]
+    fn hostile_inputs_are_errors() {
+        // Scan inputs of different lengths.
+        let mut g = scan9(0, 0, 0);
+        g.inputs.push(vi("x2"));
+        if let Op::Control(ControlOp::Scan(s)) = &mut g.nodes[0].op {
+            s.body.inputs.push(vi("x2_in"));
+            s.num_scan_inputs = 2;
+            s.scan_input_axes.push(0);
+            s.scan_input_directions.push(0);
+        }
+        g.nodes[0].inputs.push("x2".into());
+        let feeds = vec![
+            ("init", t(f32s(&[2], &[0.0, 0.0]))),
+            ("x", t(f32s(&[2, 3], &[0.0; 6]))),
+            ("x2", t(f32s(&[2], &[0.0; 2]))),
+        ];
+        let e = run(g, feeds).unwrap_err();
+        assert!(e.to_string().contains("different lengths"), "{e}");
+        // A scan axis beyond the input's rank.
+        let e = run(
+            scan9(0, 0, 0),
+            vec![
+                ("init", t(f32s(&[2], &[0.0; 2]))),
+                ("x", t(f32s(&[2], &[0.0; 2]))),
+            ],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        // A Loop whose scan output is a sequence, not a tensor.
+        let body = graph(&["i", "c_in", "s_in"], vec![], &["c_in", "s_in", "s_in"]);
+        let g = graph(
+            &["m", "s"],
+            vec![node(
+                ControlOp::Loop {
+                    body: Box::new(body),
+                },
+                &["m", "", "s"],
+                &["s_f", "scan"],
+            )],
+            &["s_f", "scan"],
+        );
+        let e = run(g, vec![("m", t(Tensor::scalar_i64(2))), ("s", seq(vec![]))]).unwrap_err();
+        assert!(e.to_string().contains("must be a tensor"), "{e}");
+        // Scan-8 with sequence_lens beyond the sequence length.
+        let op = ControlOp::Scan(Box::new(ScanAttrs {
+            body: scan_body(),
+            num_scan_inputs: 1,
+            batched: true,
+            scan_input_axes: vec![1],
+            scan_input_directions: vec![0],
+            scan_output_axes: None,
+            scan_output_directions: None,
+        }));
+        let g = graph(
+            &["lens", "init", "x"],
+            vec![node(op, &["lens", "init", "x"], &["fin", "ys"])],
+            &["fin", "ys"],
+        );
+        let feeds = vec![
+            ("lens", t(Tensor::from_i64s(vec![4]))),
+            ("init", t(f32s(&[1, 1], &[0.0]))),
+            ("x", t(f32s(&[1, 3, 1], &[0.0; 3]))),
+        ];
+        assert!(run(g, feeds).is_err());
     }
 }

@@ -67,7 +67,11 @@ pub fn compare_tensors(e: &Tensor, a: &Tensor, tol: Tolerance) -> Result<(), Str
             }
             Ok(())
         }
-        (Tensor::Small(_, x), Tensor::Small(_, y)) => {
+        (Tensor::Small(d, x), Tensor::Small(_, y)) => {
+            if d.is_small_float() {
+                let f = |b: &u8| carbide_ir::small_float::to_f64(*d, *b);
+                return compare_floats(&x.iter().map(f).collect::<Vec<_>>(), &y.iter().map(f).collect::<Vec<_>>(), tol);
+            }
             if let Some((i, (p, q))) = x.iter().zip(y.iter()).enumerate().find(|(_, (p, q))| p != q) {
                 return Err(format!("element {i}: expected bits {p:#x}, got {q:#x}"));
             }

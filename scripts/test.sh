@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every test: set-up (idempotent), formatting and lints, the ONNX node
+# conformance suite against its recorded floor, then the Rust test suites
+# (unit, CLI, and the zoo models against onnxruntime).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+
+# Conformance: the pass count must not fall below the floor in tests/conformance_floor.
+# Its full table goes to target/conformance.txt; only a summary is printed here.
+floor=$(grep -v '^#' tests/conformance_floor | head -n 1)
+target/release/carbide conformance .cache/onnx-node-tests --json target/conformance.json \
+    --show-failures > target/conformance.txt
+summary=$(tail -n 1 target/conformance.txt)
+passed=${summary%% passed*}
+echo "conformance: ${summary/passed,/passed (floor ${floor}),} -- table in target/conformance.txt" | sed 's/ failed,/ failing,/'
+if [ "$passed" -lt "$floor" ]; then
+    echo "conformance regressed: $passed cases pass, the floor is $floor" >&2
+    exit 1
+fi
+
+CARBIDE_REQUIRE_DATA=1 cargo test --release --workspace

@@ -312,6 +312,12 @@ pub(super) fn max_unpool(
             ind.shape()
         )));
     }
+    // Indices address the default (inferred) output; like the ONNX reference,
+    // an explicit output_shape receives that result in its leading corner.
+    let mut inferred = xs[..2].to_vec();
+    for i in 0..nsp {
+        inferred.push(unpool_dim(kernel, pads, strides, i, xs[2 + i]).map_err(invalid)?);
+    }
     let shape: Vec<usize> = match opt_tensor_in(inputs, 2)? {
         Some(t) => {
             let v = t
@@ -325,15 +331,10 @@ pub(super) fn max_unpool(
             }
             v.iter().map(|&d| d as usize).collect()
         }
-        None => {
-            let mut s = xs[..2].to_vec();
-            for i in 0..nsp {
-                s.push(unpool_dim(kernel, pads, strides, i, xs[2 + i]).map_err(invalid)?);
-            }
-            s
-        }
+        None => inferred.clone(),
     };
-    let total = elem_count(&shape)?;
+    elem_count(&shape)?;
+    let total = elem_count(&inferred)?;
     let idx: Vec<usize> = ind
         .to_i64_vec()
         .ok_or_else(|| invalid("indices must be an integer tensor"))?
@@ -343,17 +344,27 @@ pub(super) fn max_unpool(
                 Ok(i as usize)
             } else {
                 Err(invalid(format!(
-                    "index {i} out of range for output shape {shape:?}"
+                    "index {i} out of range for unpooled shape {inferred:?}"
                 )))
             }
         })
         .collect::<OpResult<_>>()?;
+    let corner = |ax: ndarray::AxisDescription| {
+        ndarray::Slice::from(0..inferred[ax.axis.index()].min(shape[ax.axis.index()]))
+    };
     Ok(carbide_ir::tensor_map!(x, a => {
         let mut y = vec![Default::default(); total];
         for (v, &i) in a.iter().zip(&idx) {
             y[i] = v.clone();
         }
-        ArrayD::from_shape_vec(IxDyn(&shape), y).unwrap_or_default()
+        let y = ArrayD::from_shape_vec(IxDyn(&inferred), y).unwrap_or_default();
+        if shape == inferred {
+            y
+        } else {
+            let mut out = ArrayD::from_elem(IxDyn(&shape), Default::default());
+            out.slice_each_axis_mut(corner).assign(&y.slice_each_axis(corner));
+            out
+        }
     }))
 }
 

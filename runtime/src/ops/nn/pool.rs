@@ -19,23 +19,32 @@ struct Taps {
     padded: Vec<usize>,
 }
 
+/// The taps `k` in `0..kernel` with `start + k * d` inside `lo..hi`, found
+/// arithmetically so a huge kernel attribute costs nothing.
+fn tap_range(start: i64, d: i64, kernel: i64, lo: i64, hi: i64) -> (i64, i64) {
+    let k0 = if start >= lo {
+        0
+    } else {
+        (lo - start + d - 1) / d
+    };
+    let k1 = if hi - 1 < start {
+        0
+    } else {
+        ((hi - 1 - start) / d + 1).min(kernel)
+    };
+    (k0, k1.max(k0))
+}
+
 fn taps(g: &DimGeom) -> Taps {
     let mut valid = Vec::with_capacity(g.out);
     let mut padded = Vec::with_capacity(g.out);
+    let (d, k) = (g.dilation as i64, g.kernel as i64);
     for o in 0..g.out {
         let start = (o * g.stride) as i64 - g.pad_begin;
-        let (mut v, mut n) = (Vec::new(), 0);
-        for k in 0..g.kernel {
-            let p = start + (k * g.dilation) as i64;
-            if p >= 0 && p < g.input as i64 {
-                v.push(p as usize);
-            }
-            if p >= -g.pad_begin && p < g.input as i64 + g.pad_end {
-                n += 1;
-            }
-        }
-        valid.push(v);
-        padded.push(n);
+        let (v0, v1) = tap_range(start, d, k, 0, g.input as i64);
+        valid.push((v0..v1).map(|t| (start + t * d) as usize).collect());
+        let (p0, p1) = tap_range(start, d, k, -g.pad_begin, g.input as i64 + g.pad_end);
+        padded.push((p1 - p0) as usize);
     }
     Taps { valid, padded }
 }

@@ -63,10 +63,7 @@ pub fn import_model(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, F
     let ir_version = mp.ir_version.unwrap_or(0);
     let mut opsets = BTreeMap::new();
     for o in &mp.opset_import {
-        opsets.insert(
-            norm_domain(o.domain.as_deref().unwrap_or("")).to_string(),
-            o.version.unwrap_or(0),
-        );
+        opsets.insert(norm_domain(o.domain.as_deref().unwrap_or("")).to_string(), o.version.unwrap_or(0));
     }
     // IR versions before 3 had no opset imports: their ops are opset 1.
     if ir_version < 3 && !opsets.contains_key("") {
@@ -82,16 +79,8 @@ pub fn import_model(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, F
         functions.insert(key, f);
     }
     let opsets = Rc::new(opsets);
-    let im = Importer {
-        base_dir,
-        functions,
-        model_opsets: opsets.clone(),
-        node_count: Cell::new(0),
-    };
-    let gp = mp
-        .graph
-        .as_ref()
-        .ok_or_else(|| malformed("the model has no graph".into()))?;
+    let im = Importer { base_dir, functions, model_opsets: opsets.clone(), node_count: Cell::new(0) };
+    let gp = mp.graph.as_ref().ok_or_else(|| malformed("the model has no graph".into()))?;
     let graph = im.convert_graph(gp, &BTreeSet::new(), 0)?;
     let mut model = Model {
         graph,
@@ -105,12 +94,7 @@ pub fn import_model(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, F
         metadata: mp
             .metadata_props
             .iter()
-            .map(|e| {
-                (
-                    e.key.clone().unwrap_or_default(),
-                    e.value.clone().unwrap_or_default(),
-                )
-            })
+            .map(|e| (e.key.clone().unwrap_or_default(), e.value.clone().unwrap_or_default()))
             .collect(),
     };
     carbide_ir::verify::verify_graph(&model.graph, &BTreeSet::new())?;
@@ -131,11 +115,7 @@ fn defined_names(g: &GraphProto) -> BTreeSet<String> {
     let mut d = BTreeSet::new();
     d.extend(g.input.iter().filter_map(|i| i.name.clone()));
     d.extend(g.initializer.iter().filter_map(|t| t.name.clone()));
-    d.extend(
-        g.sparse_initializer
-            .iter()
-            .filter_map(|s| s.values.as_ref().and_then(|v| v.name.clone())),
-    );
+    d.extend(g.sparse_initializer.iter().filter_map(|s| s.values.as_ref().and_then(|v| v.name.clone())));
     for n in &g.node {
         d.extend(n.output.iter().cloned());
     }
@@ -172,12 +152,7 @@ fn substitute_graph(
     rename: &dyn Fn(&str) -> String,
     resolve: &dyn Fn(&AttributeProto) -> Option<AttributeProto>,
 ) {
-    for i in g
-        .input
-        .iter_mut()
-        .chain(g.output.iter_mut())
-        .chain(g.value_info.iter_mut())
-    {
+    for i in g.input.iter_mut().chain(g.output.iter_mut()).chain(g.value_info.iter_mut()) {
         if let Some(n) = &mut i.name {
             *n = rename(n);
         }
@@ -261,12 +236,7 @@ fn attr_kind(a: &AttributeProto) -> i32 {
 
 impl Importer<'_> {
     /// Converts one graph. `outer` holds names visible from enclosing graphs.
-    fn convert_graph(
-        &self,
-        gp: &GraphProto,
-        outer: &BTreeSet<String>,
-        depth: usize,
-    ) -> Result<Graph, FrontendError> {
+    fn convert_graph(&self, gp: &GraphProto, outer: &BTreeSet<String>, depth: usize) -> Result<Graph, FrontendError> {
         self.convert_graph_with(gp, outer, depth, &self.model_opsets.clone())
     }
 
@@ -278,15 +248,10 @@ impl Importer<'_> {
         opsets: &Opsets,
     ) -> Result<Graph, FrontendError> {
         if depth > MAX_DEPTH {
-            return Err(malformed(format!(
-                "subgraphs are nested more than {MAX_DEPTH} deep"
-            )));
+            return Err(malformed(format!("subgraphs are nested more than {MAX_DEPTH} deep")));
         }
         let gname = gp.name.clone().unwrap_or_default();
-        let mut graph = Graph {
-            name: gname.clone(),
-            ..Default::default()
-        };
+        let mut graph = Graph { name: gname.clone(), ..Default::default() };
         for i in &gp.input {
             let name = i.name.clone().unwrap_or_default();
             let ty = value_type(&format!("graph input '{name}'"), i.r#type.as_ref())?;
@@ -305,33 +270,21 @@ impl Importer<'_> {
         for t in &gp.initializer {
             let name = t.name.clone().unwrap_or_default();
             if name.is_empty() {
-                return Err(malformed(format!(
-                    "graph '{gname}' has an initializer without a name"
-                )));
+                return Err(malformed(format!("graph '{gname}' has an initializer without a name")));
             }
             let tensor = decode(t, self.base_dir)?;
             if graph.initializers.insert(name.clone(), tensor).is_some() {
-                return Err(malformed(format!(
-                    "initializer '{name}' is defined more than once"
-                )));
+                return Err(malformed(format!("initializer '{name}' is defined more than once")));
             }
         }
         for s in &gp.sparse_initializer {
-            let name = s
-                .values
-                .as_ref()
-                .and_then(|v| v.name.clone())
-                .unwrap_or_default();
+            let name = s.values.as_ref().and_then(|v| v.name.clone()).unwrap_or_default();
             if name.is_empty() {
-                return Err(malformed(format!(
-                    "graph '{gname}' has a sparse initializer without a name"
-                )));
+                return Err(malformed(format!("graph '{gname}' has a sparse initializer without a name")));
             }
             let tensor = decode_sparse(s, self.base_dir)?;
             if graph.initializers.insert(name.clone(), tensor).is_some() {
-                return Err(malformed(format!(
-                    "initializer '{name}' is defined more than once"
-                )));
+                return Err(malformed(format!("initializer '{name}' is defined more than once")));
             }
         }
 
@@ -342,11 +295,7 @@ impl Importer<'_> {
             let given = n.name.clone().unwrap_or_default();
             let fnode = FlatNode {
                 named: !given.is_empty(),
-                name: if given.is_empty() {
-                    format!("{op_type}_{idx}")
-                } else {
-                    given
-                },
+                name: if given.is_empty() { format!("{op_type}_{idx}") } else { given },
                 domain: norm_domain(n.domain.as_deref().unwrap_or("")).to_string(),
                 overload: n.overload.clone().unwrap_or_default(),
                 op_type,
@@ -374,9 +323,7 @@ impl Importer<'_> {
                     }
                 };
                 if graph.initializers.insert(out.clone(), t).is_some() {
-                    return Err(malformed(format!(
-                        "value '{out}' is defined more than once"
-                    )));
+                    return Err(malformed(format!("value '{out}' is defined more than once")));
                 }
                 continue;
             }
@@ -412,24 +359,17 @@ impl Importer<'_> {
         })
     }
 
-    fn convert_node(
-        &self,
-        n: FlatNode,
-        visible: &BTreeSet<String>,
-        depth: usize,
-    ) -> Result<Node, FrontendError> {
+    fn convert_node(&self, n: FlatNode, visible: &BTreeSet<String>, depth: usize) -> Result<Node, FrontendError> {
         let opset = self.opset_for(&n)?;
         let ctx = if n.domain.is_empty() {
             format!("{}, opset {opset}", n.op_type)
         } else {
             format!("{}.{}, opset {opset}", n.domain, n.op_type)
         };
-        let items = self
-            .convert_attrs(&n, visible, depth)
-            .map_err(|e| match e {
-                FrontendError::Ir(e) => FrontendError::Ir(e.at_node(&n.name, &ctx)),
-                e => e,
-            })?;
+        let items = self.convert_attrs(&n, visible, depth).map_err(|e| match e {
+            FrontendError::Ir(e) => FrontendError::Ir(e.at_node(&n.name, &ctx)),
+            e => e,
+        })?;
         let mut cx = ParseCtx {
             domain: &n.domain,
             op_type: &n.op_type,
@@ -439,12 +379,7 @@ impl Importer<'_> {
             num_outputs: n.outputs.len(),
         };
         let op = Op::parse(&mut cx).map_err(|e| e.at_node(&n.name, &ctx))?;
-        Ok(Node {
-            name: n.name,
-            op,
-            inputs: n.inputs,
-            outputs: n.outputs,
-        })
+        Ok(Node { name: n.name, op, inputs: n.inputs, outputs: n.outputs })
     }
 
     fn convert_attrs(
@@ -488,54 +423,27 @@ impl Importer<'_> {
             attr_type::STRING => Attr::String(a.s.clone().unwrap_or_default()),
             attr_type::TENSOR => match &a.t {
                 Some(t) => Attr::Tensor(decode(t, self.base_dir)?),
-                None => {
-                    return Err(IrError::bad_attr(
-                        &n.op_type,
-                        name,
-                        "tensor attribute without a tensor",
-                    )
-                    .into())
-                }
+                None => return Err(IrError::bad_attr(&n.op_type, name, "tensor attribute without a tensor").into()),
             },
             attr_type::SPARSE_TENSOR => match &a.sparse_tensor {
                 Some(t) => Attr::Tensor(decode_sparse(t, self.base_dir)?),
                 None => {
-                    return Err(IrError::bad_attr(
-                        &n.op_type,
-                        name,
-                        "sparse tensor attribute without a value",
-                    )
-                    .into())
+                    return Err(IrError::bad_attr(&n.op_type, name, "sparse tensor attribute without a value").into())
                 }
             },
             attr_type::GRAPH => match &a.g {
                 Some(g) => Attr::Graph(Box::new(sub(g)?)),
-                None => {
-                    return Err(IrError::bad_attr(
-                        &n.op_type,
-                        name,
-                        "graph attribute without a graph",
-                    )
-                    .into())
-                }
+                None => return Err(IrError::bad_attr(&n.op_type, name, "graph attribute without a graph").into()),
             },
-            attr_type::TYPE_PROTO => {
-                Attr::Type(value_type(&format!("attribute '{name}'"), a.tp.as_ref())?)
-            }
+            attr_type::TYPE_PROTO => Attr::Type(value_type(&format!("attribute '{name}'"), a.tp.as_ref())?),
             attr_type::FLOATS => Attr::Floats(a.floats.clone()),
             attr_type::INTS => Attr::Ints(a.ints.clone()),
             attr_type::STRINGS => Attr::Strings(a.strings.clone()),
-            attr_type::TENSORS => Attr::Tensors(
-                a.tensors
-                    .iter()
-                    .map(|t| decode(t, self.base_dir))
-                    .collect::<Result<_, _>>()?,
-            ),
+            attr_type::TENSORS => {
+                Attr::Tensors(a.tensors.iter().map(|t| decode(t, self.base_dir)).collect::<Result<_, _>>()?)
+            }
             attr_type::SPARSE_TENSORS => Attr::Tensors(
-                a.sparse_tensors
-                    .iter()
-                    .map(|t| decode_sparse(t, self.base_dir))
-                    .collect::<Result<_, _>>()?,
+                a.sparse_tensors.iter().map(|t| decode_sparse(t, self.base_dir)).collect::<Result<_, _>>()?,
             ),
             attr_type::GRAPHS => Attr::Graphs(a.graphs.iter().map(sub).collect::<Result<_, _>>()?),
             attr_type::TYPE_PROTOS => Attr::Types(
@@ -544,24 +452,12 @@ impl Importer<'_> {
                     .map(|t| value_type(&format!("attribute '{name}'"), Some(t)))
                     .collect::<Result<_, _>>()?,
             ),
-            k => {
-                return Err(IrError::bad_attr(
-                    &n.op_type,
-                    name,
-                    format!("unknown attribute type {k}"),
-                )
-                .into())
-            }
+            k => return Err(IrError::bad_attr(&n.op_type, name, format!("unknown attribute type {k}")).into()),
         })
     }
 
     /// The tensor a `Constant` node defines.
-    fn constant_value(
-        &self,
-        n: &FlatNode,
-        visible: &BTreeSet<String>,
-        depth: usize,
-    ) -> Result<Tensor, FrontendError> {
+    fn constant_value(&self, n: &FlatNode, visible: &BTreeSet<String>, depth: usize) -> Result<Tensor, FrontendError> {
         let ctx = format!("Constant, opset {}", self.opset_for(n)?);
         let at = |e: IrError| FrontendError::Ir(e.at_node(&n.name, &ctx));
         let items = self.convert_attrs(n, visible, depth).map_err(|e| match e {
@@ -587,19 +483,14 @@ impl Importer<'_> {
             return Err(at(IrError::bad_attr(
                 "Constant",
                 present.get(1).copied().unwrap_or("value"),
-                format!(
-                    "exactly one value attribute is required, got {}",
-                    present.len()
-                ),
+                format!("exactly one value attribute is required, got {}", present.len()),
             )));
         }
         let t = (|| -> Result<Tensor, IrError> {
             let t = match present[0] {
                 "value" | "sparse_value" => attrs.req_tensor(present[0])?,
                 "value_float" => Tensor::scalar_f32(attrs.req_float("value_float")?),
-                "value_floats" => {
-                    Tensor::from_f32s(attrs.floats("value_floats")?.unwrap_or_default())
-                }
+                "value_floats" => Tensor::from_f32s(attrs.floats("value_floats")?.unwrap_or_default()),
                 "value_int" => Tensor::scalar_i64(attrs.req_int("value_int")?),
                 "value_ints" => Tensor::from_i64s(attrs.req_ints("value_ints")?),
                 "value_string" => {
@@ -620,7 +511,12 @@ impl Importer<'_> {
 
     /// How many nodes a call of function `key` expands to (saturating),
     /// rejecting recursion.
-    fn expanded_size(&self, key: &FnKey, stack: &mut Vec<FnKey>, memo: &mut HashMap<FnKey, u64>) -> Result<u64, FrontendError> {
+    fn expanded_size(
+        &self,
+        key: &FnKey,
+        stack: &mut Vec<FnKey>,
+        memo: &mut HashMap<FnKey, u64>,
+    ) -> Result<u64, FrontendError> {
         if let Some(&n) = memo.get(key) {
             return Ok(n);
         }
@@ -650,12 +546,7 @@ impl Importer<'_> {
     }
 
     /// Appends `n` to `out`, inlining it if it calls a model-local function.
-    fn expand(
-        &self,
-        n: FlatNode,
-        stack: &mut Vec<FnKey>,
-        out: &mut Vec<FlatNode>,
-    ) -> Result<(), FrontendError> {
+    fn expand(&self, n: FlatNode, stack: &mut Vec<FnKey>, out: &mut Vec<FlatNode>) -> Result<(), FrontendError> {
         let key = (n.domain.clone(), n.op_type.clone(), n.overload.clone());
         let count = self.node_count.get() + 1;
         if count > MAX_NODES {
@@ -714,9 +605,7 @@ impl Importer<'_> {
             if s.is_empty() {
                 return String::new();
             }
-            map.get(s)
-                .cloned()
-                .unwrap_or_else(|| format!("{prefix}{s}"))
+            map.get(s).cloned().unwrap_or_else(|| format!("{prefix}{s}"))
         };
         let caller_attrs = &n.attrs;
         let resolve = |a: &AttributeProto| -> Option<AttributeProto> {
@@ -725,11 +614,7 @@ impl Importer<'_> {
             let found = caller_attrs
                 .iter()
                 .find(|c| c.name.as_deref() == Some(r))
-                .or_else(|| {
-                    f.attribute_proto
-                        .iter()
-                        .find(|d| d.name.as_deref() == Some(r))
-                })?;
+                .or_else(|| f.attribute_proto.iter().find(|d| d.name.as_deref() == Some(r)))?;
             let mut v = found.clone();
             v.name = a.name.clone();
             v.ref_attr_name = None;
@@ -737,20 +622,13 @@ impl Importer<'_> {
         };
         let mut fopsets = (*self.model_opsets).clone();
         for o in &f.opset_import {
-            fopsets.insert(
-                norm_domain(o.domain.as_deref().unwrap_or("")).to_string(),
-                o.version.unwrap_or(0),
-            );
+            fopsets.insert(norm_domain(o.domain.as_deref().unwrap_or("")).to_string(), o.version.unwrap_or(0));
         }
         let fopsets = Rc::new(fopsets);
         stack.push(key);
         for (j, b) in f.node.iter().enumerate() {
             let op_type = b.op_type.clone().unwrap_or_default();
-            let local = b
-                .name
-                .clone()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| format!("{op_type}_{j}"));
+            let local = b.name.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| format!("{op_type}_{j}"));
             let body = FlatNode {
                 name: format!("{prefix}{local}"),
                 named: true,
@@ -771,11 +649,7 @@ impl Importer<'_> {
 
 /// Makes generated node names unique (`Relu_3` may also be a real name).
 fn uniquify_names(nodes: &mut [FlatNode]) {
-    let mut used: HashSet<String> = nodes
-        .iter()
-        .filter(|n| n.named)
-        .map(|n| n.name.clone())
-        .collect();
+    let mut used: HashSet<String> = nodes.iter().filter(|n| n.named).map(|n| n.name.clone()).collect();
     for n in nodes.iter_mut().filter(|n| !n.named) {
         let mut name = n.name.clone();
         let mut k = 1;
@@ -790,11 +664,7 @@ fn uniquify_names(nodes: &mut [FlatNode]) {
 
 /// A stable topological order of `nodes` (file order wherever the data flow
 /// allows). A use of a name that nothing defines is an error naming both.
-fn topo_order(
-    nodes: &[FlatNode],
-    graph: &Graph,
-    outer: &BTreeSet<String>,
-) -> Result<Vec<usize>, FrontendError> {
+fn topo_order(nodes: &[FlatNode], graph: &Graph, outer: &BTreeSet<String>) -> Result<Vec<usize>, FrontendError> {
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
         for o in n.outputs.iter().filter(|o| !o.is_empty()) {
@@ -804,8 +674,7 @@ fn topo_order(
     let mut indegree = vec![0usize; nodes.len()];
     let mut users: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     for (i, n) in nodes.iter().enumerate() {
-        let mut used: BTreeSet<String> =
-            n.inputs.iter().filter(|s| !s.is_empty()).cloned().collect();
+        let mut used: BTreeSet<String> = n.inputs.iter().filter(|s| !s.is_empty()).cloned().collect();
         for a in &n.attrs {
             attr_free_vars(a, &mut used);
         }
@@ -823,10 +692,7 @@ fn topo_order(
                 }
                 deps.insert(p);
             } else if !outer.contains(u) {
-                return Err(malformed(format!(
-                    "node '{}' ({}) uses '{u}', which is never defined",
-                    n.name, n.op_type
-                )));
+                return Err(malformed(format!("node '{}' ({}) uses '{u}', which is never defined", n.name, n.op_type)));
             }
         }
         indegree[i] = deps.len();
@@ -834,10 +700,7 @@ fn topo_order(
             users[p].push(i);
         }
     }
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..nodes.len())
-        .filter(|&i| indegree[i] == 0)
-        .map(Reverse)
-        .collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..nodes.len()).filter(|&i| indegree[i] == 0).map(Reverse).collect();
     let mut order = Vec::with_capacity(nodes.len());
     while let Some(Reverse(i)) = ready.pop() {
         order.push(i);
@@ -850,14 +713,8 @@ fn topo_order(
     }
     if order.len() != nodes.len() {
         let stuck = (0..nodes.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
-        let n = nodes
-            .get(stuck)
-            .map(|n| (n.name.as_str(), n.op_type.as_str()))
-            .unwrap_or(("?", "?"));
-        return Err(malformed(format!(
-            "the graph has a cycle through node '{}' ({})",
-            n.0, n.1
-        )));
+        let n = nodes.get(stuck).map(|n| (n.name.as_str(), n.op_type.as_str())).unwrap_or(("?", "?"));
+        return Err(malformed(format!("the graph has a cycle through node '{}' ({})", n.0, n.1)));
     }
     Ok(order)
 }
@@ -866,11 +723,7 @@ fn topo_order(
 /// that a file is well formed as far as the importer's data layer goes.
 /// Returns the number of tensors decoded.
 pub fn check_model_data(mp: &ModelProto, base_dir: Option<&Path>) -> Result<usize, FrontendError> {
-    fn graph(
-        g: &GraphProto,
-        base_dir: Option<&Path>,
-        count: &mut usize,
-    ) -> Result<(), FrontendError> {
+    fn graph(g: &GraphProto, base_dir: Option<&Path>, count: &mut usize) -> Result<(), FrontendError> {
         for v in g.input.iter().chain(&g.output).chain(&g.value_info) {
             value_type("value", v.r#type.as_ref())?;
         }
@@ -887,11 +740,7 @@ pub fn check_model_data(mp: &ModelProto, base_dir: Option<&Path>) -> Result<usiz
         }
         Ok(())
     }
-    fn node(
-        n: &NodeProto,
-        base_dir: Option<&Path>,
-        count: &mut usize,
-    ) -> Result<(), FrontendError> {
+    fn node(n: &NodeProto, base_dir: Option<&Path>, count: &mut usize) -> Result<(), FrontendError> {
         for a in &n.attribute {
             if let Some(t) = &a.t {
                 decode(t, base_dir)?;
@@ -924,4 +773,72 @@ pub fn check_model_data(mp: &ModelProto, base_dir: Option<&Path>) -> Result<usiz
         }
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(name: &str, inputs: &[&str], outputs: &[&str]) -> FlatNode {
+        FlatNode {
+            name: name.into(),
+            named: true,
+            op_type: "Op".into(),
+            domain: String::new(),
+            overload: String::new(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            attrs: Vec::new(),
+            opsets: Rc::new(BTreeMap::new()),
+        }
+    }
+
+    #[test]
+    fn topo_order_is_stable_and_sorts_out_of_order_files() {
+        let graph = Graph {
+            inputs: vec![ValueInfo { name: "x".into(), ty: carbide_ir::ValueType::Unknown }],
+            ..Default::default()
+        };
+        // Already ordered: unchanged.
+        let nodes = vec![flat("a", &["x"], &["a"]), flat("b", &["x"], &["b"]), flat("c", &["a", "b"], &["c"])];
+        assert_eq!(topo_order(&nodes, &graph, &BTreeSet::new()).unwrap(), vec![0, 1, 2]);
+        // Reversed file: producers move up, independent nodes keep file order.
+        let nodes = vec![
+            flat("c", &["a", "b"], &["c"]),
+            flat("i", &["x"], &["i"]),
+            flat("b", &["a"], &["b"]),
+            flat("a", &["x"], &["a"]),
+        ];
+        assert_eq!(topo_order(&nodes, &graph, &BTreeSet::new()).unwrap(), vec![1, 3, 2, 0]);
+        // Names from enclosing graphs need no producer; unknown ones are errors.
+        let outer: BTreeSet<String> = ["o".to_string()].into();
+        assert!(topo_order(&[flat("u", &["o", ""], &["u"])], &graph, &outer).is_ok());
+        let e = topo_order(&[flat("u", &["zz"], &["u"])], &graph, &BTreeSet::new()).unwrap_err().to_string();
+        assert!(e.contains("'u'") && e.contains("'zz'"), "{e}");
+    }
+
+    #[test]
+    fn subgraph_free_variables_are_dependencies() {
+        let graph = Graph::default();
+        let body = GraphProto {
+            node: vec![NodeProto {
+                input: vec!["late".into(), "inner".into()],
+                output: vec!["r".into()],
+                op_type: Some("Add".into()),
+                ..Default::default()
+            }],
+            input: vec![crate::proto::ValueInfoProto { name: Some("inner".into()), ..Default::default() }],
+            output: vec![crate::proto::ValueInfoProto { name: Some("r".into()), ..Default::default() }],
+            ..Default::default()
+        };
+        let mut user = flat("if", &["cond"], &["y"]);
+        user.attrs.push(AttributeProto {
+            name: Some("then_branch".into()),
+            r#type: Some(attr_type::GRAPH),
+            g: Some(Box::new(body)),
+            ..Default::default()
+        });
+        let nodes = vec![user, flat("mk", &[], &["late"]), flat("c", &[], &["cond"])];
+        assert_eq!(topo_order(&nodes, &graph, &BTreeSet::new()).unwrap(), vec![1, 2, 0]);
+    }
 }

@@ -38,10 +38,7 @@ pub enum FrontendError {
 
 /// Loads an ONNX model file; external data is read relative to its folder.
 pub fn load_model(path: &Path) -> Result<Model, FrontendError> {
-    let bytes = std::fs::read(path).map_err(|e| FrontendError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    })?;
+    let bytes = std::fs::read(path).map_err(|e| FrontendError::Io { path: path.to_path_buf(), source: e })?;
     let dir = match path.parent() {
         Some(p) if p.as_os_str().is_empty() => Path::new("."),
         Some(p) => p,
@@ -59,10 +56,7 @@ pub fn load_model_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model, 
 
 /// Decodes the raw `ModelProto` message (no conversion).
 pub fn decode_model_proto(bytes: &[u8]) -> Result<ModelProto, FrontendError> {
-    ModelProto::decode(bytes).map_err(|e| FrontendError::Decode {
-        context: "ModelProto".into(),
-        reason: e.to_string(),
-    })
+    ModelProto::decode(bytes).map_err(|e| FrontendError::Decode { context: "ModelProto".into(), reason: e.to_string() })
 }
 
 /// Decodes every tensor and type of a model without parsing its ops (so it
@@ -73,10 +67,8 @@ pub fn check_model_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<usize,
 
 /// Decodes a serialized `TensorProto` (e.g. a test's `input_0.pb`).
 pub fn decode_tensor(bytes: &[u8]) -> Result<Tensor, FrontendError> {
-    let tp = TensorProto::decode(bytes).map_err(|e| FrontendError::Decode {
-        context: "TensorProto".into(),
-        reason: e.to_string(),
-    })?;
+    let tp = TensorProto::decode(bytes)
+        .map_err(|e| FrontendError::Decode { context: "TensorProto".into(), reason: e.to_string() })?;
     tensor::decode(&tp, None)
 }
 
@@ -86,52 +78,32 @@ pub fn decode_value(bytes: &[u8], ty: &ValueType) -> Result<Value, FrontendError
     match ty {
         ValueType::Tensor(_) | ValueType::Unknown => decode_tensor(bytes).map(Value::Tensor),
         ValueType::Sequence(_) => {
-            let sp = SequenceProto::decode(bytes).map_err(|e| FrontendError::Decode {
-                context: "SequenceProto".into(),
-                reason: e.to_string(),
-            })?;
+            let sp = SequenceProto::decode(bytes)
+                .map_err(|e| FrontendError::Decode { context: "SequenceProto".into(), reason: e.to_string() })?;
             sequence_value(&sp)
         }
         ValueType::Optional(_) => {
-            let op = OptionalProto::decode(bytes).map_err(|e| FrontendError::Decode {
-                context: "OptionalProto".into(),
-                reason: e.to_string(),
-            })?;
+            let op = OptionalProto::decode(bytes)
+                .map_err(|e| FrontendError::Decode { context: "OptionalProto".into(), reason: e.to_string() })?;
             optional_value(&op)
         }
-        ValueType::Map(..) => Err(FrontendError::Unsupported(
-            "map values are not supported".into(),
-        )),
+        ValueType::Map(..) => Err(FrontendError::Unsupported("map values are not supported".into())),
     }
 }
 
 fn sequence_value(sp: &SequenceProto) -> Result<Value, FrontendError> {
     let items = match sp.elem_type.unwrap_or(0) {
-        elem_kind::TENSOR => sp
-            .tensor_values
-            .iter()
-            .map(|t| tensor::decode(t, None).map(Value::Tensor))
-            .collect::<Result<_, _>>()?,
+        elem_kind::TENSOR => {
+            sp.tensor_values.iter().map(|t| tensor::decode(t, None).map(Value::Tensor)).collect::<Result<_, _>>()?
+        }
         elem_kind::SPARSE_TENSOR => sp
             .sparse_tensor_values
             .iter()
             .map(|t| tensor::decode_sparse(t, None).map(Value::Tensor))
             .collect::<Result<_, _>>()?,
-        elem_kind::SEQUENCE => sp
-            .sequence_values
-            .iter()
-            .map(sequence_value)
-            .collect::<Result<_, _>>()?,
-        elem_kind::OPTIONAL => sp
-            .optional_values
-            .iter()
-            .map(optional_value)
-            .collect::<Result<_, _>>()?,
-        elem_kind::MAP => {
-            return Err(FrontendError::Unsupported(
-                "sequences of maps are not supported".into(),
-            ))
-        }
+        elem_kind::SEQUENCE => sp.sequence_values.iter().map(sequence_value).collect::<Result<_, _>>()?,
+        elem_kind::OPTIONAL => sp.optional_values.iter().map(optional_value).collect::<Result<_, _>>()?,
+        elem_kind::MAP => return Err(FrontendError::Unsupported("sequences of maps are not supported".into())),
         elem_kind::UNDEFINED
             if sp.tensor_values.is_empty()
                 && sp.sequence_values.is_empty()
@@ -141,32 +113,20 @@ fn sequence_value(sp: &SequenceProto) -> Result<Value, FrontendError> {
         {
             Vec::new()
         }
-        k => {
-            return Err(FrontendError::Invalid(format!(
-                "SequenceProto: unknown or missing elem_type {k}"
-            )))
-        }
+        k => return Err(FrontendError::Invalid(format!("SequenceProto: unknown or missing elem_type {k}"))),
     };
     Ok(Value::Sequence(items))
 }
 
 fn optional_value(op: &OptionalProto) -> Result<Value, FrontendError> {
     let inner = match op.elem_type.unwrap_or(0) {
-        elem_kind::TENSOR => op
-            .tensor_value
-            .as_ref()
-            .map(|t| tensor::decode(t, None).map(Value::Tensor)),
-        elem_kind::SPARSE_TENSOR => op
-            .sparse_tensor_value
-            .as_ref()
-            .map(|t| tensor::decode_sparse(t, None).map(Value::Tensor)),
+        elem_kind::TENSOR => op.tensor_value.as_ref().map(|t| tensor::decode(t, None).map(Value::Tensor)),
+        elem_kind::SPARSE_TENSOR => {
+            op.sparse_tensor_value.as_ref().map(|t| tensor::decode_sparse(t, None).map(Value::Tensor))
+        }
         elem_kind::SEQUENCE => op.sequence_value.as_ref().map(sequence_value),
         elem_kind::OPTIONAL => op.optional_value.as_deref().map(optional_value),
-        elem_kind::MAP => {
-            return Err(FrontendError::Unsupported(
-                "optional maps are not supported".into(),
-            ))
-        }
+        elem_kind::MAP => return Err(FrontendError::Unsupported("optional maps are not supported".into())),
         _ => None,
     };
     Ok(Value::Optional(inner.transpose()?.map(Box::new)))
@@ -188,10 +148,7 @@ pub fn encode_value(name: &str, v: &Value) -> Result<Vec<u8>, FrontendError> {
 }
 
 fn sequence_proto(name: &str, v: &Value) -> Result<SequenceProto, FrontendError> {
-    let mut sp = SequenceProto {
-        name: Some(name.to_string()),
-        ..Default::default()
-    };
+    let mut sp = SequenceProto { name: Some(name.to_string()), ..Default::default() };
     let Value::Sequence(items) = v else {
         return Err(FrontendError::Invalid("not a sequence".into()));
     };
@@ -203,30 +160,17 @@ fn sequence_proto(name: &str, v: &Value) -> Result<SequenceProto, FrontendError>
     sp.elem_type = Some(kind);
     for it in items {
         match it {
-            Value::Tensor(t) if kind == elem_kind::TENSOR => {
-                sp.tensor_values.push(tensor::encode("", t)?)
-            }
-            Value::Sequence(_) if kind == elem_kind::SEQUENCE => {
-                sp.sequence_values.push(sequence_proto("", it)?)
-            }
-            Value::Optional(_) if kind == elem_kind::OPTIONAL => {
-                sp.optional_values.push(optional_proto("", it)?)
-            }
-            _ => {
-                return Err(FrontendError::Invalid(
-                    "sequence elements of different kinds".into(),
-                ))
-            }
+            Value::Tensor(t) if kind == elem_kind::TENSOR => sp.tensor_values.push(tensor::encode("", t)?),
+            Value::Sequence(_) if kind == elem_kind::SEQUENCE => sp.sequence_values.push(sequence_proto("", it)?),
+            Value::Optional(_) if kind == elem_kind::OPTIONAL => sp.optional_values.push(optional_proto("", it)?),
+            _ => return Err(FrontendError::Invalid("sequence elements of different kinds".into())),
         }
     }
     Ok(sp)
 }
 
 fn optional_proto(name: &str, v: &Value) -> Result<OptionalProto, FrontendError> {
-    let mut op = OptionalProto {
-        name: Some(name.to_string()),
-        ..Default::default()
-    };
+    let mut op = OptionalProto { name: Some(name.to_string()), ..Default::default() };
     let Value::Optional(inner) = v else {
         return Err(FrontendError::Invalid("not an optional".into()));
     };

@@ -7,9 +7,10 @@ use carbide_ir::{DType, Dim, TensorType, ValueType};
 fn tensor_type(what: &str, t: &TypeTensor) -> Result<TensorType, FrontendError> {
     let dtype = match t.elem_type.unwrap_or(0) {
         0 => None,
-        code => Some(DType::from_onnx_code(code).ok_or_else(|| {
-            FrontendError::Unsupported(format!("{what}: unsupported element type code {code}"))
-        })?),
+        code => Some(
+            DType::from_onnx_code(code)
+                .ok_or_else(|| FrontendError::Unsupported(format!("{what}: unsupported element type code {code}")))?,
+        ),
     };
     let shape = t.shape.as_ref().map(|s| {
         s.dim
@@ -36,17 +37,12 @@ pub fn value_type(what: &str, tp: Option<&TypeProto>) -> Result<ValueType, Front
         Some(TypeValue::TensorType(t)) | Some(TypeValue::SparseTensorType(t)) => {
             ValueType::Tensor(tensor_type(what, t)?)
         }
-        Some(TypeValue::SequenceType(s)) => {
-            ValueType::Sequence(Box::new(value_type(what, s.elem_type.as_deref())?))
-        }
-        Some(TypeValue::OptionalType(s)) => {
-            ValueType::Optional(Box::new(value_type(what, s.elem_type.as_deref())?))
-        }
+        Some(TypeValue::SequenceType(s)) => ValueType::Sequence(Box::new(value_type(what, s.elem_type.as_deref())?)),
+        Some(TypeValue::OptionalType(s)) => ValueType::Optional(Box::new(value_type(what, s.elem_type.as_deref())?)),
         Some(TypeValue::MapType(m)) => {
             let code = m.key_type.unwrap_or(0);
-            let key = DType::from_onnx_code(code).ok_or_else(|| {
-                FrontendError::Unsupported(format!("{what}: unsupported map key type code {code}"))
-            })?;
+            let key = DType::from_onnx_code(code)
+                .ok_or_else(|| FrontendError::Unsupported(format!("{what}: unsupported map key type code {code}")))?;
             ValueType::Map(key, Box::new(value_type(what, m.value_type.as_deref())?))
         }
     })

@@ -33,20 +33,10 @@ fn tensor_type(dtype: DType, dims: &[&str]) -> TypeProto {
 }
 
 fn vi(name: &str, ty: TypeProto) -> ValueInfoProto {
-    ValueInfoProto {
-        name: s(name),
-        r#type: Some(ty),
-        ..Default::default()
-    }
+    ValueInfoProto { name: s(name), r#type: Some(ty), ..Default::default() }
 }
 
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: Vec<AttributeProto>,
-) -> NodeProto {
+fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
         op_type: s(op),
         name: s(name),
@@ -58,30 +48,15 @@ fn node(
 }
 
 fn attr_f(name: &str, f: f32) -> AttributeProto {
-    AttributeProto {
-        name: s(name),
-        r#type: Some(attr_type::FLOAT),
-        f: Some(f),
-        ..Default::default()
-    }
+    AttributeProto { name: s(name), r#type: Some(attr_type::FLOAT), f: Some(f), ..Default::default() }
 }
 
 fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto {
-        name: s(name),
-        r#type: Some(attr_type::INTS),
-        ints: v.to_vec(),
-        ..Default::default()
-    }
+    AttributeProto { name: s(name), r#type: Some(attr_type::INTS), ints: v.to_vec(), ..Default::default() }
 }
 
 fn attr_ref(name: &str, r: &str, ty: i32) -> AttributeProto {
-    AttributeProto {
-        name: s(name),
-        ref_attr_name: s(r),
-        r#type: Some(ty),
-        ..Default::default()
-    }
+    AttributeProto { name: s(name), ref_attr_name: s(r), r#type: Some(ty), ..Default::default() }
 }
 
 fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
@@ -97,10 +72,7 @@ fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
 fn model(graph: GraphProto) -> ModelProto {
     ModelProto {
         ir_version: Some(10),
-        opset_import: vec![OperatorSetIdProto {
-            domain: s(""),
-            version: Some(21),
-        }],
+        opset_import: vec![OperatorSetIdProto { domain: s(""), version: Some(21) }],
         graph: Some(graph),
         ..Default::default()
     }
@@ -129,10 +101,7 @@ fn passthrough_graph_keeps_types_and_symbolic_dims() {
     assert_eq!(m.opsets.get(""), Some(&21));
     assert_eq!(
         m.graph.inputs[0].ty,
-        ValueType::tensor(
-            DType::F16,
-            vec![Dim::Sym("batch".into()), Dim::Known(3), Dim::Unknown]
-        )
+        ValueType::tensor(DType::F16, vec![Dim::Sym("batch".into()), Dim::Known(3), Dim::Unknown])
     );
 }
 
@@ -140,20 +109,8 @@ fn passthrough_graph_keeps_types_and_symbolic_dims() {
 fn constant_nodes_become_initializers() {
     let g = GraphProto {
         node: vec![
-            node(
-                "Constant",
-                "",
-                &[],
-                &["a"],
-                vec![attr_f("value_float", 2.5)],
-            ),
-            node(
-                "Constant",
-                "",
-                &[],
-                &["b"],
-                vec![attr_ints("value_ints", &[1, 2, 3])],
-            ),
+            node("Constant", "", &[], &["a"], vec![attr_f("value_float", 2.5)]),
+            node("Constant", "", &[], &["b"], vec![attr_ints("value_ints", &[1, 2, 3])]),
             node(
                 "Constant",
                 "c",
@@ -184,29 +141,14 @@ fn constant_nodes_become_initializers() {
 #[test]
 fn constant_with_wrong_attribute_type_names_node_and_attribute() {
     let g = GraphProto {
-        node: vec![node(
-            "Constant",
-            "k",
-            &[],
-            &["a"],
-            vec![attr_f("value_int", 2.5)],
-        )],
+        node: vec![node("Constant", "k", &[], &["a"], vec![attr_f("value_int", 2.5)])],
         output: vec![vi("a", tensor_type(DType::I64, &[]))],
         ..Default::default()
     };
     let e = err_text(load(&model(g)));
-    assert!(
-        e.contains("'k'") && e.contains("value_int") && e.contains("expected int"),
-        "{e}"
-    );
+    assert!(e.contains("'k'") && e.contains("value_int") && e.contains("expected int"), "{e}");
     let g = GraphProto {
-        node: vec![node(
-            "Constant",
-            "k",
-            &[],
-            &["a"],
-            vec![attr_f("value_float", 1.0), attr_f("bogus", 1.0)],
-        )],
+        node: vec![node("Constant", "k", &[], &["a"], vec![attr_f("value_float", 1.0), attr_f("bogus", 1.0)])],
         output: vec![vi("a", tensor_type(DType::F32, &[]))],
         ..Default::default()
     };
@@ -223,10 +165,10 @@ fn unknown_op_is_unsupported_op_naming_it() {
         ..Default::default()
     };
     match load(&model(g)) {
-        Err(FrontendError::Ir(IrError::AtNode { node, source, .. })) => {
+        Err(FrontendError::Ir(IrError::AtNode { node, cause, .. })) => {
             assert_eq!(node, "n1");
             assert!(
-                matches!(*source, IrError::UnsupportedOp { ref op_type, opset: 21, .. } if op_type == "FrobnicateXYZ")
+                matches!(*cause, IrError::UnsupportedOp { ref op_type, opset: 21, .. } if op_type == "FrobnicateXYZ")
             );
         }
         other => panic!("unexpected {other:?}"),
@@ -257,10 +199,7 @@ fn undefined_value_names_node_and_value() {
     };
     let e = err_text(load(&model(g)));
     assert!(e.contains("'r'") && e.contains("nowhere"), "{e}");
-    let g = GraphProto {
-        output: vec![vi("y", tensor_type(DType::F32, &["2"]))],
-        ..Default::default()
-    };
+    let g = GraphProto { output: vec![vi("y", tensor_type(DType::F32, &["2"]))], ..Default::default() };
     let e = err_text(load(&model(g)));
     assert!(e.contains("'y'"), "{e}");
 }
@@ -269,18 +208,12 @@ fn undefined_value_names_node_and_value() {
 fn cycle_is_an_error_naming_a_node_on_it() {
     let g = GraphProto {
         input: vec![vi("x", tensor_type(DType::F32, &["2"]))],
-        node: vec![
-            node("Add", "a", &["x", "d"], &["c"], vec![]),
-            node("Relu", "b", &["c"], &["d"], vec![]),
-        ],
+        node: vec![node("Add", "a", &["x", "d"], &["c"], vec![]), node("Relu", "b", &["c"], &["d"], vec![])],
         output: vec![vi("d", tensor_type(DType::F32, &["2"]))],
         ..Default::default()
     };
     let e = err_text(load(&model(g)));
-    assert!(
-        e.contains("cycle") && (e.contains("'a'") || e.contains("'b'")),
-        "{e}"
-    );
+    assert!(e.contains("cycle") && (e.contains("'a'") || e.contains("'b'")), "{e}");
     let g = GraphProto {
         node: vec![node("Relu", "self", &["y"], &["y"], vec![])],
         output: vec![vi("y", tensor_type(DType::F32, &["2"]))],
@@ -293,33 +226,18 @@ fn cycle_is_an_error_naming_a_node_on_it() {
 #[test]
 fn bad_initializers_are_errors() {
     let mut t = f32_tensor("w", &[3], &[1.0, 2.0]);
-    let g = GraphProto {
-        initializer: vec![t.clone()],
-        ..Default::default()
-    };
+    let g = GraphProto { initializer: vec![t.clone()], ..Default::default() };
     let e = err_text(load(&model(g)));
-    assert!(
-        e.contains("'w'") && e.contains("raw_data has 8 bytes"),
-        "{e}"
-    );
+    assert!(e.contains("'w'") && e.contains("raw_data has 8 bytes"), "{e}");
     t.dims = vec![1 << 20, 1 << 20];
-    let g = GraphProto {
-        initializer: vec![t.clone()],
-        ..Default::default()
-    };
+    let g = GraphProto { initializer: vec![t.clone()], ..Default::default() };
     assert!(err_text(load(&model(g))).contains("2^32"));
     t.dims = vec![-2];
-    let g = GraphProto {
-        initializer: vec![t.clone()],
-        ..Default::default()
-    };
+    let g = GraphProto { initializer: vec![t.clone()], ..Default::default() };
     assert!(err_text(load(&model(g))).contains("negative"));
     t.dims = vec![2];
     t.data_type = Some(14);
-    let g = GraphProto {
-        initializer: vec![t],
-        ..Default::default()
-    };
+    let g = GraphProto { initializer: vec![t], ..Default::default() };
     assert!(matches!(load(&model(g)), Err(FrontendError::Unsupported(m)) if m.contains("complex")));
 }
 
@@ -327,13 +245,7 @@ fn bad_initializers_are_errors() {
 fn garbage_and_truncated_bytes_are_decode_errors() {
     let g = GraphProto {
         initializer: vec![f32_tensor("w", &[4], &[1.0, 2.0, 3.0, 4.0])],
-        node: vec![node(
-            "Constant",
-            "",
-            &[],
-            &["a"],
-            vec![attr_f("value_float", 2.5)],
-        )],
+        node: vec![node("Constant", "", &[], &["a"], vec![attr_f("value_float", 2.5)])],
         output: vec![vi("w", tensor_type(DType::F32, &["4"]))],
         ..Default::default()
     };
@@ -361,22 +273,13 @@ fn garbage_and_truncated_bytes_are_decode_errors() {
         let _ = load_model_bytes(&junk, None);
         let _ = carbide_frontend::decode_tensor(&junk);
     }
-    assert!(matches!(
-        load_model_bytes(&[0xff, 0xff, 0xff], None),
-        Err(FrontendError::Decode { .. })
-    ));
+    assert!(matches!(load_model_bytes(&[0xff, 0xff, 0xff], None), Err(FrontendError::Decode { .. })));
 }
 
 #[test]
 fn ref_attr_outside_function_is_an_error() {
     let g = GraphProto {
-        node: vec![node(
-            "Constant",
-            "k",
-            &[],
-            &["a"],
-            vec![attr_ref("value_float", "alpha", attr_type::FLOAT)],
-        )],
+        node: vec![node("Constant", "k", &[], &["a"], vec![attr_ref("value_float", "alpha", attr_type::FLOAT)])],
         output: vec![vi("a", tensor_type(DType::F32, &[]))],
         ..Default::default()
     };
@@ -391,21 +294,12 @@ fn function(name: &str, inputs: &[&str], outputs: &[&str], nodes: Vec<NodeProto>
         input: inputs.iter().map(|x| x.to_string()).collect(),
         output: outputs.iter().map(|x| x.to_string()).collect(),
         node: nodes,
-        opset_import: vec![OperatorSetIdProto {
-            domain: s(""),
-            version: Some(18),
-        }],
+        opset_import: vec![OperatorSetIdProto { domain: s(""), version: Some(18) }],
         ..Default::default()
     }
 }
 
-fn call(
-    f: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attrs: Vec<AttributeProto>,
-) -> NodeProto {
+fn call(f: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
     let mut n = node(f, name, inputs, outputs, attrs);
     n.domain = s("local");
     n
@@ -419,20 +313,8 @@ fn functions_are_inlined_with_attribute_references_and_defaults() {
         &[],
         &["out1", "out2"],
         vec![
-            node(
-                "Constant",
-                "",
-                &[],
-                &["out1"],
-                vec![attr_ref("value_float", "alpha", attr_type::FLOAT)],
-            ),
-            node(
-                "Constant",
-                "",
-                &[],
-                &["out2"],
-                vec![attr_ref("value_float", "beta", attr_type::FLOAT)],
-            ),
+            node("Constant", "", &[], &["out1"], vec![attr_ref("value_float", "alpha", attr_type::FLOAT)]),
+            node("Constant", "", &[], &["out2"], vec![attr_ref("value_float", "beta", attr_type::FLOAT)]),
         ],
     );
     f.attribute_proto = vec![attr_f("beta", 7.0)];
@@ -441,25 +323,13 @@ fn functions_are_inlined_with_attribute_references_and_defaults() {
         "Outer",
         &[],
         &["o"],
-        vec![call(
-            "MakeC",
-            "",
-            &[],
-            &["o"],
-            vec![attr_ref("alpha", "alpha", attr_type::FLOAT)],
-        )],
+        vec![call("MakeC", "", &[], &["o"], vec![attr_ref("alpha", "alpha", attr_type::FLOAT)])],
     );
     outer.attribute = vec!["alpha".into()];
     let g = GraphProto {
         node: vec![
             call("MakeC", "c1", &[], &["x", "y"], vec![attr_f("alpha", 1.5)]),
-            call(
-                "MakeC",
-                "c2",
-                &[],
-                &["z", "w"],
-                vec![attr_f("alpha", 2.0), attr_f("beta", 3.0)],
-            ),
+            call("MakeC", "c2", &[], &["z", "w"], vec![attr_f("alpha", 2.0), attr_f("beta", 3.0)]),
             call("Outer", "", &[], &["v"], vec![attr_f("alpha", 4.0)]),
         ],
         output: vec![
@@ -472,10 +342,7 @@ fn functions_are_inlined_with_attribute_references_and_defaults() {
         ..Default::default()
     };
     let mut m = model(g);
-    m.opset_import.push(OperatorSetIdProto {
-        domain: s("local"),
-        version: Some(1),
-    });
+    m.opset_import.push(OperatorSetIdProto { domain: s("local"), version: Some(1) });
     m.functions = vec![f, outer];
     let m = load(&m).unwrap();
     let init = &m.graph.initializers;
@@ -485,22 +352,12 @@ fn functions_are_inlined_with_attribute_references_and_defaults() {
     assert_eq!(init["w"], Tensor::scalar_f32(3.0));
     assert_eq!(init["v"], Tensor::scalar_f32(4.0));
     // The unused second output of the nested call got a private name.
-    assert!(
-        init.keys()
-            .any(|k| k.starts_with("Outer_2/") && k.ends_with("out2")),
-        "{:?}",
-        init.keys()
-    );
+    assert!(init.keys().any(|k| k.starts_with("Outer_2/") && k.ends_with("out2")), "{:?}", init.keys());
 }
 
 #[test]
 fn recursive_functions_are_rejected() {
-    let f = function(
-        "Loopy",
-        &[],
-        &["o"],
-        vec![call("Loopy", "", &[], &["o"], vec![])],
-    );
+    let f = function("Loopy", &[], &["o"], vec![call("Loopy", "", &[], &["o"], vec![])]);
     let g = GraphProto {
         node: vec![call("Loopy", "c", &[], &["o"], vec![])],
         output: vec![vi("o", tensor_type(DType::F32, &[]))],
@@ -519,18 +376,9 @@ fn external_model(location: &str, offset: u64, length: u64) -> ModelProto {
         dims: vec![2],
         data_location: Some(DATA_LOCATION_EXTERNAL),
         external_data: vec![
-            StringStringEntryProto {
-                key: s("location"),
-                value: s(location),
-            },
-            StringStringEntryProto {
-                key: s("offset"),
-                value: Some(offset.to_string()),
-            },
-            StringStringEntryProto {
-                key: s("length"),
-                value: Some(length.to_string()),
-            },
+            StringStringEntryProto { key: s("location"), value: s(location) },
+            StringStringEntryProto { key: s("offset"), value: Some(offset.to_string()) },
+            StringStringEntryProto { key: s("length"), value: Some(length.to_string()) },
         ],
         ..Default::default()
     };
@@ -557,10 +405,7 @@ fn external_data_is_read_inside_the_model_folder_only() {
         load_model(&p)
     };
     let m = write(&external_model("sub/w.bin", 8, 8)).unwrap();
-    assert_eq!(
-        m.graph.initializers["w"],
-        Tensor::from_f32s(vec![1.5, -2.0])
-    );
+    assert_eq!(m.graph.initializers["w"], Tensor::from_f32s(vec![1.5, -2.0]));
     for (loc, off, len, want) in [
         ("../secret.bin", 8, 8, "leaves"),
         ("sub/../../secret.bin", 8, 8, "leaves"),
@@ -592,13 +437,7 @@ fn subgraph_free_variables_order_nodes() {
         input: vec![vi("x", tensor_type(DType::F32, &["2"]))],
         node: vec![
             node("Relu", "n1", &["t"], &["y"], vec![]),
-            node(
-                "Constant",
-                "",
-                &[],
-                &["t"],
-                vec![attr_f("value_float", 1.0)],
-            ),
+            node("Constant", "", &[], &["t"], vec![attr_f("value_float", 1.0)]),
         ],
         output: vec![vi("y", tensor_type(DType::F32, &["2"]))],
         ..Default::default()

@@ -19,11 +19,7 @@ fn every_node_test_case_decodes() {
     let mut failures = Vec::new();
     let mut cases = 0;
     let mut files = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).collect();
     entries.sort();
     for case in entries.into_iter().filter(|p| p.is_dir()) {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
@@ -35,11 +31,7 @@ fn every_node_test_case_decodes() {
         cases += 1;
         let mp = decode_model_proto(&bytes).unwrap();
         let g = mp.graph.unwrap_or_default();
-        let mut sets: Vec<_> = std::fs::read_dir(&case)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .collect();
+        let mut sets: Vec<_> = std::fs::read_dir(&case).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).collect();
         sets.sort();
         for set in sets.into_iter().filter(|p| p.is_dir()) {
             for (prefix, infos) in [("input", &g.input), ("output", &g.output)] {
@@ -63,20 +55,13 @@ fn every_node_test_case_decodes() {
             }
         }
     }
-    eprintln!(
-        "{cases} models and {files} data files decoded; {} failures",
-        failures.len()
-    );
+    eprintln!("{cases} models and {files} data files decoded; {} failures", failures.len());
     for f in &failures {
         eprintln!("  {f}");
     }
     // Map-typed values are the one kind Carbide does not represent.
     let unexpected: Vec<_> = failures.iter().filter(|f| !f.contains("map")).collect();
-    assert!(
-        unexpected.is_empty(),
-        "{} cases failed to decode: {unexpected:#?}",
-        unexpected.len()
-    );
+    assert!(unexpected.is_empty(), "{} cases failed to decode: {unexpected:#?}", unexpected.len());
 }
 
 /// Re-encodes every test-data value and every model initializer into

@@ -320,6 +320,19 @@ fn unify_elem(a: &ValueType, b: &ValueType) -> ValueType {
     }
 }
 
+/// The type of a loop-carried value after the loop: what the initial value
+/// and the body's output agree on. When the body's output type is unknown
+/// only the initial value's dtype is kept (its shape may change per iteration).
+fn carried(initial: &ValueType, body_out: &ValueType) -> ValueType {
+    match (initial, body_out) {
+        (ValueType::Tensor(t), ValueType::Unknown) => ValueType::Tensor(TensorType {
+            dtype: t.dtype,
+            shape: None,
+        }),
+        _ => unify(initial, body_out),
+    }
+}
+
 /// The type of input `i`, `Unknown` when absent.
 fn input_type(cx: &InferCtx, i: usize) -> ValueType {
     cx.inputs
@@ -392,7 +405,7 @@ impl ControlOp {
             .outputs
             .iter()
             .zip(&else_branch.outputs)
-            .map(|(t, e)| unify_elem(&t.ty, &e.ty))
+            .map(|(t, e)| unify(&t.ty, &e.ty))
             .collect())
     }
 
@@ -424,7 +437,7 @@ impl ControlOp {
         }
         let mut out = Vec::new();
         for k in 0..n_carried {
-            out.push(unify_elem(&input_type(cx, k + 2), &body.outputs[k + 1].ty));
+            out.push(carried(&input_type(cx, k + 2), &body.outputs[k + 1].ty));
         }
         for o in &body.outputs[n_carried + 1..] {
             out.push(with_dim_inserted(&o.ty, 0, Dim::Unknown, cx.op)?);
@@ -495,7 +508,7 @@ impl ControlOp {
             } else {
                 body_ty.clone()
             };
-            out.push(unify_elem(&input_type(cx, first + k), &ty));
+            out.push(carried(&input_type(cx, first + k), &ty));
         }
         for (k, o) in body.outputs[n_state..].iter().enumerate() {
             let ty = if s.batched {
@@ -589,7 +602,7 @@ impl OpKind for ControlOp {
                         );
                     }
                 }
-                vec![ValueType::Sequence(Box::new(unify_elem(
+                vec![ValueType::Sequence(Box::new(unify(
                     &elem,
                     &ValueType::Tensor(t),
                 )))]
@@ -634,7 +647,20 @@ impl OpKind for ControlOp {
                                 s.remove(ax);
                             }
                         } else {
-                            s[ax] = Dim::Unknown;
+                            // All parts have one length when the split is a
+                            // constant that says so.
+                            let parts = cx.const_i64s(1).unwrap_or_default();
+                            let one_len = match (parts.first(), &s[ax]) {
+                                (Some(&c), _) if parts.iter().all(|&p| p == c) && c >= 0 => {
+                                    let even = match s[ax] {
+                                        Dim::Known(d) => c > 0 && d % c as usize == 0,
+                                        _ => false,
+                                    };
+                                    (parts.len() > 1 || even).then_some(c as usize)
+                                }
+                                _ => None,
+                            };
+                            s[ax] = one_len.map_or(Dim::Unknown, Dim::Known);
                         }
                         Some(s)
                     }
@@ -986,5 +1012,45 @@ mod tests {
             vec![seq(f32t(&[2]))]
         );
         assert!(infer(&ControlOp::Optional { ty: None }, vec![], 1).is_err());
+    }
+
+    #[test]
+    fn split_to_sequence_with_constant_split() {
+        let op = ControlOp::SplitToSequence {
+            axis: 1,
+            keepdims: true,
+        };
+        let split = crate::Tensor::scalar_i64(2);
+        let inputs = vec![
+            Some(f32t(&[3, 6])),
+            Some(ValueType::tensor(DType::I64, vec![])),
+        ];
+        let consts = vec![None, Some(&split)];
+        let cx = InferCtx {
+            inputs: &inputs,
+            consts: &consts,
+            num_outputs: 1,
+            op: "SplitToSequence",
+        };
+        assert_eq!(
+            op.infer(&cx).unwrap(),
+            vec![ValueType::Sequence(Box::new(f32t(&[3, 2])))]
+        );
+        let uneven = crate::Tensor::scalar_i64(4);
+        let consts = vec![None, Some(&uneven)];
+        let cx = InferCtx {
+            inputs: &inputs,
+            consts: &consts,
+            num_outputs: 1,
+            op: "SplitToSequence",
+        };
+        let want = ValueType::Tensor(TensorType::new(
+            DType::F32,
+            vec![Dim::Known(3), Dim::Unknown],
+        ));
+        assert_eq!(
+            op.infer(&cx).unwrap(),
+            vec![ValueType::Sequence(Box::new(want))]
+        );
     }
 }

@@ -115,46 +115,6 @@ impl Activation {
             _ => return None,
         })
     }
-
-    pub fn apply(self, x: f32) -> f32 {
-        match self {
-            Activation::Relu => x.max(0.0),
-            Activation::Tanh => x.tanh(),
-            Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
-            Activation::Affine { alpha, beta } => alpha * x + beta,
-            Activation::LeakyRelu { alpha } => {
-                if x >= 0.0 {
-                    x
-                } else {
-                    alpha * x
-                }
-            }
-            Activation::ThresholdedRelu { alpha } => {
-                if x > alpha {
-                    x
-                } else {
-                    0.0
-                }
-            }
-            Activation::ScaledTanh { alpha, beta } => alpha * (beta * x).tanh(),
-            Activation::HardSigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
-            Activation::Elu { alpha } => {
-                if x >= 0.0 {
-                    x
-                } else {
-                    alpha * (x.exp() - 1.0)
-                }
-            }
-            Activation::Softsign => x / (1.0 + x.abs()),
-            Activation::Softplus => {
-                if x > 20.0 {
-                    x
-                } else {
-                    x.exp().ln_1p()
-                }
-            }
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

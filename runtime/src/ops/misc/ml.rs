@@ -45,6 +45,7 @@ fn array_feature_extractor(x: &Tensor, y: &Tensor) -> OpResult<Tensor> {
         o.push(idx.len());
         o
     };
+    super::check_elems(&oshape)?;
     if x.is_empty() && !idx.is_empty() {
         return Err(invalid("cannot extract features from an empty tensor"));
     }

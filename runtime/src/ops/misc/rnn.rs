@@ -219,6 +219,7 @@ fn run<T: Io>(a: &RnnAttrs, inputs: &[Option<&Value>], dtype: DType) -> OpResult
         let (wb, rb) = bias[d * 2 * gh..(d + 1) * 2 * gh].split_at(gh);
         let pd = &peep[d * 3 * h..(d + 1) * 3 * h];
         // X·Wᵀ + Wb for every step at once: [seq*batch, g*h].
+        super::check_elems(&[seq, batch, gh])?;
         let mut xw = vec![T::zero(); seq * batch * gh];
         T::gemm_abt(seq * batch, isz, gh, &x, wd, T::zero(), &mut xw)?;
         for row in xw.chunks_mut(gh) {

@@ -343,8 +343,14 @@ pub(super) fn eval<T: Real>(
                                 .sum::<T>()
                                 .sqrt()
                         };
+                        // A zero vector stays zero (the reference's convention).
                         for k in 0..len {
-                            blk[k * inner + i] = blk[k * inner + i] / norm;
+                            let v = blk[k * inner + i];
+                            blk[k * inner + i] = if norm == T::zero() {
+                                T::zero()
+                            } else {
+                                v / norm
+                            };
                         }
                     }
                 });

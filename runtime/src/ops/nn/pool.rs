@@ -19,23 +19,32 @@ struct Taps {
     padded: Vec<usize>,
 }
 
+/// The taps `k` in `0..kernel` with `start + k * d` inside `lo..hi`, found
+/// arithmetically so a huge kernel attribute costs nothing.
+fn tap_range(start: i64, d: i64, kernel: i64, lo: i64, hi: i64) -> (i64, i64) {
+    let k0 = if start >= lo {
+        0
+    } else {
+        (lo - start + d - 1) / d
+    };
+    let k1 = if hi - 1 < start {
+        0
+    } else {
+        ((hi - 1 - start) / d + 1).min(kernel)
+    };
+    (k0, k1.max(k0))
+}
+
 fn taps(g: &DimGeom) -> Taps {
     let mut valid = Vec::with_capacity(g.out);
     let mut padded = Vec::with_capacity(g.out);
+    let (d, k) = (g.dilation as i64, g.kernel as i64);
     for o in 0..g.out {
         let start = (o * g.stride) as i64 - g.pad_begin;
-        let (mut v, mut n) = (Vec::new(), 0);
-        for k in 0..g.kernel {
-            let p = start + (k * g.dilation) as i64;
-            if p >= 0 && p < g.input as i64 {
-                v.push(p as usize);
-            }
-            if p >= -g.pad_begin && p < g.input as i64 + g.pad_end {
-                n += 1;
-            }
-        }
-        valid.push(v);
-        padded.push(n);
+        let (v0, v1) = tap_range(start, d, k, 0, g.input as i64);
+        valid.push((v0..v1).map(|t| (start + t * d) as usize).collect());
+        let (p0, p1) = tap_range(start, d, k, -g.pad_begin, g.input as i64 + g.pad_end);
+        padded.push((p1 - p0) as usize);
     }
     Taps { valid, padded }
 }
@@ -312,6 +321,12 @@ pub(super) fn max_unpool(
             ind.shape()
         )));
     }
+    // Indices address the default (inferred) output; like the ONNX reference,
+    // an explicit output_shape receives that result in its leading corner.
+    let mut inferred = xs[..2].to_vec();
+    for i in 0..nsp {
+        inferred.push(unpool_dim(kernel, pads, strides, i, xs[2 + i]).map_err(invalid)?);
+    }
     let shape: Vec<usize> = match opt_tensor_in(inputs, 2)? {
         Some(t) => {
             let v = t
@@ -325,15 +340,10 @@ pub(super) fn max_unpool(
             }
             v.iter().map(|&d| d as usize).collect()
         }
-        None => {
-            let mut s = xs[..2].to_vec();
-            for i in 0..nsp {
-                s.push(unpool_dim(kernel, pads, strides, i, xs[2 + i]).map_err(invalid)?);
-            }
-            s
-        }
+        None => inferred.clone(),
     };
-    let total = elem_count(&shape)?;
+    elem_count(&shape)?;
+    let total = elem_count(&inferred)?;
     let idx: Vec<usize> = ind
         .to_i64_vec()
         .ok_or_else(|| invalid("indices must be an integer tensor"))?
@@ -343,17 +353,27 @@ pub(super) fn max_unpool(
                 Ok(i as usize)
             } else {
                 Err(invalid(format!(
-                    "index {i} out of range for output shape {shape:?}"
+                    "index {i} out of range for unpooled shape {inferred:?}"
                 )))
             }
         })
         .collect::<OpResult<_>>()?;
+    let corner = |ax: ndarray::AxisDescription| {
+        ndarray::Slice::from(0..inferred[ax.axis.index()].min(shape[ax.axis.index()]))
+    };
     Ok(carbide_ir::tensor_map!(x, a => {
         let mut y = vec![Default::default(); total];
         for (v, &i) in a.iter().zip(&idx) {
             y[i] = v.clone();
         }
-        ArrayD::from_shape_vec(IxDyn(&shape), y).unwrap_or_default()
+        let y = ArrayD::from_shape_vec(IxDyn(&inferred), y).unwrap_or_default();
+        if shape == inferred {
+            y
+        } else {
+            let mut out = ArrayD::from_elem(IxDyn(&shape), Default::default());
+            out.slice_each_axis_mut(corner).assign(&y.slice_each_axis(corner));
+            out
+        }
     }))
 }
 

@@ -9,12 +9,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum NpyError {
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{0}: not a valid .npy file: {1}")]
     Format(String, String),
     #[error("{0}: dtype '{1}' is not supported")]
@@ -93,7 +89,7 @@ pub fn to_npy_bytes(t: &Tensor) -> Result<Vec<u8>, NpyError> {
 
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
     let bytes = to_npy_bytes(t)?;
-    std::fs::write(path, bytes).map_err(|e| NpyError::Io { path: path.display().to_string(), source: e })
+    std::fs::write(path, bytes).map_err(|e| NpyError::Io { path: path.display().to_string(), error: e })
 }
 
 /// Parses `.npy` bytes; `what` names the source in errors.
@@ -175,21 +171,21 @@ pub fn from_npy_bytes(bytes: &[u8], what: &str) -> Result<Tensor, NpyError> {
 }
 
 pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
-    let bytes = std::fs::read(path).map_err(|e| NpyError::Io { path: path.display().to_string(), source: e })?;
+    let bytes = std::fs::read(path).map_err(|e| NpyError::Io { path: path.display().to_string(), error: e })?;
     from_npy_bytes(&bytes, &path.display().to_string())
 }
 
 /// Reads every array of an `.npz` archive, in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
     let what = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| NpyError::Io { path: what.clone(), source: e })?;
+    let file = std::fs::File::open(path).map_err(|e| NpyError::Io { path: what.clone(), error: e })?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| NpyError::Zip(what.clone(), e.to_string()))?;
     let mut out = Vec::new();
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| NpyError::Zip(what.clone(), e.to_string()))?;
         let name = entry.name().trim_end_matches(".npy").to_string();
         let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| NpyError::Io { path: what.clone(), source: e })?;
+        entry.read_to_end(&mut bytes).map_err(|e| NpyError::Io { path: what.clone(), error: e })?;
         out.push((name.clone(), from_npy_bytes(&bytes, &format!("{what}:{name}"))?));
     }
     Ok(out)
@@ -198,12 +194,12 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
 /// Writes tensors as an uncompressed `.npz` archive.
 pub fn write_npz(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), NpyError> {
     let what = path.display().to_string();
-    let file = std::fs::File::create(path).map_err(|e| NpyError::Io { path: what.clone(), source: e })?;
+    let file = std::fs::File::create(path).map_err(|e| NpyError::Io { path: what.clone(), error: e })?;
     let mut zip = zip::ZipWriter::new(file);
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, t) in tensors {
         zip.start_file(format!("{name}.npy"), opts).map_err(|e| NpyError::Zip(what.clone(), e.to_string()))?;
-        zip.write_all(&to_npy_bytes(t)?).map_err(|e| NpyError::Io { path: what.clone(), source: e })?;
+        zip.write_all(&to_npy_bytes(t)?).map_err(|e| NpyError::Io { path: what.clone(), error: e })?;
     }
     zip.finish().map_err(|e| NpyError::Zip(what, e.to_string()))?;
     Ok(())

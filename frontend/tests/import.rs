@@ -165,10 +165,10 @@ fn unknown_op_is_unsupported_op_naming_it() {
         ..Default::default()
     };
     match load(&model(g)) {
-        Err(FrontendError::Ir(IrError::AtNode { node, source, .. })) => {
+        Err(FrontendError::Ir(IrError::AtNode { node, cause, .. })) => {
             assert_eq!(node, "n1");
             assert!(
-                matches!(*source, IrError::UnsupportedOp { ref op_type, opset: 21, .. } if op_type == "FrobnicateXYZ")
+                matches!(*cause, IrError::UnsupportedOp { ref op_type, opset: 21, .. } if op_type == "FrobnicateXYZ")
             );
         }
         other => panic!("unexpected {other:?}"),

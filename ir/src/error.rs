@@ -17,12 +17,12 @@ pub enum IrError {
     #[error("graph is malformed: {0}")]
     Malformed(String),
 
-    #[error("node '{node}' ({op}): {source}")]
+    #[error("node '{node}' ({op}): {cause}")]
     AtNode {
         node: String,
         op: String,
-        #[source]
-        source: Box<IrError>,
+        /// Shown in this error's message, so not chained as a `source()`.
+        cause: Box<IrError>,
     },
 }
 
@@ -39,7 +39,7 @@ impl IrError {
     pub fn at_node(self, node: &str, op: &str) -> Self {
         match self {
             e @ IrError::AtNode { .. } => e,
-            e => IrError::AtNode { node: node.to_string(), op: op.to_string(), source: Box::new(e) },
+            e => IrError::AtNode { node: node.to_string(), op: op.to_string(), cause: Box::new(e) },
         }
     }
 }

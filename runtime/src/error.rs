@@ -24,12 +24,12 @@ pub fn unsupported(msg: impl Into<String>) -> OpError {
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
-    #[error("node '{node}' ({op}): {source}")]
+    #[error("node '{node}' ({op}): {cause}")]
     Node {
         node: String,
         op: String,
-        #[source]
-        source: OpError,
+        /// Shown in this error's message, so not chained as a `source()`.
+        cause: OpError,
     },
     #[error("input '{name}': {reason}")]
     BadInput { name: String, reason: String },

@@ -111,7 +111,7 @@ fn run_graph(graph: &Graph, mut scope: Scope<'_>, seed: u64) -> Result<Vec<Value
     let last_use = last_uses(graph);
     for (i, node) in graph.nodes.iter().enumerate() {
         let op_type = node.op.op_type();
-        let node_err = |source| RuntimeError::Node { node: node.name.clone(), op: op_type.to_string(), source };
+        let node_err = |cause| RuntimeError::Node { node: node.name.clone(), op: op_type.to_string(), cause };
         let outs = {
             let inputs = node
                 .inputs
@@ -203,7 +203,7 @@ impl SubgraphRunner for ScopeRunner<'_> {
         }
         let child = Scope { values, borrowed: None, parent: Some(self.scope) };
         run_graph(graph, child, self.seed).map_err(|e| match e {
-            RuntimeError::Node { source: crate::error::OpError::Unsupported(m), node, op } => {
+            RuntimeError::Node { cause: crate::error::OpError::Unsupported(m), node, op } => {
                 crate::error::unsupported(format!("in subgraph node '{node}' ({op}): {m}"))
             }
             e => invalid(format!("in subgraph '{}': {e}", graph.name)),

@@ -133,8 +133,10 @@ pub enum TensorOp {
         blocksize: i64,
         crd: bool,
     },
+    /// `crd` (opset 28+): column-row-depth ordering instead of DCR.
     SpaceToDepth {
         blocksize: i64,
+        crd: bool,
     },
     ReverseSequence {
         batch_axis: i64,
@@ -168,6 +170,19 @@ fn parse_reduction(cx: &mut ParseCtx) -> IrResult<ScatterReduction> {
             ))
         }
     })
+}
+
+/// DepthToSpace/SpaceToDepth `mode`: true for CRD, false for DCR.
+fn parse_block_mode(cx: &mut ParseCtx) -> IrResult<bool> {
+    match cx.attrs.string_or("mode", "DCR")?.as_str() {
+        "DCR" => Ok(false),
+        "CRD" => Ok(true),
+        m => Err(IrError::bad_attr(
+            cx.op_type,
+            "mode",
+            format!("unknown mode '{m}'"),
+        )),
+    }
 }
 
 fn positive(cx: &ParseCtx, name: &str, v: i64) -> IrResult<i64> {
@@ -443,23 +458,22 @@ impl TensorOp {
             "DepthToSpace" => {
                 let blocksize = cx.attrs.req_int("blocksize")?;
                 positive(cx, "blocksize", blocksize)?;
-                let crd = match cx.attrs.string_or("mode", "DCR")?.as_str() {
-                    "DCR" => false,
-                    "CRD" => true,
-                    m => {
-                        return Err(IrError::bad_attr(
-                            cx.op_type,
-                            "mode",
-                            format!("unknown mode '{m}'"),
-                        ))
-                    }
+                let crd = if opset >= 11 {
+                    parse_block_mode(cx)?
+                } else {
+                    false
                 };
                 TensorOp::DepthToSpace { blocksize, crd }
             }
             "SpaceToDepth" => {
                 let blocksize = cx.attrs.req_int("blocksize")?;
                 positive(cx, "blocksize", blocksize)?;
-                TensorOp::SpaceToDepth { blocksize }
+                let crd = if opset >= 28 {
+                    parse_block_mode(cx)?
+                } else {
+                    false
+                };
+                TensorOp::SpaceToDepth { blocksize, crd }
             }
             "ReverseSequence" => {
                 let batch_axis = cx.attrs.int_or("batch_axis", 1)?;

@@ -51,7 +51,7 @@ pub fn eval(op: &TensorOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<
         T::Pad { mode, pads, value } => movement::pad(inputs, *mode, pads.as_deref(), *value),
         T::CenterCropPad { axes } => movement::center_crop_pad(inputs, axes.as_deref()),
         T::DepthToSpace { blocksize, crd } => movement::depth_to_space(inputs, *blocksize, *crd),
-        T::SpaceToDepth { blocksize } => movement::space_to_depth(inputs, *blocksize),
+        T::SpaceToDepth { blocksize, crd } => movement::space_to_depth(inputs, *blocksize, *crd),
         T::Trilu { upper } => movement::trilu(inputs, *upper),
         T::ReverseSequence {
             batch_axis,

@@ -746,7 +746,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 i64s(vec![Dim::Unknown]),
             ])
         }
-        TensorOp::DepthToSpace { blocksize, .. } | TensorOp::SpaceToDepth { blocksize } => {
+        TensorOp::DepthToSpace { blocksize, .. } | TensorOp::SpaceToDepth { blocksize, .. } => {
             let x = cx.tensor(0)?;
             let b = *blocksize as usize;
             let shape = match &x.shape {

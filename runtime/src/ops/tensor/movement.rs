@@ -17,7 +17,47 @@ fn out(t: Tensor) -> OpResult<Vec<Value>> {
 
 /// Permutes axes and copies into row-major order.
 fn permute(x: &Tensor, perm: &[usize]) -> OpResult<Tensor> {
-    Ok(tensor_map!(x, a => a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()))
+    Ok(tensor_map!(x, a => permute_array(a, perm)))
+}
+
+/// Transposes into a new row-major array. When the last axis stays last
+/// (e.g. [0, 2, 1, 3] in attention heads) whole rows are copied at once.
+fn permute_array<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> ArrayD<T> {
+    let r = perm.len();
+    let s = a.shape();
+    if let (Some(src), true) = (
+        a.as_slice(),
+        r >= 2 && perm[r - 1] == r - 1 && s[r - 1] >= 4,
+    ) {
+        let st = super::util::strides(s);
+        let out_shape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
+        let inner = s[r - 1];
+        let outer: Vec<usize> = out_shape[..r - 1].to_vec();
+        let ost: Vec<usize> = perm[..r - 1].iter().map(|&p| st[p]).collect();
+        let mut out = Vec::with_capacity(a.len());
+        let rows: usize = outer.iter().product();
+        let mut c = vec![0usize; r - 1];
+        let mut off = 0usize;
+        for _ in 0..rows {
+            out.extend_from_slice(&src[off..off + inner]);
+            for ax in (0..r - 1).rev() {
+                c[ax] += 1;
+                off += ost[ax];
+                if c[ax] < outer[ax] {
+                    break;
+                }
+                off -= ost[ax] * c[ax];
+                c[ax] = 0;
+            }
+        }
+        if let Ok(o) = ArrayD::from_shape_vec(IxDyn(&out_shape), out) {
+            return o;
+        }
+    }
+    a.view()
+        .permuted_axes(IxDyn(perm))
+        .as_standard_layout()
+        .into_owned()
 }
 
 pub fn transpose(inputs: &[Option<&Value>], perm: Option<&[i64]>) -> OpResult<Vec<Value>> {
@@ -379,7 +419,11 @@ pub fn depth_to_space(
     })
 }
 
-pub fn space_to_depth(inputs: &[Option<&Value>], blocksize: i64) -> OpResult<Vec<Value>> {
+pub fn space_to_depth(
+    inputs: &[Option<&Value>],
+    blocksize: i64,
+    crd: bool,
+) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let ([n, c, h, w], b) = nchw(x, blocksize)?;
     if h % b != 0 || w % b != 0 {
@@ -388,12 +432,12 @@ pub fn space_to_depth(inputs: &[Option<&Value>], blocksize: i64) -> OpResult<Vec
         )));
     }
     let s2 = [n, c * b * b, h / b, w / b];
-    out(reshape_permute(
-        x,
-        &[n, c, h / b, b, w / b, b],
-        &[0, 3, 5, 1, 2, 4],
-        &s2,
-    )?)
+    let perm: &[usize] = if crd {
+        &[0, 1, 3, 5, 2, 4]
+    } else {
+        &[0, 3, 5, 1, 2, 4]
+    };
+    out(reshape_permute(x, &[n, c, h / b, b, w / b, b], perm, &s2)?)
 }
 
 pub fn trilu(inputs: &[Option<&Value>], upper: bool) -> OpResult<Vec<Value>> {

@@ -473,8 +473,34 @@ fn space_depth_roundtrip_and_reverse_sequence() {
     )
     .unwrap();
     assert_eq!(d.shape(), &[1, 2, 4, 6]);
-    let back = run(TensorOp::SpaceToDepth { blocksize: 2 }, &[Some(d)]).unwrap();
+    let back = run(
+        TensorOp::SpaceToDepth {
+            blocksize: 2,
+            crd: false,
+        },
+        &[Some(d)],
+    )
+    .unwrap();
     assert_eq!(back, x);
+    let d = run(
+        TensorOp::DepthToSpace {
+            blocksize: 2,
+            crd: true,
+        },
+        &[Some(x.clone())],
+    )
+    .unwrap();
+    assert_eq!(
+        run(
+            TensorOp::SpaceToDepth {
+                blocksize: 2,
+                crd: true
+            },
+            &[Some(d)]
+        )
+        .unwrap(),
+        x
+    );
     let crd = run(
         TensorOp::DepthToSpace {
             blocksize: 2,
@@ -518,4 +544,31 @@ fn tensor_scatter_circular() {
     )
     .unwrap();
     assert_eq!(vals(&y), vec![2., 0., 1.]);
+}
+
+#[test]
+fn transpose_row_copy_path_matches_generic() {
+    let x = iota(&[2, 3, 4, 5]);
+    let y = run(
+        TensorOp::Transpose {
+            perm: Some(vec![2, 0, 1, 3]),
+        },
+        &[Some(x.clone())],
+    )
+    .unwrap();
+    let Tensor::F32(a) = &x else { unreachable!() };
+    let want = a
+        .view()
+        .permuted_axes(IxDyn(&[2, 0, 1, 3]))
+        .as_standard_layout()
+        .into_owned();
+    assert_eq!(y, Tensor::F32(want));
+    let y = run(
+        TensorOp::Transpose {
+            perm: Some(vec![1, 0, 2, 3]),
+        },
+        &[Some(iota(&[0, 3, 2, 4]))],
+    )
+    .unwrap();
+    assert_eq!(y.shape(), &[3, 0, 2, 4]);
 }

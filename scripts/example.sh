@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+cargo build --release
 target/release/carbide inspect models/example/tiny_cnn.onnx
 target/release/carbide run models/example/tiny_cnn.onnx \
     --inputs models/example/tiny_cnn.inputs.npz --out out/example

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything Carbide's tests and examples need, idempotently:
 # a Python venv with numpy/onnx/onnxruntime, the ONNX node test suite on
-# disk, the materialized model zoo with onnxruntime reference outputs, and a
-# release build of the carbide CLI.
+# disk, and the materialized model zoo with onnxruntime reference outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +17,4 @@ fi
 
 .venv/bin/python scripts/gen_node_tests.py .cache/onnx-node-tests
 .venv/bin/python scripts/zoo.py .cache/zoo > /dev/null
-
-cargo build --release --quiet
-echo "setup done: target/release/carbide"
+echo "setup done"

@@ -6,13 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 
+# One build profile (dev: our crates at opt-level 1, dependencies at 3) for
+# everything, so CI compiles the workspace once for use and once for tests.
 cargo fmt --all -- --check
-cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo build --workspace --quiet
 
 # Conformance: the pass count must not fall below the floor in tests/conformance_floor.
 # Its full table goes to target/conformance.txt; only a summary is printed here.
 floor=$(grep -v '^#' tests/conformance_floor | head -n 1)
-target/release/carbide conformance .cache/onnx-node-tests --json target/conformance.json \
+target/debug/carbide conformance .cache/onnx-node-tests --json target/conformance.json \
     --show-failures > target/conformance.txt
 summary=$(tail -n 1 target/conformance.txt)
 passed=${summary%% passed*}
@@ -22,4 +25,4 @@ if [ "$passed" -lt "$floor" ]; then
     exit 1
 fi
 
-CARBIDE_REQUIRE_DATA=1 cargo test --release --workspace
+CARBIDE_REQUIRE_DATA=1 cargo test --workspace

@@ -366,10 +366,7 @@ impl Importer<'_> {
         } else {
             format!("{}.{}, opset {opset}", n.domain, n.op_type)
         };
-        let items = self.convert_attrs(&n, visible, depth).map_err(|e| match e {
-            FrontendError::Ir(e) => FrontendError::Ir(e.at_node(&n.name, &ctx)),
-            e => e,
-        })?;
+        let items = self.convert_attrs(&n, visible, depth).map_err(|e| in_node(e, &n.name, &ctx))?;
         let mut cx = ParseCtx {
             domain: &n.domain,
             op_type: &n.op_type,
@@ -460,10 +457,7 @@ impl Importer<'_> {
     fn constant_value(&self, n: &FlatNode, visible: &BTreeSet<String>, depth: usize) -> Result<Tensor, FrontendError> {
         let ctx = format!("Constant, opset {}", self.opset_for(n)?);
         let at = |e: IrError| FrontendError::Ir(e.at_node(&n.name, &ctx));
-        let items = self.convert_attrs(n, visible, depth).map_err(|e| match e {
-            FrontendError::Ir(e) => at(e),
-            e => e,
-        })?;
+        let items = self.convert_attrs(n, visible, depth).map_err(|e| in_node(e, &n.name, &ctx))?;
         if !n.inputs.iter().all(|i| i.is_empty()) {
             return Err(at(IrError::invalid("Constant", "takes no inputs")));
         }
@@ -644,6 +638,16 @@ impl Importer<'_> {
         }
         stack.pop();
         Ok(())
+    }
+}
+
+/// Adds the node's name, op and opset to an error met while converting it.
+fn in_node(e: FrontendError, node: &str, ctx: &str) -> FrontendError {
+    match e {
+        FrontendError::Ir(e) => FrontendError::Ir(e.at_node(node, ctx)),
+        FrontendError::Invalid(m) => FrontendError::Invalid(format!("node '{node}' ({ctx}): {m}")),
+        FrontendError::Unsupported(m) => FrontendError::Unsupported(format!("node '{node}' ({ctx}): {m}")),
+        e => e,
     }
 }
 

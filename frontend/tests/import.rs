@@ -242,6 +242,20 @@ fn bad_initializers_are_errors() {
 }
 
 #[test]
+fn bad_attribute_tensor_names_the_node() {
+    let mut t = f32_tensor("", &[3], &[1.0]);
+    t.dims = vec![3];
+    let attr = AttributeProto { name: s("value"), r#type: Some(attr_type::TENSOR), t: Some(t), ..Default::default() };
+    let g = GraphProto {
+        node: vec![node("Constant", "kc", &[], &["a"], vec![attr])],
+        output: vec![vi("a", tensor_type(DType::F32, &["3"]))],
+        ..Default::default()
+    };
+    let e = err_text(load(&model(g)));
+    assert!(e.contains("'kc'") && e.contains("raw_data"), "{e}");
+}
+
+#[test]
 fn garbage_and_truncated_bytes_are_decode_errors() {
     let g = GraphProto {
         initializer: vec![f32_tensor("w", &[4], &[1.0, 2.0, 3.0, 4.0])],

@@ -820,9 +820,17 @@ impl OpKind for NnOp {
                 }
                 Ok(vec![tensor_out(x.dtype, Some(shape))])
             }
-            NnOp::BatchNormalization { legacy_outputs, .. } => {
-                let c = channel_dim(&x.shape);
-                let stat = tensor_out(x.dtype, Some(vec![c]));
+            NnOp::BatchNormalization {
+                legacy_outputs,
+                spatial,
+                ..
+            } => {
+                let stat_shape = match (&x.shape, spatial) {
+                    (Some(s), false) if s.len() >= 2 => Some(s[1..].to_vec()),
+                    (_, false) => None,
+                    (s, true) => Some(vec![channel_dim(s)]),
+                };
+                let stat = tensor_out(x.dtype, stat_shape);
                 let mut out = vec![ValueType::Tensor(x.clone())];
                 let extra = if *legacy_outputs { 4 } else { 2 };
                 out.extend(std::iter::repeat_n(

@@ -346,6 +346,11 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
         } => {
             let x = cx.tensor(0)?;
             let n = cx.num_outputs;
+            if num_outputs.is_some_and(|k| k as usize != n) {
+                return Err(cx.err(format!(
+                    "num_outputs {num_outputs:?} but the node has {n} outputs"
+                )));
+            }
             let Some(s) = &x.shape else {
                 return Ok(vec![tensor_type(x.dtype, None); n]);
             };
@@ -354,7 +359,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 Some(sp) => Some(sp.clone()),
                 None if cx.has_input(1) => cx.const_i64s(1),
                 None => s[a].known().map(|d| {
-                    let parts = num_outputs.map(|k| k as usize).unwrap_or(n).max(1);
+                    let parts = n.max(1);
                     let chunk = d.div_ceil(parts);
                     (0..parts)
                         .map(|i| (d.saturating_sub(chunk * i)).min(chunk) as i64)
@@ -362,7 +367,9 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }),
             };
             if let (Some(sz), Some(d)) = (&sizes, s[a].known()) {
-                if sz.iter().sum::<i64>() != d as i64 || sz.len() != n {
+                if sz.iter().try_fold(0i64, |a, &b| a.checked_add(b)) != Some(d as i64)
+                    || sz.len() != n
+                {
                     return Err(cx.err(format!(
                         "split sizes {sz:?} do not cover dim {d} in {n} outputs"
                     )));
@@ -594,7 +601,10 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     }
                     out[a] = match s[a].known() {
                         Some(d) => {
-                            let v = d as i64 + p[i] + p[i + n];
+                            let v = (d as i64)
+                                .checked_add(p[i])
+                                .and_then(|v| v.checked_add(p[i + n]))
+                                .unwrap_or(-1);
                             if v < 0 {
                                 return Err(cx.err(format!("pads {p:?} crop axis {a} below zero")));
                             }

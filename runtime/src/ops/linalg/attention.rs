@@ -179,6 +179,7 @@ pub fn attention(
     }
     let total = skv + past_len;
     check_size(&[bsz, hq, sq, total], "attention scores")?;
+    check_size(&[bsz, hq, sq, dv], "attention output")?;
     let nonpad: Option<Vec<i64>> = match nonpad_t {
         Some(t) => {
             let v = t
@@ -246,7 +247,7 @@ pub fn attention(
     let windowed = at.left_window_size >= 0 || at.right_window_size >= 0;
     let offset = |b: usize| -> i64 {
         match (&nonpad, past_len) {
-            (Some(np), 0) => np[b] - sq as i64,
+            (Some(np), 0) => np[b].saturating_sub(sq as i64),
             _ => past_len as i64,
         }
     };
@@ -287,15 +288,16 @@ pub fn attention(
                             f64::NEG_INFINITY
                         };
                     }
-                    let p = i as i64 + off;
+                    let p = (i as i64).saturating_add(off);
                     let jj = j as i64;
                     if at.is_causal && jj > p {
                         bias += f64::NEG_INFINITY;
                     }
                     if windowed {
-                        let diff = p - jj;
+                        let diff = p.saturating_sub(jj);
                         let ok = (at.left_window_size < 0 || diff <= at.left_window_size)
-                            && (at.right_window_size < 0 || -diff <= at.right_window_size);
+                            && (at.right_window_size < 0
+                                || diff.saturating_neg() <= at.right_window_size);
                         if !ok {
                             bias += f64::NEG_INFINITY;
                         }
@@ -661,4 +663,104 @@ pub fn linear_attention(
         Value::Tensor(from_f64(qt.dtype(), y)?),
         Value::Tensor(from_f64(state_dtype, st)?),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::SubgraphRunner;
+
+    struct NoRunner;
+    impl SubgraphRunner for NoRunner {
+        fn run_subgraph(&self, _: &Graph, _: Vec<Value>) -> OpResult<Vec<Value>> {
+            Err(invalid("no subgraphs here"))
+        }
+    }
+
+    fn t(shape: &[usize], v: Vec<f32>) -> Tensor {
+        Tensor::F32(ArrayD::from_shape_vec(carbide_ir::ndarray::IxDyn(shape), v).unwrap())
+    }
+
+    fn attrs() -> AttentionAttrs {
+        AttentionAttrs {
+            is_causal: false,
+            q_num_heads: None,
+            kv_num_heads: None,
+            qk_matmul_output_mode: 0,
+            scale: None,
+            softcap: 0.0,
+            softmax_precision: None,
+            left_window_size: -1,
+            right_window_size: -1,
+            opset: 23,
+        }
+    }
+
+    fn run(at: &AttentionAttrs, mask: Option<&Tensor>) -> Vec<f64> {
+        let (q, k, v) = (
+            t(&[1, 1, 2, 1], vec![1., 1.]),
+            t(&[1, 1, 2, 1], vec![1., 2.]),
+            t(&[1, 1, 2, 1], vec![10., 20.]),
+        );
+        let cx = EvalCtx {
+            num_outputs: 1,
+            runner: &NoRunner,
+            seed: 0,
+        };
+        let out = attention(at, &[Some(&q), Some(&k), Some(&v), mask], &cx).unwrap();
+        out[0].as_tensor().unwrap().to_f64_vec().unwrap()
+    }
+
+    #[test]
+    fn causal_and_fully_masked_rows() {
+        let p = 1.0 / (1.0 + (-1f64).exp()); // weight of k1 in row 1
+        let y = run(
+            &AttentionAttrs {
+                is_causal: true,
+                ..attrs()
+            },
+            None,
+        );
+        assert!(
+            (y[0] - 10.0).abs() < 1e-5 && (y[1] - (10.0 * (1.0 - p) + 20.0 * p)).abs() < 1e-4,
+            "{y:?}"
+        );
+        let mask = Tensor::Bool(
+            ArrayD::from_shape_vec(
+                carbide_ir::ndarray::IxDyn(&[2, 2]),
+                vec![true, true, false, false],
+            )
+            .unwrap(),
+        );
+        let y = run(&attrs(), Some(&mask));
+        assert!(
+            (y[0] - (10.0 * (1.0 - p) + 20.0 * p)).abs() < 1e-4 && y[1] == 0.0,
+            "{y:?}"
+        );
+    }
+
+    #[test]
+    fn linear_attention_linear_rule() {
+        let la = LinearAttentionAttrs {
+            q_num_heads: 1,
+            kv_num_heads: 1,
+            scale: 1.0,
+            update_rule: LinearUpdateRule::Linear,
+            chunk_size: 64,
+        };
+        let (q, k, v) = (
+            t(&[1, 2, 1], vec![1., 1.]),
+            t(&[1, 2, 1], vec![1., 2.]),
+            t(&[1, 2, 1], vec![3., 4.]),
+        );
+        let out = linear_attention(&la, &[Some(&q), Some(&k), Some(&v), None, None, None]).unwrap();
+        assert_eq!(
+            out[0].as_tensor().unwrap().to_f64_vec().unwrap(),
+            vec![3.0, 11.0]
+        );
+        assert_eq!(
+            out[1].as_tensor().unwrap().to_f64_vec().unwrap(),
+            vec![11.0]
+        );
+    }
 }

@@ -442,8 +442,9 @@ pub(super) fn dropout(
     if !training || ratio == 0.0 {
         let mut out = vec![x.clone()];
         if cx.num_outputs > 1 {
-            let mask = if legacy_mask {
-                Tensor::zeros(x.dtype(), &shape).ok_or_else(|| invalid("no mask for this dtype"))?
+            // Before opset 10 the mask has the data's dtype; every element is kept.
+            let mask = if legacy_mask && x.dtype().is_float() && !x.dtype().is_small() {
+                build(vec![1.0f64; n], &shape, x.dtype())?
             } else {
                 Tensor::Bool(ArrayD::from_elem(IxDyn(&shape), true))
             };

@@ -310,7 +310,7 @@ pub fn tensor_scatter(
     for p in 0..prefix {
         let b = p / per_batch.max(1);
         for q in 0..seq {
-            let mut cs = wi[b] + q as i64;
+            let mut cs = wi[b].saturating_add(q as i64);
             if circular && maxs > 0 {
                 cs = cs.rem_euclid(maxs as i64);
             }

@@ -140,14 +140,19 @@ pub fn split(
             })
             .collect::<OpResult<_>>()?,
         None => {
-            let n = num_outputs.map_or(node_outputs, |n| n as usize).max(1);
+            let n = node_outputs.max(1);
+            if num_outputs.is_some_and(|k| k as usize != n) {
+                return Err(invalid(format!(
+                    "num_outputs {num_outputs:?} differs from the node's {n} outputs"
+                )));
+            }
             let chunk = d.div_ceil(n);
             (0..n)
                 .map(|i| d.saturating_sub(chunk * i).min(chunk))
                 .collect()
         }
     };
-    if sizes.iter().sum::<usize>() != d {
+    if sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(d) {
         return Err(invalid(format!(
             "split sizes {sizes:?} do not sum to dim {d}"
         )));
@@ -220,7 +225,7 @@ pub fn slice(
 
 /// Source coordinate for output coordinate `i` of an axis padded by `pre`.
 fn pad_source(i: usize, pre: i64, d: usize, mode: PadMode) -> usize {
-    let j = i as i64 - pre;
+    let j = (i as i64).saturating_sub(pre);
     let n = d as i64;
     if (0..n).contains(&j) {
         return j as usize;

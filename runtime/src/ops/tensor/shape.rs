@@ -318,7 +318,9 @@ pub fn eye_like(inputs: &[Option<&Value>], dtype: Option<DType>, k: i64) -> OpRe
 fn set_diagonal<T: Clone>(mut a: ArrayD<T>, v: T, k: i64) -> ArrayD<T> {
     let (rows, cols) = (a.shape()[0], a.shape()[1]);
     for i in 0..rows {
-        let j = i as i64 + k;
+        let Some(j) = (i as i64).checked_add(k) else {
+            continue;
+        };
         if j >= 0 && (j as usize) < cols {
             a[[i, j as usize]] = v.clone();
         }

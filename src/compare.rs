@@ -70,7 +70,11 @@ pub fn compare_tensors(e: &Tensor, a: &Tensor, tol: Tolerance) -> Result<(), Str
         (Tensor::Small(d, x), Tensor::Small(_, y)) => {
             if d.is_small_float() {
                 let f = |b: &u8| carbide_ir::small_float::to_f64(*d, *b);
-                return compare_floats(&x.iter().map(f).collect::<Vec<_>>(), &y.iter().map(f).collect::<Vec<_>>(), tol);
+                return compare_floats(
+                    &x.iter().map(f).collect::<Vec<_>>(),
+                    &y.iter().map(f).collect::<Vec<_>>(),
+                    tol,
+                );
             }
             if let Some((i, (p, q))) = x.iter().zip(y.iter()).enumerate().find(|(_, (p, q))| p != q) {
                 return Err(format!("element {i}: expected bits {p:#x}, got {q:#x}"));
@@ -98,7 +102,11 @@ fn compare_floats(x: &[f64], y: &[f64], tol: Tolerance) -> Result<(), String> {
         let ok = (p.is_nan() && q.is_nan()) || p == q || (p - q).abs() <= tol.atol + tol.rtol * p.abs();
         if !ok {
             bad += 1;
-            let d = if q.is_nan() || p.is_nan() { f64::INFINITY } else { (p - q).abs() };
+            let d = if q.is_nan() || p.is_nan() {
+                f64::INFINITY
+            } else {
+                (p - q).abs()
+            };
             if worst.is_none_or(|(_, wp, wq)| d > (wp - wq).abs() || wq.is_nan()) {
                 worst = Some((i, p, q));
             }

@@ -35,7 +35,10 @@ pub struct CaseResult {
 
 /// Runs one case in this process: load, run each data set, compare.
 pub fn run_case(dir: &Path, tol: Tolerance) -> CaseResult {
-    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let start = Instant::now();
     let mut ops = Vec::new();
     let outcome = run_case_inner(dir, tol, &mut ops);
@@ -43,7 +46,13 @@ pub fn run_case(dir: &Path, tol: Tolerance) -> CaseResult {
         Ok(()) => (Status::Pass, None),
         Err(m) => (Status::Fail, Some(m)),
     };
-    CaseResult { name, status, ops, message, millis: start.elapsed().as_millis() as u64 }
+    CaseResult {
+        name,
+        status,
+        ops,
+        message,
+        millis: start.elapsed().as_millis() as u64,
+    }
 }
 
 fn run_case_inner(dir: &Path, tol: Tolerance, ops: &mut Vec<String>) -> Result<(), String> {
@@ -60,14 +69,21 @@ fn run_case_inner(dir: &Path, tol: Tolerance, ops: &mut Vec<String>) -> Result<(
             ops.push(n.op.op_type().to_string());
         }
     }
-    let input_types: Vec<(String, ValueType)> =
-        model.graph.required_inputs().map(|i| (i.name.clone(), i.ty.clone())).collect();
+    let input_types: Vec<(String, ValueType)> = model
+        .graph
+        .required_inputs()
+        .map(|i| (i.name.clone(), i.ty.clone()))
+        .collect();
     let output_types: Vec<ValueType> = model.graph.outputs.iter().map(|o| o.ty.clone()).collect();
     let session = Session::new(model);
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("test_data_set")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("test_data_set"))
+        })
         .collect();
     sets.sort();
     if sets.is_empty() {
@@ -80,7 +96,9 @@ fn run_case_inner(dir: &Path, tol: Tolerance, ops: &mut Vec<String>) -> Result<(
                 return Ok(None);
             }
             let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            carbide_frontend::decode_value(&bytes, ty).map(Some).map_err(|e| format!("{}: {e}", p.display()))
+            carbide_frontend::decode_value(&bytes, ty)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", p.display()))
         };
         let mut feeds = Vec::new();
         for (k, (name, ty)) in input_types.iter().enumerate() {
@@ -123,15 +141,14 @@ pub fn list_cases(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Runs every case (matching the filter) in child processes, `jobs` at a
 /// time, calling `progress` after each.
-pub fn run_suite(
-    cases: &[PathBuf],
-    opts: &SuiteOptions,
-    progress: &(dyn Fn(&CaseResult) + Sync),
-) -> Vec<CaseResult> {
+pub fn run_suite(cases: &[PathBuf], opts: &SuiteOptions, progress: &(dyn Fn(&CaseResult) + Sync)) -> Vec<CaseResult> {
     let selected: Vec<&PathBuf> = cases
         .iter()
         .filter(|c| {
-            let name = c.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = c
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             opts.filter.as_ref().is_none_or(|f| f.is_match(&name))
         })
         .collect();
@@ -156,7 +173,10 @@ pub fn run_suite(
 }
 
 fn run_child(case: &Path, opts: &SuiteOptions) -> CaseResult {
-    let name = case.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let name = case
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
     let start = Instant::now();
     let fail = |message: String| CaseResult {
         name: name.clone(),
@@ -210,7 +230,11 @@ fn run_child(case: &Path, opts: &SuiteOptions) -> CaseResult {
 pub fn per_op_table(results: &[CaseResult]) -> BTreeMap<String, (usize, usize)> {
     let mut table: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for r in results {
-        let ops: Vec<String> = if r.ops.is_empty() { vec!["(unknown)".into()] } else { r.ops.clone() };
+        let ops: Vec<String> = if r.ops.is_empty() {
+            vec!["(unknown)".into()]
+        } else {
+            r.ops.clone()
+        };
         for op in ops {
             let e = table.entry(op).or_default();
             match r.status {

@@ -41,11 +41,26 @@ pub fn summarize(model: &Model) -> ModelSummary {
         bytes += (t.len() * t.dtype().bit_width()).div_ceil(8) as u64;
     }
     ModelSummary {
-        producer: format!("{} {}", model.producer_name, model.producer_version).trim().to_string(),
+        producer: format!("{} {}", model.producer_name, model.producer_version)
+            .trim()
+            .to_string(),
         ir_version: model.ir_version,
         opsets: model.opsets.clone(),
-        inputs: g.required_inputs().map(|i| IoInfo { name: i.name.clone(), ty: i.ty.to_string() }).collect(),
-        outputs: g.outputs.iter().map(|i| IoInfo { name: i.name.clone(), ty: i.ty.to_string() }).collect(),
+        inputs: g
+            .required_inputs()
+            .map(|i| IoInfo {
+                name: i.name.clone(),
+                ty: i.ty.to_string(),
+            })
+            .collect(),
+        outputs: g
+            .outputs
+            .iter()
+            .map(|i| IoInfo {
+                name: i.name.clone(),
+                ty: i.ty.to_string(),
+            })
+            .collect(),
         nodes: g.nodes.len(),
         nodes_deep: g.node_count_deep(),
         op_histogram: hist,
@@ -75,11 +90,19 @@ fn dims(g: &Graph, name: &str) -> Option<Vec<u64>> {
 /// A FLOPs estimate for one node: exact for the compute-heavy ops, one per
 /// output element otherwise.
 pub fn node_flops(g: &Graph, n: &Node) -> u64 {
-    let out_elems = n.outputs.first().and_then(|o| dims(g, o)).map_or(0, |d| d.iter().product::<u64>());
+    let out_elems = n
+        .outputs
+        .first()
+        .and_then(|o| dims(g, o))
+        .map_or(0, |d| d.iter().product::<u64>());
     let input = |i: usize| n.inputs.get(i).filter(|s| !s.is_empty()).and_then(|s| dims(g, s));
     match n.op.op_type() {
         "Conv" | "ConvInteger" | "QLinearConv" => {
-            let w = if n.op.op_type() == "QLinearConv" { input(3) } else { input(1) };
+            let w = if n.op.op_type() == "QLinearConv" {
+                input(3)
+            } else {
+                input(1)
+            };
             w.map_or(out_elems, |w| 2 * out_elems * w.iter().skip(1).product::<u64>())
         }
         "ConvTranspose" => match (input(0), input(1)) {
@@ -89,7 +112,12 @@ pub fn node_flops(g: &Graph, n: &Node) -> u64 {
         "MatMul" | "MatMulInteger" => 2 * out_elems * input(0).and_then(|a| a.last().copied()).unwrap_or(1),
         "Gemm" => {
             // K from A's size over the output rows, whatever transA says.
-            let rows = n.outputs.first().and_then(|o| dims(g, o)).and_then(|d| d.first().copied()).unwrap_or(1);
+            let rows = n
+                .outputs
+                .first()
+                .and_then(|o| dims(g, o))
+                .and_then(|d| d.first().copied())
+                .unwrap_or(1);
             let a_elems = input(0).map_or(1, |a| a.iter().product::<u64>());
             2 * out_elems * (a_elems / rows.max(1)).max(1)
         }
@@ -100,9 +128,16 @@ pub fn node_flops(g: &Graph, n: &Node) -> u64 {
 /// Prints the summary as aligned text.
 pub fn summary_text(s: &ModelSummary) -> String {
     let mut o = String::new();
-    let _ = writeln!(o, "producer:    {}", if s.producer.is_empty() { "-" } else { &s.producer });
-    let opsets: Vec<String> =
-        s.opsets.iter().map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d })).collect();
+    let _ = writeln!(
+        o,
+        "producer:    {}",
+        if s.producer.is_empty() { "-" } else { &s.producer }
+    );
+    let opsets: Vec<String> = s
+        .opsets
+        .iter()
+        .map(|(d, v)| format!("{}={v}", if d.is_empty() { "ai.onnx" } else { d }))
+        .collect();
     let _ = writeln!(o, "ir version:  {}   opsets: {}", s.ir_version, opsets.join(", "));
     let _ = writeln!(o, "inputs:");
     for i in &s.inputs {
@@ -149,7 +184,11 @@ pub fn to_dot(model: &Model) -> String {
     let mut producer: BTreeMap<&str, String> = BTreeMap::new();
     for (i, inp) in g.required_inputs().enumerate() {
         let id = format!("in{i}");
-        let _ = writeln!(o, "  {id} [label=\"{}\", shape=ellipse, fillcolor=\"#d9f2d9\"];", esc(&inp.name));
+        let _ = writeln!(
+            o,
+            "  {id} [label=\"{}\", shape=ellipse, fillcolor=\"#d9f2d9\"];",
+            esc(&inp.name)
+        );
         producer.insert(&inp.name, id);
     }
     for (i, n) in g.nodes.iter().enumerate() {
@@ -167,9 +206,17 @@ pub fn to_dot(model: &Model) -> String {
     }
     for (i, out) in g.outputs.iter().enumerate() {
         let id = format!("out{i}");
-        let _ = writeln!(o, "  {id} [label=\"{}\", shape=ellipse, fillcolor=\"#fde2cf\"];", esc(&out.name));
+        let _ = writeln!(
+            o,
+            "  {id} [label=\"{}\", shape=ellipse, fillcolor=\"#fde2cf\"];",
+            esc(&out.name)
+        );
         if let Some(src) = producer.get(out.name.as_str()) {
-            let _ = writeln!(o, "  {src} -> {id} [label=\"{}\", fontsize=9];", esc(&out.ty.to_string()));
+            let _ = writeln!(
+                o,
+                "  {src} -> {id} [label=\"{}\", fontsize=9];",
+                esc(&out.ty.to_string())
+            );
         }
     }
     o.push_str("}\n");

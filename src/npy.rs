@@ -49,7 +49,10 @@ pub fn to_npy_bytes(t: &Tensor) -> Result<Vec<u8>, NpyError> {
     let shape_txt = match shape.len() {
         0 => "()".to_string(),
         1 => format!("({},)", shape[0]),
-        _ => format!("({})", shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        ),
     };
     let mut header = format!("{{'descr': '{d}', 'fortran_order': False, 'shape': {shape_txt}, }}");
     let total = 10 + header.len() + 1;
@@ -80,16 +83,17 @@ pub fn to_npy_bytes(t: &Tensor) -> Result<Vec<u8>, NpyError> {
         Tensor::U32(a) => put!(a, |v: &u32| v.to_le_bytes()),
         Tensor::U64(a) => put!(a, |v: &u64| v.to_le_bytes()),
         Tensor::Bool(a) => put!(a, |v: &bool| [*v as u8]),
-        Tensor::String(_) | Tensor::Small(..) => {
-            return Err(NpyError::DType("<tensor>".into(), t.dtype().to_string()))
-        }
+        Tensor::String(_) | Tensor::Small(..) => return Err(NpyError::DType("<tensor>".into(), t.dtype().to_string())),
     }
     Ok(out)
 }
 
 pub fn write_npy(path: &Path, t: &Tensor) -> Result<(), NpyError> {
     let bytes = to_npy_bytes(t)?;
-    std::fs::write(path, bytes).map_err(|e| NpyError::Io { path: path.display().to_string(), error: e })
+    std::fs::write(path, bytes).map_err(|e| NpyError::Io {
+        path: path.display().to_string(),
+        error: e,
+    })
 }
 
 /// Parses `.npy` bytes; `what` names the source in errors.
@@ -104,7 +108,10 @@ pub fn from_npy_bytes(bytes: &[u8], what: &str) -> Result<Tensor, NpyError> {
             if bytes.len() < 12 {
                 return Err(bad("truncated header"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => return Err(bad(&format!("unknown version {v}"))),
     };
@@ -117,19 +124,28 @@ pub fn from_npy_bytes(bytes: &[u8], what: &str) -> Result<Tensor, NpyError> {
         Some(rest)
     };
     let descr_s = field("descr").ok_or_else(|| bad("no descr"))?;
-    let descr_v = descr_s.strip_prefix('\'').and_then(|r| r.split('\'').next()).ok_or_else(|| bad("bad descr"))?;
+    let descr_v = descr_s
+        .strip_prefix('\'')
+        .and_then(|r| r.split('\'').next())
+        .ok_or_else(|| bad("bad descr"))?;
     if field("fortran_order").is_some_and(|f| f.starts_with("True")) {
         return Err(bad("fortran_order arrays are not supported"));
     }
     let shape_s = field("shape").ok_or_else(|| bad("no shape"))?;
-    let shape_s = shape_s.strip_prefix('(').and_then(|r| r.split(')').next()).ok_or_else(|| bad("bad shape"))?;
+    let shape_s = shape_s
+        .strip_prefix('(')
+        .and_then(|r| r.split(')').next())
+        .ok_or_else(|| bad("bad shape"))?;
     let shape: Vec<usize> = shape_s
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| bad("bad shape")))
         .collect::<Result<_, _>>()?;
-    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&n| n <= MAX_ELEMENTS);
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS);
     let n = n.ok_or_else(|| bad("shape too large"))?;
     let data = &bytes[start + hlen..];
     let little = !descr_v.starts_with('>');
@@ -171,21 +187,32 @@ pub fn from_npy_bytes(bytes: &[u8], what: &str) -> Result<Tensor, NpyError> {
 }
 
 pub fn read_npy(path: &Path) -> Result<Tensor, NpyError> {
-    let bytes = std::fs::read(path).map_err(|e| NpyError::Io { path: path.display().to_string(), error: e })?;
+    let bytes = std::fs::read(path).map_err(|e| NpyError::Io {
+        path: path.display().to_string(),
+        error: e,
+    })?;
     from_npy_bytes(&bytes, &path.display().to_string())
 }
 
 /// Reads every array of an `.npz` archive, in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
     let what = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| NpyError::Io { path: what.clone(), error: e })?;
+    let file = std::fs::File::open(path).map_err(|e| NpyError::Io {
+        path: what.clone(),
+        error: e,
+    })?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| NpyError::Zip(what.clone(), e.to_string()))?;
     let mut out = Vec::new();
     for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).map_err(|e| NpyError::Zip(what.clone(), e.to_string()))?;
+        let mut entry = zip
+            .by_index(i)
+            .map_err(|e| NpyError::Zip(what.clone(), e.to_string()))?;
         let name = entry.name().trim_end_matches(".npy").to_string();
         let mut bytes = Vec::new();
-        entry.read_to_end(&mut bytes).map_err(|e| NpyError::Io { path: what.clone(), error: e })?;
+        entry.read_to_end(&mut bytes).map_err(|e| NpyError::Io {
+            path: what.clone(),
+            error: e,
+        })?;
         out.push((name.clone(), from_npy_bytes(&bytes, &format!("{what}:{name}"))?));
     }
     Ok(out)
@@ -194,12 +221,19 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>, NpyError> {
 /// Writes tensors as an uncompressed `.npz` archive.
 pub fn write_npz(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), NpyError> {
     let what = path.display().to_string();
-    let file = std::fs::File::create(path).map_err(|e| NpyError::Io { path: what.clone(), error: e })?;
+    let file = std::fs::File::create(path).map_err(|e| NpyError::Io {
+        path: what.clone(),
+        error: e,
+    })?;
     let mut zip = zip::ZipWriter::new(file);
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, t) in tensors {
-        zip.start_file(format!("{name}.npy"), opts).map_err(|e| NpyError::Zip(what.clone(), e.to_string()))?;
-        zip.write_all(&to_npy_bytes(t)?).map_err(|e| NpyError::Io { path: what.clone(), error: e })?;
+        zip.start_file(format!("{name}.npy"), opts)
+            .map_err(|e| NpyError::Zip(what.clone(), e.to_string()))?;
+        zip.write_all(&to_npy_bytes(t)?).map_err(|e| NpyError::Io {
+            path: what.clone(),
+            error: e,
+        })?;
     }
     zip.finish().map_err(|e| NpyError::Zip(what, e.to_string()))?;
     Ok(())
@@ -235,7 +269,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("carbide-npz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("a.npz");
-        let ts = vec![("x".to_string(), Tensor::from_f32s(vec![1.0, 2.0])), ("y".into(), Tensor::from_i64s(vec![3]))];
+        let ts = vec![
+            ("x".to_string(), Tensor::from_f32s(vec![1.0, 2.0])),
+            ("y".into(), Tensor::from_i64s(vec![3])),
+        ];
         write_npz(&p, &ts).unwrap();
         assert_eq!(read_npz(&p).unwrap(), ts);
     }

@@ -41,7 +41,10 @@ fn run_example_matches_onnxruntime_and_writes_npy() {
 
 #[test]
 fn run_with_random_inputs_binds_symbolic_dims() {
-    let out = carbide().args(["run", example().to_str().unwrap(), "--dim", "batch=3", "--seed", "5"]).output().unwrap();
+    let out = carbide()
+        .args(["run", example().to_str().unwrap(), "--dim", "batch=3", "--seed", "5"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("probs") && text.contains("[3, 10]"), "{text}");
@@ -49,7 +52,10 @@ fn run_with_random_inputs_binds_symbolic_dims() {
 
 #[test]
 fn inspect_reports_ops_params_and_json() {
-    let out = carbide().args(["inspect", example().to_str().unwrap(), "--json"]).output().unwrap();
+    let out = carbide()
+        .args(["inspect", example().to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["op_histogram"]["Conv"], 2);
@@ -62,7 +68,11 @@ fn inspect_reports_ops_params_and_json() {
 #[test]
 fn inspect_writes_graphviz() {
     let dot = temp_dir("dot").join("g.dot");
-    let out = carbide().args(["inspect", example().to_str().unwrap(), "--dot"]).arg(&dot).output().unwrap();
+    let out = carbide()
+        .args(["inspect", example().to_str().unwrap(), "--dot"])
+        .arg(&dot)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = std::fs::read_to_string(&dot).unwrap();
     assert!(text.starts_with("digraph") && text.contains("Conv"));
@@ -94,7 +104,11 @@ fn wrong_input_shape_is_exit_code_1() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("image"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("image"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

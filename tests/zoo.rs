@@ -29,7 +29,10 @@ fn check_model(name: &str) {
         if std::env::var("CARBIDE_REQUIRE_DATA").is_ok_and(|v| v == "1") {
             panic!("{} is missing: run scripts/zoo.py", model_path.display());
         }
-        eprintln!("skipping {name}: {} not found (run scripts/zoo.py)", model_path.display());
+        eprintln!(
+            "skipping {name}: {} not found (run scripts/zoo.py)",
+            model_path.display()
+        );
         return;
     }
     let model = carbide::load_model(&model_path).unwrap_or_else(|e| panic!("loading {name}: {e}"));
@@ -44,7 +47,10 @@ fn check_model(name: &str) {
         let ours = value.as_tensor().expect("tensor output");
         let (diff, scale) = max_abs_diff(ours, reference);
         let bound = 1e-4 * scale.max(1.0);
-        assert!(diff <= bound, "{name}/{out_name}: max|carbide - ort| = {diff:e} > {bound:e}");
+        assert!(
+            diff <= bound,
+            "{name}/{out_name}: max|carbide - ort| = {diff:e} > {bound:e}"
+        );
     }
 }
 

@@ -24,7 +24,11 @@ fn main() {
         }
         let t0 = std::time::Instant::now();
         match carbide_frontend::load_model(path) {
-            Ok(m) => println!("  load_model: {} nodes in {:.3} s", m.graph.nodes.len(), t0.elapsed().as_secs_f64()),
+            Ok(m) => println!(
+                "  load_model: {} nodes in {:.3} s",
+                m.graph.nodes.len(),
+                t0.elapsed().as_secs_f64()
+            ),
             Err(e) => println!("  load_model: {e}"),
         }
     }

@@ -63,7 +63,10 @@ pub fn import_model(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, F
     let ir_version = mp.ir_version.unwrap_or(0);
     let mut opsets = BTreeMap::new();
     for o in &mp.opset_import {
-        opsets.insert(norm_domain(o.domain.as_deref().unwrap_or("")).to_string(), o.version.unwrap_or(0));
+        opsets.insert(
+            norm_domain(o.domain.as_deref().unwrap_or("")).to_string(),
+            o.version.unwrap_or(0),
+        );
     }
     // IR versions before 3 had no opset imports: their ops are opset 1.
     if ir_version < 3 && !opsets.contains_key("") {
@@ -79,8 +82,16 @@ pub fn import_model(mp: &ModelProto, base_dir: Option<&Path>) -> Result<Model, F
         functions.insert(key, f);
     }
     let opsets = Rc::new(opsets);
-    let im = Importer { base_dir, functions, model_opsets: opsets.clone(), node_count: Cell::new(0) };
-    let gp = mp.graph.as_ref().ok_or_else(|| malformed("the model has no graph".into()))?;
+    let im = Importer {
+        base_dir,
+        functions,
+        model_opsets: opsets.clone(),
+        node_count: Cell::new(0),
+    };
+    let gp = mp
+        .graph
+        .as_ref()
+        .ok_or_else(|| malformed("the model has no graph".into()))?;
     let graph = im.convert_graph(gp, &BTreeSet::new(), 0)?;
     let mut model = Model {
         graph,
@@ -115,7 +126,11 @@ fn defined_names(g: &GraphProto) -> BTreeSet<String> {
     let mut d = BTreeSet::new();
     d.extend(g.input.iter().filter_map(|i| i.name.clone()));
     d.extend(g.initializer.iter().filter_map(|t| t.name.clone()));
-    d.extend(g.sparse_initializer.iter().filter_map(|s| s.values.as_ref().and_then(|v| v.name.clone())));
+    d.extend(
+        g.sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref().and_then(|v| v.name.clone())),
+    );
     for n in &g.node {
         d.extend(n.output.iter().cloned());
     }
@@ -152,7 +167,12 @@ fn substitute_graph(
     rename: &dyn Fn(&str) -> String,
     resolve: &dyn Fn(&AttributeProto) -> Option<AttributeProto>,
 ) {
-    for i in g.input.iter_mut().chain(g.output.iter_mut()).chain(g.value_info.iter_mut()) {
+    for i in g
+        .input
+        .iter_mut()
+        .chain(g.output.iter_mut())
+        .chain(g.value_info.iter_mut())
+    {
         if let Some(n) = &mut i.name {
             *n = rename(n);
         }
@@ -251,7 +271,10 @@ impl Importer<'_> {
             return Err(malformed(format!("subgraphs are nested more than {MAX_DEPTH} deep")));
         }
         let gname = gp.name.clone().unwrap_or_default();
-        let mut graph = Graph { name: gname.clone(), ..Default::default() };
+        let mut graph = Graph {
+            name: gname.clone(),
+            ..Default::default()
+        };
         for i in &gp.input {
             let name = i.name.clone().unwrap_or_default();
             let ty = value_type(&format!("graph input '{name}'"), i.r#type.as_ref())?;
@@ -280,7 +303,9 @@ impl Importer<'_> {
         for s in &gp.sparse_initializer {
             let name = s.values.as_ref().and_then(|v| v.name.clone()).unwrap_or_default();
             if name.is_empty() {
-                return Err(malformed(format!("graph '{gname}' has a sparse initializer without a name")));
+                return Err(malformed(format!(
+                    "graph '{gname}' has a sparse initializer without a name"
+                )));
             }
             let tensor = decode_sparse(s, self.base_dir)?;
             if graph.initializers.insert(name.clone(), tensor).is_some() {
@@ -295,7 +320,11 @@ impl Importer<'_> {
             let given = n.name.clone().unwrap_or_default();
             let fnode = FlatNode {
                 named: !given.is_empty(),
-                name: if given.is_empty() { format!("{op_type}_{idx}") } else { given },
+                name: if given.is_empty() {
+                    format!("{op_type}_{idx}")
+                } else {
+                    given
+                },
                 domain: norm_domain(n.domain.as_deref().unwrap_or("")).to_string(),
                 overload: n.overload.clone().unwrap_or_default(),
                 op_type,
@@ -366,7 +395,9 @@ impl Importer<'_> {
         } else {
             format!("{}.{}, opset {opset}", n.domain, n.op_type)
         };
-        let items = self.convert_attrs(&n, visible, depth).map_err(|e| in_node(e, &n.name, &ctx))?;
+        let items = self
+            .convert_attrs(&n, visible, depth)
+            .map_err(|e| in_node(e, &n.name, &ctx))?;
         let mut cx = ParseCtx {
             domain: &n.domain,
             op_type: &n.op_type,
@@ -376,7 +407,12 @@ impl Importer<'_> {
             num_outputs: n.outputs.len(),
         };
         let op = Op::parse(&mut cx).map_err(|e| e.at_node(&n.name, &ctx))?;
-        Ok(Node { name: n.name, op, inputs: n.inputs, outputs: n.outputs })
+        Ok(Node {
+            name: n.name,
+            op,
+            inputs: n.inputs,
+            outputs: n.outputs,
+        })
     }
 
     fn convert_attrs(
@@ -436,11 +472,17 @@ impl Importer<'_> {
             attr_type::FLOATS => Attr::Floats(a.floats.clone()),
             attr_type::INTS => Attr::Ints(a.ints.clone()),
             attr_type::STRINGS => Attr::Strings(a.strings.clone()),
-            attr_type::TENSORS => {
-                Attr::Tensors(a.tensors.iter().map(|t| decode(t, self.base_dir)).collect::<Result<_, _>>()?)
-            }
+            attr_type::TENSORS => Attr::Tensors(
+                a.tensors
+                    .iter()
+                    .map(|t| decode(t, self.base_dir))
+                    .collect::<Result<_, _>>()?,
+            ),
             attr_type::SPARSE_TENSORS => Attr::Tensors(
-                a.sparse_tensors.iter().map(|t| decode_sparse(t, self.base_dir)).collect::<Result<_, _>>()?,
+                a.sparse_tensors
+                    .iter()
+                    .map(|t| decode_sparse(t, self.base_dir))
+                    .collect::<Result<_, _>>()?,
             ),
             attr_type::GRAPHS => Attr::Graphs(a.graphs.iter().map(sub).collect::<Result<_, _>>()?),
             attr_type::TYPE_PROTOS => Attr::Types(
@@ -457,7 +499,9 @@ impl Importer<'_> {
     fn constant_value(&self, n: &FlatNode, visible: &BTreeSet<String>, depth: usize) -> Result<Tensor, FrontendError> {
         let ctx = format!("Constant, opset {}", self.opset_for(n)?);
         let at = |e: IrError| FrontendError::Ir(e.at_node(&n.name, &ctx));
-        let items = self.convert_attrs(n, visible, depth).map_err(|e| in_node(e, &n.name, &ctx))?;
+        let items = self
+            .convert_attrs(n, visible, depth)
+            .map_err(|e| in_node(e, &n.name, &ctx))?;
         if !n.inputs.iter().all(|i| i.is_empty()) {
             return Err(at(IrError::invalid("Constant", "takes no inputs")));
         }
@@ -514,12 +558,20 @@ impl Importer<'_> {
         if let Some(&n) = memo.get(key) {
             return Ok(n);
         }
-        let Some(f) = self.functions.get(key).copied() else { return Ok(1) };
+        let Some(f) = self.functions.get(key).copied() else {
+            return Ok(1);
+        };
         if stack.contains(key) {
-            return Err(malformed(format!("function '{}' (domain '{}') calls itself", key.1, key.0)));
+            return Err(malformed(format!(
+                "function '{}' (domain '{}') calls itself",
+                key.1, key.0
+            )));
         }
         if stack.len() >= MAX_DEPTH {
-            return Err(malformed(format!("function calls are nested more than {MAX_DEPTH} deep in '{}'", key.1)));
+            return Err(malformed(format!(
+                "function calls are nested more than {MAX_DEPTH} deep in '{}'",
+                key.1
+            )));
         }
         stack.push(key.clone());
         let mut total: u64 = 0;
@@ -544,7 +596,10 @@ impl Importer<'_> {
         let key = (n.domain.clone(), n.op_type.clone(), n.overload.clone());
         let count = self.node_count.get() + 1;
         if count > MAX_NODES {
-            return Err(malformed(format!("the model expands to more than {MAX_NODES} nodes (at node '{}')", n.name)));
+            return Err(malformed(format!(
+                "the model expands to more than {MAX_NODES} nodes (at node '{}')",
+                n.name
+            )));
         }
         self.node_count.set(count);
         let Some(f) = self.functions.get(&key).copied() else {
@@ -616,13 +671,20 @@ impl Importer<'_> {
         };
         let mut fopsets = (*self.model_opsets).clone();
         for o in &f.opset_import {
-            fopsets.insert(norm_domain(o.domain.as_deref().unwrap_or("")).to_string(), o.version.unwrap_or(0));
+            fopsets.insert(
+                norm_domain(o.domain.as_deref().unwrap_or("")).to_string(),
+                o.version.unwrap_or(0),
+            );
         }
         let fopsets = Rc::new(fopsets);
         stack.push(key);
         for (j, b) in f.node.iter().enumerate() {
             let op_type = b.op_type.clone().unwrap_or_default();
-            let local = b.name.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| format!("{op_type}_{j}"));
+            let local = b
+                .name
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| format!("{op_type}_{j}"));
             let body = FlatNode {
                 name: format!("{prefix}{local}"),
                 named: true,
@@ -696,7 +758,10 @@ fn topo_order(nodes: &[FlatNode], graph: &Graph, outer: &BTreeSet<String>) -> Re
                 }
                 deps.insert(p);
             } else if !outer.contains(u) {
-                return Err(malformed(format!("node '{}' ({}) uses '{u}', which is never defined", n.name, n.op_type)));
+                return Err(malformed(format!(
+                    "node '{}' ({}) uses '{u}', which is never defined",
+                    n.name, n.op_type
+                )));
             }
         }
         indegree[i] = deps.len();
@@ -717,8 +782,14 @@ fn topo_order(nodes: &[FlatNode], graph: &Graph, outer: &BTreeSet<String>) -> Re
     }
     if order.len() != nodes.len() {
         let stuck = (0..nodes.len()).find(|&i| indegree[i] > 0).unwrap_or(0);
-        let n = nodes.get(stuck).map(|n| (n.name.as_str(), n.op_type.as_str())).unwrap_or(("?", "?"));
-        return Err(malformed(format!("the graph has a cycle through node '{}' ({})", n.0, n.1)));
+        let n = nodes
+            .get(stuck)
+            .map(|n| (n.name.as_str(), n.op_type.as_str()))
+            .unwrap_or(("?", "?"));
+        return Err(malformed(format!(
+            "the graph has a cycle through node '{}' ({})",
+            n.0, n.1
+        )));
     }
     Ok(order)
 }
@@ -800,11 +871,18 @@ mod tests {
     #[test]
     fn topo_order_is_stable_and_sorts_out_of_order_files() {
         let graph = Graph {
-            inputs: vec![ValueInfo { name: "x".into(), ty: carbide_ir::ValueType::Unknown }],
+            inputs: vec![ValueInfo {
+                name: "x".into(),
+                ty: carbide_ir::ValueType::Unknown,
+            }],
             ..Default::default()
         };
         // Already ordered: unchanged.
-        let nodes = vec![flat("a", &["x"], &["a"]), flat("b", &["x"], &["b"]), flat("c", &["a", "b"], &["c"])];
+        let nodes = vec![
+            flat("a", &["x"], &["a"]),
+            flat("b", &["x"], &["b"]),
+            flat("c", &["a", "b"], &["c"]),
+        ];
         assert_eq!(topo_order(&nodes, &graph, &BTreeSet::new()).unwrap(), vec![0, 1, 2]);
         // Reversed file: producers move up, independent nodes keep file order.
         let nodes = vec![
@@ -817,7 +895,9 @@ mod tests {
         // Names from enclosing graphs need no producer; unknown ones are errors.
         let outer: BTreeSet<String> = ["o".to_string()].into();
         assert!(topo_order(&[flat("u", &["o", ""], &["u"])], &graph, &outer).is_ok());
-        let e = topo_order(&[flat("u", &["zz"], &["u"])], &graph, &BTreeSet::new()).unwrap_err().to_string();
+        let e = topo_order(&[flat("u", &["zz"], &["u"])], &graph, &BTreeSet::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'u'") && e.contains("'zz'"), "{e}");
     }
 
@@ -831,8 +911,14 @@ mod tests {
                 op_type: Some("Add".into()),
                 ..Default::default()
             }],
-            input: vec![crate::proto::ValueInfoProto { name: Some("inner".into()), ..Default::default() }],
-            output: vec![crate::proto::ValueInfoProto { name: Some("r".into()), ..Default::default() }],
+            input: vec![crate::proto::ValueInfoProto {
+                name: Some("inner".into()),
+                ..Default::default()
+            }],
+            output: vec![crate::proto::ValueInfoProto {
+                name: Some("r".into()),
+                ..Default::default()
+            }],
             ..Default::default()
         };
         let mut user = flat("if", &["cond"], &["y"]);

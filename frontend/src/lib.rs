@@ -38,7 +38,10 @@ pub enum FrontendError {
 
 /// Loads an ONNX model file; external data is read relative to its folder.
 pub fn load_model(path: &Path) -> Result<Model, FrontendError> {
-    let bytes = std::fs::read(path).map_err(|e| FrontendError::Io { path: path.to_path_buf(), source: e })?;
+    let bytes = std::fs::read(path).map_err(|e| FrontendError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     let dir = match path.parent() {
         Some(p) if p.as_os_str().is_empty() => Path::new("."),
         Some(p) => p,
@@ -56,7 +59,10 @@ pub fn load_model_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Model, 
 
 /// Decodes the raw `ModelProto` message (no conversion).
 pub fn decode_model_proto(bytes: &[u8]) -> Result<ModelProto, FrontendError> {
-    ModelProto::decode(bytes).map_err(|e| FrontendError::Decode { context: "ModelProto".into(), reason: e.to_string() })
+    ModelProto::decode(bytes).map_err(|e| FrontendError::Decode {
+        context: "ModelProto".into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Decodes every tensor and type of a model without parsing its ops (so it
@@ -67,8 +73,10 @@ pub fn check_model_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<usize,
 
 /// Decodes a serialized `TensorProto` (e.g. a test's `input_0.pb`).
 pub fn decode_tensor(bytes: &[u8]) -> Result<Tensor, FrontendError> {
-    let tp = TensorProto::decode(bytes)
-        .map_err(|e| FrontendError::Decode { context: "TensorProto".into(), reason: e.to_string() })?;
+    let tp = TensorProto::decode(bytes).map_err(|e| FrontendError::Decode {
+        context: "TensorProto".into(),
+        reason: e.to_string(),
+    })?;
     tensor::decode(&tp, None)
 }
 
@@ -78,13 +86,17 @@ pub fn decode_value(bytes: &[u8], ty: &ValueType) -> Result<Value, FrontendError
     match ty {
         ValueType::Tensor(_) | ValueType::Unknown => decode_tensor(bytes).map(Value::Tensor),
         ValueType::Sequence(_) => {
-            let sp = SequenceProto::decode(bytes)
-                .map_err(|e| FrontendError::Decode { context: "SequenceProto".into(), reason: e.to_string() })?;
+            let sp = SequenceProto::decode(bytes).map_err(|e| FrontendError::Decode {
+                context: "SequenceProto".into(),
+                reason: e.to_string(),
+            })?;
             sequence_value(&sp)
         }
         ValueType::Optional(_) => {
-            let op = OptionalProto::decode(bytes)
-                .map_err(|e| FrontendError::Decode { context: "OptionalProto".into(), reason: e.to_string() })?;
+            let op = OptionalProto::decode(bytes).map_err(|e| FrontendError::Decode {
+                context: "OptionalProto".into(),
+                reason: e.to_string(),
+            })?;
             optional_value(&op)
         }
         ValueType::Map(..) => Err(FrontendError::Unsupported("map values are not supported".into())),
@@ -93,16 +105,26 @@ pub fn decode_value(bytes: &[u8], ty: &ValueType) -> Result<Value, FrontendError
 
 fn sequence_value(sp: &SequenceProto) -> Result<Value, FrontendError> {
     let items = match sp.elem_type.unwrap_or(0) {
-        elem_kind::TENSOR => {
-            sp.tensor_values.iter().map(|t| tensor::decode(t, None).map(Value::Tensor)).collect::<Result<_, _>>()?
-        }
+        elem_kind::TENSOR => sp
+            .tensor_values
+            .iter()
+            .map(|t| tensor::decode(t, None).map(Value::Tensor))
+            .collect::<Result<_, _>>()?,
         elem_kind::SPARSE_TENSOR => sp
             .sparse_tensor_values
             .iter()
             .map(|t| tensor::decode_sparse(t, None).map(Value::Tensor))
             .collect::<Result<_, _>>()?,
-        elem_kind::SEQUENCE => sp.sequence_values.iter().map(sequence_value).collect::<Result<_, _>>()?,
-        elem_kind::OPTIONAL => sp.optional_values.iter().map(optional_value).collect::<Result<_, _>>()?,
+        elem_kind::SEQUENCE => sp
+            .sequence_values
+            .iter()
+            .map(sequence_value)
+            .collect::<Result<_, _>>()?,
+        elem_kind::OPTIONAL => sp
+            .optional_values
+            .iter()
+            .map(optional_value)
+            .collect::<Result<_, _>>()?,
         elem_kind::MAP => return Err(FrontendError::Unsupported("sequences of maps are not supported".into())),
         elem_kind::UNDEFINED
             if sp.tensor_values.is_empty()
@@ -113,17 +135,25 @@ fn sequence_value(sp: &SequenceProto) -> Result<Value, FrontendError> {
         {
             Vec::new()
         }
-        k => return Err(FrontendError::Invalid(format!("SequenceProto: unknown or missing elem_type {k}"))),
+        k => {
+            return Err(FrontendError::Invalid(format!(
+                "SequenceProto: unknown or missing elem_type {k}"
+            )))
+        }
     };
     Ok(Value::Sequence(items))
 }
 
 fn optional_value(op: &OptionalProto) -> Result<Value, FrontendError> {
     let inner = match op.elem_type.unwrap_or(0) {
-        elem_kind::TENSOR => op.tensor_value.as_ref().map(|t| tensor::decode(t, None).map(Value::Tensor)),
-        elem_kind::SPARSE_TENSOR => {
-            op.sparse_tensor_value.as_ref().map(|t| tensor::decode_sparse(t, None).map(Value::Tensor))
-        }
+        elem_kind::TENSOR => op
+            .tensor_value
+            .as_ref()
+            .map(|t| tensor::decode(t, None).map(Value::Tensor)),
+        elem_kind::SPARSE_TENSOR => op
+            .sparse_tensor_value
+            .as_ref()
+            .map(|t| tensor::decode_sparse(t, None).map(Value::Tensor)),
         elem_kind::SEQUENCE => op.sequence_value.as_ref().map(sequence_value),
         elem_kind::OPTIONAL => op.optional_value.as_deref().map(optional_value),
         elem_kind::MAP => return Err(FrontendError::Unsupported("optional maps are not supported".into())),
@@ -148,7 +178,10 @@ pub fn encode_value(name: &str, v: &Value) -> Result<Vec<u8>, FrontendError> {
 }
 
 fn sequence_proto(name: &str, v: &Value) -> Result<SequenceProto, FrontendError> {
-    let mut sp = SequenceProto { name: Some(name.to_string()), ..Default::default() };
+    let mut sp = SequenceProto {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
     let Value::Sequence(items) = v else {
         return Err(FrontendError::Invalid("not a sequence".into()));
     };
@@ -170,7 +203,10 @@ fn sequence_proto(name: &str, v: &Value) -> Result<SequenceProto, FrontendError>
 }
 
 fn optional_proto(name: &str, v: &Value) -> Result<OptionalProto, FrontendError> {
-    let mut op = OptionalProto { name: Some(name.to_string()), ..Default::default() };
+    let mut op = OptionalProto {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
     let Value::Optional(inner) = v else {
         return Err(FrontendError::Invalid("not an optional".into()));
     };

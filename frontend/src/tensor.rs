@@ -45,11 +45,13 @@ pub fn checked_dims(what: &str, dims: &[i64]) -> Result<(Vec<usize>, usize), Fro
 /// The dtype of a tensor, or an error naming it for unknown and complex types.
 fn dtype_of(what: &str, code: i32) -> Result<DType, FrontendError> {
     match DType::from_onnx_code(code) {
-        Some(DType::Complex64 | DType::Complex128) => {
-            Err(FrontendError::Unsupported(format!("{what}: complex tensors are not supported")))
-        }
+        Some(DType::Complex64 | DType::Complex128) => Err(FrontendError::Unsupported(format!(
+            "{what}: complex tensors are not supported"
+        ))),
         Some(d) => Ok(d),
-        None => Err(FrontendError::Unsupported(format!("{what}: unsupported data type code {code}"))),
+        None => Err(FrontendError::Unsupported(format!(
+            "{what}: unsupported data type code {code}"
+        ))),
     }
 }
 
@@ -69,7 +71,9 @@ pub fn decode(tp: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor, Front
     let dtype = dtype_of(&what, tp.data_type.unwrap_or(0))?;
     let (shape, n) = checked_dims(&what, &tp.dims)?;
     if tp.segment.is_some() {
-        return Err(FrontendError::Unsupported(format!("{what}: segmented tensors are not supported")));
+        return Err(FrontendError::Unsupported(format!(
+            "{what}: segmented tensors are not supported"
+        )));
     }
     if tp.data_location == Some(proto::DATA_LOCATION_EXTERNAL) {
         if dtype == DType::String {
@@ -88,7 +92,9 @@ pub fn decode(tp: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor, Front
 }
 
 fn len_err(what: &str, field: &str, got: usize, want: usize, shape: &[usize]) -> FrontendError {
-    invalid(format!("{what}: {field} holds {got} entries but shape {shape:?} needs {want}"))
+    invalid(format!(
+        "{what}: {field} holds {got} entries but shape {shape:?} needs {want}"
+    ))
 }
 
 fn array<T>(what: &str, shape: Vec<usize>, v: Vec<T>) -> Result<ArrayD<T>, FrontendError> {
@@ -128,7 +134,11 @@ fn from_raw(what: &str, dtype: DType, shape: Vec<usize>, n: usize, raw: &[u8]) -
         DType::U64 => Tensor::U64(array(what, shape, le!(u64, 8).collect())?),
         DType::Bool => Tensor::Bool(array(what, shape, raw.iter().map(|&b| b != 0).collect())?),
         d if d.is_small() => Tensor::Small(d, array(what, shape, unpack(d, raw.iter().copied(), n))?),
-        d => return Err(FrontendError::Unsupported(format!("{what}: {d} has no raw_data decoding"))),
+        d => {
+            return Err(FrontendError::Unsupported(format!(
+                "{what}: {d} has no raw_data decoding"
+            )))
+        }
     })
 }
 
@@ -159,10 +169,18 @@ fn unpack(dtype: DType, bytes: impl Iterator<Item = u8>, n: usize) -> Vec<u8> {
 /// Packs one-byte-per-element small values back into raw_data form.
 fn pack(dtype: DType, vals: &[u8]) -> Vec<u8> {
     match dtype.bit_width() {
-        4 => vals.chunks(2).map(|c| (c[0] & 0x0f) | (c.get(1).copied().unwrap_or(0) & 0x0f) << 4).collect(),
-        2 => {
-            vals.chunks(4).map(|c| c.iter().enumerate().fold(0u8, |acc, (k, &v)| acc | (v & 0x03) << (2 * k))).collect()
-        }
+        4 => vals
+            .chunks(2)
+            .map(|c| (c[0] & 0x0f) | (c.get(1).copied().unwrap_or(0) & 0x0f) << 4)
+            .collect(),
+        2 => vals
+            .chunks(4)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold(0u8, |acc, (k, &v)| acc | (v & 0x03) << (2 * k))
+            })
+            .collect(),
         _ => vals.to_vec(),
     }
 }
@@ -229,17 +247,29 @@ fn from_typed(
             Tensor::String(array(what, shape, v)?)
         }
         DType::I32 => Tensor::I32(array(what, shape.clone(), i32s(n)?.to_vec())?),
-        DType::I16 => Tensor::I16(array(what, shape.clone(), i32s(n)?.iter().map(|&v| v as i16).collect())?),
+        DType::I16 => Tensor::I16(array(
+            what,
+            shape.clone(),
+            i32s(n)?.iter().map(|&v| v as i16).collect(),
+        )?),
         DType::I8 => Tensor::I8(array(what, shape.clone(), i32s(n)?.iter().map(|&v| v as i8).collect())?),
-        DType::U16 => Tensor::U16(array(what, shape.clone(), i32s(n)?.iter().map(|&v| v as u16).collect())?),
+        DType::U16 => Tensor::U16(array(
+            what,
+            shape.clone(),
+            i32s(n)?.iter().map(|&v| v as u16).collect(),
+        )?),
         DType::U8 => Tensor::U8(array(what, shape.clone(), i32s(n)?.iter().map(|&v| v as u8).collect())?),
         DType::Bool => Tensor::Bool(array(what, shape.clone(), i32s(n)?.iter().map(|&v| v != 0).collect())?),
-        DType::F16 => {
-            Tensor::F16(array(what, shape.clone(), i32s(n)?.iter().map(|&v| f16::from_bits(v as u16)).collect())?)
-        }
-        DType::BF16 => {
-            Tensor::BF16(array(what, shape.clone(), i32s(n)?.iter().map(|&v| bf16::from_bits(v as u16)).collect())?)
-        }
+        DType::F16 => Tensor::F16(array(
+            what,
+            shape.clone(),
+            i32s(n)?.iter().map(|&v| f16::from_bits(v as u16)).collect(),
+        )?),
+        DType::BF16 => Tensor::BF16(array(
+            what,
+            shape.clone(),
+            i32s(n)?.iter().map(|&v| bf16::from_bits(v as u16)).collect(),
+        )?),
         d if d.is_small() => {
             let per = 8 / d.bit_width().clamp(1, 8);
             let packed = n.div_ceil(per);
@@ -256,7 +286,11 @@ fn from_typed(
             };
             Tensor::Small(d, array(what, shape, vals)?)
         }
-        d => return Err(FrontendError::Unsupported(format!("{what}: {d} tensors are not supported"))),
+        d => {
+            return Err(FrontendError::Unsupported(format!(
+                "{what}: {d} tensors are not supported"
+            )))
+        }
     })
 }
 
@@ -270,7 +304,9 @@ fn read_external(tp: &TensorProto, what: &str, want: usize, base_dir: Option<&Pa
         let key = e.key.as_deref().unwrap_or("");
         let value = e.value.as_deref().unwrap_or("");
         let num = |v: &str| {
-            v.trim().parse::<u64>().map_err(|_| invalid(format!("{what}: external data {key} '{v}' is not a number")))
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| invalid(format!("{what}: external data {key} '{v}' is not a number")))
         };
         match key {
             "location" => location = Some(value.to_string()),
@@ -281,16 +317,28 @@ fn read_external(tp: &TensorProto, what: &str, want: usize, base_dir: Option<&Pa
     }
     let location = location.ok_or_else(|| invalid(format!("{what}: external data has no location")))?;
     let base = base_dir.ok_or_else(|| {
-        invalid(format!("{what}: uses external data '{location}' but the model was not loaded from a folder"))
+        invalid(format!(
+            "{what}: uses external data '{location}' but the model was not loaded from a folder"
+        ))
     })?;
     let rel = Path::new(&location);
     if location.is_empty() || rel.is_absolute() || location.starts_with('/') || location.starts_with('\\') {
-        return Err(invalid(format!("{what}: external data location '{location}' must be a relative path")));
+        return Err(invalid(format!(
+            "{what}: external data location '{location}' must be a relative path"
+        )));
     }
-    if rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(invalid(format!("{what}: external data location '{location}' leaves the model's folder")));
+    if rel
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(invalid(format!(
+            "{what}: external data location '{location}' leaves the model's folder"
+        )));
     }
-    let io = |path: &Path, e: std::io::Error| FrontendError::Io { path: path.to_path_buf(), source: e };
+    let io = |path: &Path, e: std::io::Error| FrontendError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let base_real = base.canonicalize().map_err(|e| io(base, e))?;
     let full = base.join(rel);
     let real = full.canonicalize().map_err(|e| io(&full, e))?;
@@ -313,7 +361,9 @@ fn read_external(tp: &TensorProto, what: &str, want: usize, base_dir: Option<&Pa
         )));
     }
     if length != want as u64 {
-        return Err(invalid(format!("{what}: external data has {length} bytes but the shape needs {want}")));
+        return Err(invalid(format!(
+            "{what}: external data has {length} bytes but the shape needs {want}"
+        )));
     }
     f.seek(SeekFrom::Start(offset)).map_err(|e| io(&real, e))?;
     let mut buf = vec![0u8; want];
@@ -325,18 +375,24 @@ fn read_external(tp: &TensorProto, what: &str, want: usize, base_dir: Option<&Pa
 /// or coordinates `[NNZ, rank]`.
 #[allow(clippy::clone_on_copy)] // generic over every dtype, strings included
 pub fn decode_sparse(sp: &SparseTensorProto, base_dir: Option<&Path>) -> Result<Tensor, FrontendError> {
-    let values_tp = sp.values.as_ref().ok_or_else(|| invalid("sparse tensor without values".into()))?;
+    let values_tp = sp
+        .values
+        .as_ref()
+        .ok_or_else(|| invalid("sparse tensor without values".into()))?;
     let what = format!("sparse {}", label(values_tp));
     let values = decode(values_tp, base_dir)?;
     let (shape, n) = checked_dims(&what, &sp.dims)?;
     let nnz = values.len();
     if values.rank() != 1 {
-        return Err(invalid(format!("{what}: values must be 1-D, got shape {:?}", values.shape())));
+        return Err(invalid(format!(
+            "{what}: values must be 1-D, got shape {:?}",
+            values.shape()
+        )));
     }
     let idx: Vec<i64> = match &sp.indices {
-        Some(t) => {
-            decode(t, base_dir)?.to_i64_vec().ok_or_else(|| invalid(format!("{what}: indices must be integers")))?
-        }
+        Some(t) => decode(t, base_dir)?
+            .to_i64_vec()
+            .ok_or_else(|| invalid(format!("{what}: indices must be integers")))?,
         None if nnz == 0 => Vec::new(),
         None => return Err(invalid(format!("{what}: has values but no indices"))),
     };
@@ -349,14 +405,17 @@ pub fn decode_sparse(sp: &SparseTensorProto, base_dir: Option<&Path>) -> Result<
     } else if rank > 0 && idx.len() == nnz * rank {
         idx.chunks(rank)
             .map(|c| {
-                c.iter()
-                    .zip(&shape)
-                    .try_fold(0usize, |acc, (&i, &d)| usize::try_from(i).ok().filter(|&i| i < d).map(|i| acc * d + i))
+                c.iter().zip(&shape).try_fold(0usize, |acc, (&i, &d)| {
+                    usize::try_from(i).ok().filter(|&i| i < d).map(|i| acc * d + i)
+                })
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| invalid(format!("{what}: index out of range for shape {shape:?}")))?
     } else {
-        return Err(invalid(format!("{what}: {} indices do not match {nnz} values of rank {rank}", idx.len())));
+        return Err(invalid(format!(
+            "{what}: {} indices do not match {nnz} values of rank {rank}",
+            idx.len()
+        )));
     };
     let dense = Tensor::zeros(values.dtype(), &[n])
         .ok_or_else(|| FrontendError::Unsupported(format!("{what}: dtype {}", values.dtype())))?;
@@ -368,7 +427,9 @@ pub fn decode_sparse(sp: &SparseTensorProto, base_dir: Option<&Path>) -> Result<
         d
     })
     .ok_or_else(|| invalid(format!("{what}: dtype mismatch")))?;
-    filled.reshaped(&shape).ok_or_else(|| invalid(format!("{what}: cannot shape as {shape:?}")))
+    filled
+        .reshaped(&shape)
+        .ok_or_else(|| invalid(format!("{what}: cannot shape as {shape:?}")))
 }
 
 /// Encodes a tensor as a `TensorProto` (raw_data; string_data for strings).
@@ -430,7 +491,10 @@ mod tests {
         let mut t = tp(DType::I4, &[3]);
         t.raw_data = Some(vec![0x21, 0x0f]);
         let d = decode(&t, None).unwrap();
-        assert_eq!(d, Tensor::Small(DType::I4, ArrayD::from_shape_vec(IxDyn(&[3]), vec![1, 2, 15]).unwrap()));
+        assert_eq!(
+            d,
+            Tensor::Small(DType::I4, ArrayD::from_shape_vec(IxDyn(&[3]), vec![1, 2, 15]).unwrap())
+        );
         assert_eq!(encode("t", &d).unwrap().raw_data, Some(vec![0x21, 0x0f]));
     }
 
@@ -439,7 +503,13 @@ mod tests {
         let mut t = tp(DType::U2, &[5]);
         t.int32_data = vec![0b1110_0100, 0b11];
         let d = decode(&t, None).unwrap();
-        assert_eq!(d, Tensor::Small(DType::U2, ArrayD::from_shape_vec(IxDyn(&[5]), vec![0, 1, 2, 3, 3]).unwrap()));
+        assert_eq!(
+            d,
+            Tensor::Small(
+                DType::U2,
+                ArrayD::from_shape_vec(IxDyn(&[5]), vec![0, 1, 2, 3, 3]).unwrap()
+            )
+        );
     }
 
     #[test]
@@ -467,16 +537,28 @@ mod tests {
         values.float_data = vec![5.0, 7.0];
         let mut idx = tp(DType::I64, &[2, 2]);
         idx.int64_data = vec![0, 1, 1, 2];
-        let sp = SparseTensorProto { values: Some(values.clone()), indices: Some(idx), dims: vec![2, 3] };
+        let sp = SparseTensorProto {
+            values: Some(values.clone()),
+            indices: Some(idx),
+            dims: vec![2, 3],
+        };
         let d = decode_sparse(&sp, None).unwrap();
         assert_eq!(d.to_f64_vec().unwrap(), vec![0.0, 5.0, 0.0, 0.0, 0.0, 7.0]);
         let mut lin = tp(DType::I64, &[2]);
         lin.int64_data = vec![1, 5];
-        let sp = SparseTensorProto { values: Some(values.clone()), indices: Some(lin), dims: vec![2, 3] };
+        let sp = SparseTensorProto {
+            values: Some(values.clone()),
+            indices: Some(lin),
+            dims: vec![2, 3],
+        };
         assert_eq!(decode_sparse(&sp, None).unwrap(), d);
         let mut bad = tp(DType::I64, &[2]);
         bad.int64_data = vec![1, 6];
-        let sp = SparseTensorProto { values: Some(values), indices: Some(bad), dims: vec![2, 3] };
+        let sp = SparseTensorProto {
+            values: Some(values),
+            indices: Some(bad),
+            dims: vec![2, 3],
+        };
         assert!(decode_sparse(&sp, None).is_err());
     }
 }

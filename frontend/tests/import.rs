@@ -33,7 +33,11 @@ fn tensor_type(dtype: DType, dims: &[&str]) -> TypeProto {
 }
 
 fn vi(name: &str, ty: TypeProto) -> ValueInfoProto {
-    ValueInfoProto { name: s(name), r#type: Some(ty), ..Default::default() }
+    ValueInfoProto {
+        name: s(name),
+        r#type: Some(ty),
+        ..Default::default()
+    }
 }
 
 fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
@@ -48,15 +52,30 @@ fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Attr
 }
 
 fn attr_f(name: &str, f: f32) -> AttributeProto {
-    AttributeProto { name: s(name), r#type: Some(attr_type::FLOAT), f: Some(f), ..Default::default() }
+    AttributeProto {
+        name: s(name),
+        r#type: Some(attr_type::FLOAT),
+        f: Some(f),
+        ..Default::default()
+    }
 }
 
 fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
-    AttributeProto { name: s(name), r#type: Some(attr_type::INTS), ints: v.to_vec(), ..Default::default() }
+    AttributeProto {
+        name: s(name),
+        r#type: Some(attr_type::INTS),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
 }
 
 fn attr_ref(name: &str, r: &str, ty: i32) -> AttributeProto {
-    AttributeProto { name: s(name), ref_attr_name: s(r), r#type: Some(ty), ..Default::default() }
+    AttributeProto {
+        name: s(name),
+        ref_attr_name: s(r),
+        r#type: Some(ty),
+        ..Default::default()
+    }
 }
 
 fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
@@ -72,7 +91,10 @@ fn f32_tensor(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
 fn model(graph: GraphProto) -> ModelProto {
     ModelProto {
         ir_version: Some(10),
-        opset_import: vec![OperatorSetIdProto { domain: s(""), version: Some(21) }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: s(""),
+            version: Some(21),
+        }],
         graph: Some(graph),
         ..Default::default()
     }
@@ -146,9 +168,18 @@ fn constant_with_wrong_attribute_type_names_node_and_attribute() {
         ..Default::default()
     };
     let e = err_text(load(&model(g)));
-    assert!(e.contains("'k'") && e.contains("value_int") && e.contains("expected int"), "{e}");
+    assert!(
+        e.contains("'k'") && e.contains("value_int") && e.contains("expected int"),
+        "{e}"
+    );
     let g = GraphProto {
-        node: vec![node("Constant", "k", &[], &["a"], vec![attr_f("value_float", 1.0), attr_f("bogus", 1.0)])],
+        node: vec![node(
+            "Constant",
+            "k",
+            &[],
+            &["a"],
+            vec![attr_f("value_float", 1.0), attr_f("bogus", 1.0)],
+        )],
         output: vec![vi("a", tensor_type(DType::F32, &[]))],
         ..Default::default()
     };
@@ -199,7 +230,10 @@ fn undefined_value_names_node_and_value() {
     };
     let e = err_text(load(&model(g)));
     assert!(e.contains("'r'") && e.contains("nowhere"), "{e}");
-    let g = GraphProto { output: vec![vi("y", tensor_type(DType::F32, &["2"]))], ..Default::default() };
+    let g = GraphProto {
+        output: vec![vi("y", tensor_type(DType::F32, &["2"]))],
+        ..Default::default()
+    };
     let e = err_text(load(&model(g)));
     assert!(e.contains("'y'"), "{e}");
 }
@@ -208,7 +242,10 @@ fn undefined_value_names_node_and_value() {
 fn cycle_is_an_error_naming_a_node_on_it() {
     let g = GraphProto {
         input: vec![vi("x", tensor_type(DType::F32, &["2"]))],
-        node: vec![node("Add", "a", &["x", "d"], &["c"], vec![]), node("Relu", "b", &["c"], &["d"], vec![])],
+        node: vec![
+            node("Add", "a", &["x", "d"], &["c"], vec![]),
+            node("Relu", "b", &["c"], &["d"], vec![]),
+        ],
         output: vec![vi("d", tensor_type(DType::F32, &["2"]))],
         ..Default::default()
     };
@@ -226,18 +263,30 @@ fn cycle_is_an_error_naming_a_node_on_it() {
 #[test]
 fn bad_initializers_are_errors() {
     let mut t = f32_tensor("w", &[3], &[1.0, 2.0]);
-    let g = GraphProto { initializer: vec![t.clone()], ..Default::default() };
+    let g = GraphProto {
+        initializer: vec![t.clone()],
+        ..Default::default()
+    };
     let e = err_text(load(&model(g)));
     assert!(e.contains("'w'") && e.contains("raw_data has 8 bytes"), "{e}");
     t.dims = vec![1 << 20, 1 << 20];
-    let g = GraphProto { initializer: vec![t.clone()], ..Default::default() };
+    let g = GraphProto {
+        initializer: vec![t.clone()],
+        ..Default::default()
+    };
     assert!(err_text(load(&model(g))).contains("2^32"));
     t.dims = vec![-2];
-    let g = GraphProto { initializer: vec![t.clone()], ..Default::default() };
+    let g = GraphProto {
+        initializer: vec![t.clone()],
+        ..Default::default()
+    };
     assert!(err_text(load(&model(g))).contains("negative"));
     t.dims = vec![2];
     t.data_type = Some(14);
-    let g = GraphProto { initializer: vec![t], ..Default::default() };
+    let g = GraphProto {
+        initializer: vec![t],
+        ..Default::default()
+    };
     assert!(matches!(load(&model(g)), Err(FrontendError::Unsupported(m)) if m.contains("complex")));
 }
 
@@ -245,7 +294,12 @@ fn bad_initializers_are_errors() {
 fn bad_attribute_tensor_names_the_node() {
     let mut t = f32_tensor("", &[3], &[1.0]);
     t.dims = vec![3];
-    let attr = AttributeProto { name: s("value"), r#type: Some(attr_type::TENSOR), t: Some(t), ..Default::default() };
+    let attr = AttributeProto {
+        name: s("value"),
+        r#type: Some(attr_type::TENSOR),
+        t: Some(t),
+        ..Default::default()
+    };
     let g = GraphProto {
         node: vec![node("Constant", "kc", &[], &["a"], vec![attr])],
         output: vec![vi("a", tensor_type(DType::F32, &["3"]))],
@@ -287,13 +341,22 @@ fn garbage_and_truncated_bytes_are_decode_errors() {
         let _ = load_model_bytes(&junk, None);
         let _ = carbide_frontend::decode_tensor(&junk);
     }
-    assert!(matches!(load_model_bytes(&[0xff, 0xff, 0xff], None), Err(FrontendError::Decode { .. })));
+    assert!(matches!(
+        load_model_bytes(&[0xff, 0xff, 0xff], None),
+        Err(FrontendError::Decode { .. })
+    ));
 }
 
 #[test]
 fn ref_attr_outside_function_is_an_error() {
     let g = GraphProto {
-        node: vec![node("Constant", "k", &[], &["a"], vec![attr_ref("value_float", "alpha", attr_type::FLOAT)])],
+        node: vec![node(
+            "Constant",
+            "k",
+            &[],
+            &["a"],
+            vec![attr_ref("value_float", "alpha", attr_type::FLOAT)],
+        )],
         output: vec![vi("a", tensor_type(DType::F32, &[]))],
         ..Default::default()
     };
@@ -308,7 +371,10 @@ fn function(name: &str, inputs: &[&str], outputs: &[&str], nodes: Vec<NodeProto>
         input: inputs.iter().map(|x| x.to_string()).collect(),
         output: outputs.iter().map(|x| x.to_string()).collect(),
         node: nodes,
-        opset_import: vec![OperatorSetIdProto { domain: s(""), version: Some(18) }],
+        opset_import: vec![OperatorSetIdProto {
+            domain: s(""),
+            version: Some(18),
+        }],
         ..Default::default()
     }
 }
@@ -327,8 +393,20 @@ fn functions_are_inlined_with_attribute_references_and_defaults() {
         &[],
         &["out1", "out2"],
         vec![
-            node("Constant", "", &[], &["out1"], vec![attr_ref("value_float", "alpha", attr_type::FLOAT)]),
-            node("Constant", "", &[], &["out2"], vec![attr_ref("value_float", "beta", attr_type::FLOAT)]),
+            node(
+                "Constant",
+                "",
+                &[],
+                &["out1"],
+                vec![attr_ref("value_float", "alpha", attr_type::FLOAT)],
+            ),
+            node(
+                "Constant",
+                "",
+                &[],
+                &["out2"],
+                vec![attr_ref("value_float", "beta", attr_type::FLOAT)],
+            ),
         ],
     );
     f.attribute_proto = vec![attr_f("beta", 7.0)];
@@ -337,13 +415,25 @@ fn functions_are_inlined_with_attribute_references_and_defaults() {
         "Outer",
         &[],
         &["o"],
-        vec![call("MakeC", "", &[], &["o"], vec![attr_ref("alpha", "alpha", attr_type::FLOAT)])],
+        vec![call(
+            "MakeC",
+            "",
+            &[],
+            &["o"],
+            vec![attr_ref("alpha", "alpha", attr_type::FLOAT)],
+        )],
     );
     outer.attribute = vec!["alpha".into()];
     let g = GraphProto {
         node: vec![
             call("MakeC", "c1", &[], &["x", "y"], vec![attr_f("alpha", 1.5)]),
-            call("MakeC", "c2", &[], &["z", "w"], vec![attr_f("alpha", 2.0), attr_f("beta", 3.0)]),
+            call(
+                "MakeC",
+                "c2",
+                &[],
+                &["z", "w"],
+                vec![attr_f("alpha", 2.0), attr_f("beta", 3.0)],
+            ),
             call("Outer", "", &[], &["v"], vec![attr_f("alpha", 4.0)]),
         ],
         output: vec![
@@ -356,7 +446,10 @@ fn functions_are_inlined_with_attribute_references_and_defaults() {
         ..Default::default()
     };
     let mut m = model(g);
-    m.opset_import.push(OperatorSetIdProto { domain: s("local"), version: Some(1) });
+    m.opset_import.push(OperatorSetIdProto {
+        domain: s("local"),
+        version: Some(1),
+    });
     m.functions = vec![f, outer];
     let m = load(&m).unwrap();
     let init = &m.graph.initializers;
@@ -366,7 +459,11 @@ fn functions_are_inlined_with_attribute_references_and_defaults() {
     assert_eq!(init["w"], Tensor::scalar_f32(3.0));
     assert_eq!(init["v"], Tensor::scalar_f32(4.0));
     // The unused second output of the nested call got a private name.
-    assert!(init.keys().any(|k| k.starts_with("Outer_2/") && k.ends_with("out2")), "{:?}", init.keys());
+    assert!(
+        init.keys().any(|k| k.starts_with("Outer_2/") && k.ends_with("out2")),
+        "{:?}",
+        init.keys()
+    );
 }
 
 #[test]
@@ -390,9 +487,18 @@ fn external_model(location: &str, offset: u64, length: u64) -> ModelProto {
         dims: vec![2],
         data_location: Some(DATA_LOCATION_EXTERNAL),
         external_data: vec![
-            StringStringEntryProto { key: s("location"), value: s(location) },
-            StringStringEntryProto { key: s("offset"), value: Some(offset.to_string()) },
-            StringStringEntryProto { key: s("length"), value: Some(length.to_string()) },
+            StringStringEntryProto {
+                key: s("location"),
+                value: s(location),
+            },
+            StringStringEntryProto {
+                key: s("offset"),
+                value: Some(offset.to_string()),
+            },
+            StringStringEntryProto {
+                key: s("length"),
+                value: Some(length.to_string()),
+            },
         ],
         ..Default::default()
     };
@@ -473,10 +579,18 @@ fn exponential_function_expansion_is_rejected_up_front() {
             &format!("F{k}"),
             &[],
             &["o"],
-            vec![call(&next, "", &[], &["a"], vec![]), call(&next, "", &[], &["o"], vec![])],
+            vec![
+                call(&next, "", &[], &["a"], vec![]),
+                call(&next, "", &[], &["o"], vec![]),
+            ],
         ));
     }
-    fs.push(function("F40", &[], &["o"], vec![node("Constant", "", &[], &["o"], vec![attr_f("value_float", 1.0)])]));
+    fs.push(function(
+        "F40",
+        &[],
+        &["o"],
+        vec![node("Constant", "", &[], &["o"], vec![attr_f("value_float", 1.0)])],
+    ));
     let g = GraphProto {
         node: vec![call("F0", "c", &[], &["o"], vec![])],
         output: vec![vi("o", tensor_type(DType::F32, &[]))],

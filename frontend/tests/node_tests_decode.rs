@@ -19,7 +19,11 @@ fn every_node_test_case_decodes() {
     let mut failures = Vec::new();
     let mut cases = 0;
     let mut files = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
     entries.sort();
     for case in entries.into_iter().filter(|p| p.is_dir()) {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
@@ -31,7 +35,11 @@ fn every_node_test_case_decodes() {
         cases += 1;
         let mp = decode_model_proto(&bytes).unwrap();
         let g = mp.graph.unwrap_or_default();
-        let mut sets: Vec<_> = std::fs::read_dir(&case).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        let mut sets: Vec<_> = std::fs::read_dir(&case)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .collect();
         sets.sort();
         for set in sets.into_iter().filter(|p| p.is_dir()) {
             for (prefix, infos) in [("input", &g.input), ("output", &g.output)] {
@@ -55,13 +63,20 @@ fn every_node_test_case_decodes() {
             }
         }
     }
-    eprintln!("{cases} models and {files} data files decoded; {} failures", failures.len());
+    eprintln!(
+        "{cases} models and {files} data files decoded; {} failures",
+        failures.len()
+    );
     for f in &failures {
         eprintln!("  {f}");
     }
     // Map-typed values are the one kind Carbide does not represent.
     let unexpected: Vec<_> = failures.iter().filter(|f| !f.contains("map")).collect();
-    assert!(unexpected.is_empty(), "{} cases failed to decode: {unexpected:#?}", unexpected.len());
+    assert!(
+        unexpected.is_empty(),
+        "{} cases failed to decode: {unexpected:#?}",
+        unexpected.len()
+    );
 }
 
 /// Re-encodes every test-data value and every model initializer into
@@ -70,9 +85,16 @@ fn every_node_test_case_decodes() {
 #[test]
 #[ignore]
 fn reencode_for_numpy_check() {
-    let (Some(dir), Ok(out)) = (cases_dir(), std::env::var("CARBIDE_REENCODE_DIR")) else { return };
+    let (Some(dir), Ok(out)) = (cases_dir(), std::env::var("CARBIDE_REENCODE_DIR")) else {
+        return;
+    };
     let out = PathBuf::from(out);
-    for case in std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()) {
+    for case in std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+    {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(case.join("model.onnx")).unwrap();
         let mp = decode_model_proto(&bytes).unwrap();
@@ -81,7 +103,11 @@ fn reencode_for_numpy_check() {
         std::fs::create_dir_all(&od).unwrap();
         for (k, t) in g.initializer.iter().enumerate() {
             let v = carbide_frontend::tensor::decode(t, Some(&case)).unwrap();
-            std::fs::write(od.join(format!("init_{k}.pb")), carbide_frontend::encode_tensor("", &v).unwrap()).unwrap();
+            std::fs::write(
+                od.join(format!("init_{k}.pb")),
+                carbide_frontend::encode_tensor("", &v).unwrap(),
+            )
+            .unwrap();
         }
         for (j, n) in g.node.iter().enumerate() {
             for a in &n.attribute {
@@ -92,13 +118,20 @@ fn reencode_for_numpy_check() {
                 }
             }
         }
-        for set in std::fs::read_dir(&case).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()) {
+        for set in std::fs::read_dir(&case)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+        {
             let sd = od.join(set.file_name().unwrap());
             std::fs::create_dir_all(&sd).unwrap();
             for (prefix, infos) in [("input", &g.input), ("output", &g.output)] {
                 for (k, info) in infos.iter().enumerate() {
                     let f = format!("{prefix}_{k}.pb");
-                    let Ok(data) = std::fs::read(set.join(&f)) else { continue };
+                    let Ok(data) = std::fs::read(set.join(&f)) else {
+                        continue;
+                    };
                     let ty = value_type("v", info.r#type.as_ref()).unwrap();
                     let Ok(v) = decode_value(&data, &ty) else { continue };
                     std::fs::write(sd.join(&f), carbide_frontend::encode_value("", &v).unwrap()).unwrap();

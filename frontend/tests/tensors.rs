@@ -18,8 +18,20 @@ fn samples() -> Vec<Tensor> {
     let mut v = vec![
         Tensor::F32(arr(&s, vec![0.0, -1.5, f32::INFINITY, f32::NAN, 1e-40, 3.25])),
         Tensor::F64(arr(&s, vec![0.0, -1.5, f64::NEG_INFINITY, 2.0, 1e-300, 7.0])),
-        Tensor::F16(arr(&s, [0.0f32, -1.5, 65504.0, 0.25, 1.0, -0.0].iter().map(|&x| f16::from_f32(x)).collect())),
-        Tensor::BF16(arr(&s, [0.0f32, -1.5, 3e38, 0.25, 1.0, -0.0].iter().map(|&x| bf16::from_f32(x)).collect())),
+        Tensor::F16(arr(
+            &s,
+            [0.0f32, -1.5, 65504.0, 0.25, 1.0, -0.0]
+                .iter()
+                .map(|&x| f16::from_f32(x))
+                .collect(),
+        )),
+        Tensor::BF16(arr(
+            &s,
+            [0.0f32, -1.5, 3e38, 0.25, 1.0, -0.0]
+                .iter()
+                .map(|&x| bf16::from_f32(x))
+                .collect(),
+        )),
         Tensor::I8(arr(&s, vec![-128, -1, 0, 1, 2, 127])),
         Tensor::I16(arr(&s, vec![i16::MIN, -1, 0, 1, 2, i16::MAX])),
         Tensor::I32(arr(&s, vec![i32::MIN, -1, 0, 1, 2, i32::MAX])),
@@ -29,11 +41,24 @@ fn samples() -> Vec<Tensor> {
         Tensor::U32(arr(&s, vec![0, 1, 2, 127, 1 << 31, u32::MAX])),
         Tensor::U64(arr(&s, vec![0, 1, 2, 127, 1 << 63, u64::MAX])),
         Tensor::Bool(arr(&s, vec![true, false, false, true, true, false])),
-        Tensor::String(arr(&s, ["", "a", "héllo", "x y", "\u{1F600}", "z"].iter().map(|x| x.to_string()).collect())),
+        Tensor::String(arr(
+            &s,
+            ["", "a", "héllo", "x y", "\u{1F600}", "z"]
+                .iter()
+                .map(|x| x.to_string())
+                .collect(),
+        )),
     ];
     for d in DType::ALL.iter().copied().filter(|d| d.is_small()) {
-        let mask = if d.bit_width() >= 8 { 0xff } else { (1u8 << d.bit_width()) - 1 };
-        v.push(Tensor::Small(d, arr(&s, vec![0, 1 & mask, 2 & mask, 3 & mask, 0x7e & mask, mask])));
+        let mask = if d.bit_width() >= 8 {
+            0xff
+        } else {
+            (1u8 << d.bit_width()) - 1
+        };
+        v.push(Tensor::Small(
+            d,
+            arr(&s, vec![0, 1 & mask, 2 & mask, 3 & mask, 0x7e & mask, mask]),
+        ));
     }
     v
 }
@@ -43,7 +68,10 @@ fn every_dtype_round_trips_through_raw_data() {
     let all = samples();
     let held: std::collections::BTreeSet<DType> = all.iter().map(|t| t.dtype()).collect();
     for d in DType::ALL {
-        assert!(held.contains(&d) || matches!(d, DType::Complex64 | DType::Complex128), "{d} not sampled");
+        assert!(
+            held.contains(&d) || matches!(d, DType::Complex64 | DType::Complex128),
+            "{d} not sampled"
+        );
     }
     for t in all {
         let bytes = encode_tensor("t", &t).unwrap();
@@ -92,7 +120,10 @@ fn every_typed_field_encoding_decodes() {
             Tensor::Small(d, a) => {
                 let v: Vec<u8> = a.iter().copied().collect();
                 tp.int32_data = match d.bit_width() {
-                    4 => v.chunks(2).map(|c| (c[0] | c.get(1).unwrap_or(&0) << 4) as i32).collect(),
+                    4 => v
+                        .chunks(2)
+                        .map(|c| (c[0] | c.get(1).unwrap_or(&0) << 4) as i32)
+                        .collect(),
                     2 => v
                         .chunks(4)
                         .map(|c| c.iter().enumerate().fold(0, |acc, (k, &x)| acc | (x as i32) << (2 * k)))
@@ -115,14 +146,24 @@ fn data_length_must_match_the_shape() {
         let mut tp = TensorProto::decode(encode_tensor("t", &t).unwrap().as_slice()).unwrap();
         tp.dims = vec![3, 3];
         let e = decode_tensor(&tp.encode_to_vec()).unwrap_err();
-        assert!(matches!(e, FrontendError::Invalid(ref m) if m.contains("raw_data")), "{}: {e}", t.dtype());
+        assert!(
+            matches!(e, FrontendError::Invalid(ref m) if m.contains("raw_data")),
+            "{}: {e}",
+            t.dtype()
+        );
     }
     let mut tp = typed(DType::F32, &[3]);
     tp.float_data = vec![1.0, 2.0];
-    assert!(decode_tensor(&tp.encode_to_vec()).unwrap_err().to_string().contains("float_data"));
+    assert!(decode_tensor(&tp.encode_to_vec())
+        .unwrap_err()
+        .to_string()
+        .contains("float_data"));
     let mut tp = typed(DType::I8, &[3]);
     tp.int32_data = vec![1; 4];
-    assert!(decode_tensor(&tp.encode_to_vec()).unwrap_err().to_string().contains("int32_data"));
+    assert!(decode_tensor(&tp.encode_to_vec())
+        .unwrap_err()
+        .to_string()
+        .contains("int32_data"));
     let mut tp = typed(DType::U32, &[1]);
     tp.uint64_data = vec![1 << 40];
     assert!(decode_tensor(&tp.encode_to_vec()).is_err());
@@ -139,7 +180,10 @@ fn data_length_must_match_the_shape() {
         let mut tp = typed(DType::F32, &[1]);
         tp.data_type = Some(code);
         tp.raw_data = Some(vec![0; 4]);
-        assert!(matches!(decode_tensor(&tp.encode_to_vec()), Err(FrontendError::Unsupported(_))), "{code}");
+        assert!(
+            matches!(decode_tensor(&tp.encode_to_vec()), Err(FrontendError::Unsupported(_))),
+            "{code}"
+        );
     }
 }
 
@@ -150,10 +194,16 @@ fn sequences_and_optionals_round_trip() {
     let tt = ValueType::Tensor(TensorType::default());
     let seq_ty = ValueType::Sequence(Box::new(tt.clone()));
     let cases = [
-        (Value::Sequence(vec![t1.clone().into(), t1.clone().into()]), seq_ty.clone()),
+        (
+            Value::Sequence(vec![t1.clone().into(), t1.clone().into()]),
+            seq_ty.clone(),
+        ),
         (Value::Sequence(vec![]), seq_ty.clone()),
         (Value::Optional(None), ValueType::Optional(Box::new(tt.clone()))),
-        (Value::Optional(Some(Box::new(t2.clone().into()))), ValueType::Optional(Box::new(tt.clone()))),
+        (
+            Value::Optional(Some(Box::new(t2.clone().into()))),
+            ValueType::Optional(Box::new(tt.clone())),
+        ),
         (
             Value::Optional(Some(Box::new(Value::Sequence(vec![t2.clone().into()])))),
             ValueType::Optional(Box::new(seq_ty.clone())),

@@ -67,7 +67,11 @@ impl DType {
 
     /// The ONNX `TensorProto.DataType` code.
     pub fn onnx_code(self) -> i32 {
-        DType::ALL.iter().position(|d| *d == self).map(|p| p as i32 + 1).unwrap_or(0)
+        DType::ALL
+            .iter()
+            .position(|d| *d == self)
+            .map(|p| p as i32 + 1)
+            .unwrap_or(0)
     }
 
     /// Parses an ONNX `TensorProto.DataType` code; `None` for UNDEFINED or unknown codes.
@@ -150,7 +154,10 @@ impl DType {
     }
 
     pub fn is_signed_int(self) -> bool {
-        matches!(self, DType::I8 | DType::I16 | DType::I32 | DType::I64 | DType::I4 | DType::I2)
+        matches!(
+            self,
+            DType::I8 | DType::I16 | DType::I32 | DType::I64 | DType::I4 | DType::I2
+        )
     }
 }
 

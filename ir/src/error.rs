@@ -5,7 +5,11 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum IrError {
     #[error("unsupported op '{op_type}' in domain '{domain}' (opset {opset})")]
-    UnsupportedOp { domain: String, op_type: String, opset: i64 },
+    UnsupportedOp {
+        domain: String,
+        op_type: String,
+        opset: i64,
+    },
 
     #[error("{op}: attribute '{attr}': {reason}")]
     BadAttribute { op: String, attr: String, reason: String },
@@ -28,18 +32,29 @@ pub enum IrError {
 
 impl IrError {
     pub fn invalid(op: impl Into<String>, reason: impl Into<String>) -> Self {
-        IrError::Invalid { op: op.into(), reason: reason.into() }
+        IrError::Invalid {
+            op: op.into(),
+            reason: reason.into(),
+        }
     }
 
     pub fn bad_attr(op: impl Into<String>, attr: impl Into<String>, reason: impl Into<String>) -> Self {
-        IrError::BadAttribute { op: op.into(), attr: attr.into(), reason: reason.into() }
+        IrError::BadAttribute {
+            op: op.into(),
+            attr: attr.into(),
+            reason: reason.into(),
+        }
     }
 
     /// Adds the node's name and op as context (once).
     pub fn at_node(self, node: &str, op: &str) -> Self {
         match self {
             e @ IrError::AtNode { .. } => e,
-            e => IrError::AtNode { node: node.to_string(), op: op.to_string(), cause: Box::new(e) },
+            e => IrError::AtNode {
+                node: node.to_string(),
+                op: op.to_string(),
+                cause: Box::new(e),
+            },
         }
     }
 }

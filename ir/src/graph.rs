@@ -67,7 +67,10 @@ impl Graph {
 
     /// Total node count, including nodes inside subgraphs.
     pub fn node_count_deep(&self) -> usize {
-        self.nodes.iter().map(|n| 1 + n.op.subgraphs().iter().map(|g| g.node_count_deep()).sum::<usize>()).sum()
+        self.nodes
+            .iter()
+            .map(|n| 1 + n.op.subgraphs().iter().map(|g| g.node_count_deep()).sum::<usize>())
+            .sum()
     }
 }
 

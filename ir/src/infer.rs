@@ -32,12 +32,26 @@ pub fn infer_graph(graph: &mut Graph, outer: &BTreeMap<String, ValueType>) -> Ir
             let inputs: Vec<Option<ValueType>> = node
                 .inputs
                 .iter()
-                .map(|n| if n.is_empty() { None } else { Some(env.get(n).cloned().unwrap_or(ValueType::Unknown)) })
+                .map(|n| {
+                    if n.is_empty() {
+                        None
+                    } else {
+                        Some(env.get(n).cloned().unwrap_or(ValueType::Unknown))
+                    }
+                })
                 .collect();
-            let const_vals: Vec<Option<&Tensor>> =
-                node.inputs.iter().map(|n| if n.is_empty() { None } else { consts.get(n) }).collect();
+            let const_vals: Vec<Option<&Tensor>> = node
+                .inputs
+                .iter()
+                .map(|n| if n.is_empty() { None } else { consts.get(n) })
+                .collect();
             let op_type = node.op.op_type();
-            let cx = InferCtx { inputs: &inputs, consts: &const_vals, num_outputs: node.outputs.len(), op: op_type };
+            let cx = InferCtx {
+                inputs: &inputs,
+                consts: &const_vals,
+                num_outputs: node.outputs.len(),
+                op: op_type,
+            };
             let out = node.op.infer(&cx).map_err(|e| e.at_node(&node.name, op_type))?;
             for (k, name) in node.outputs.iter().enumerate() {
                 if name.is_empty() {

@@ -262,19 +262,11 @@ pub fn from_f64(dtype: DType, v: f64, saturate: bool) -> u8 {
     }
     let a = v.abs();
     if a.is_infinite() {
-        return if saturate {
-            sign | max_bits
-        } else {
-            overflow(sign)
-        };
+        return if saturate { sign | max_bits } else { overflow(sign) };
     }
     let (rounded, bits) = round_finite(&f, a);
     if rounded > f.max {
-        return if saturate {
-            sign | max_bits
-        } else {
-            overflow(sign)
-        };
+        return if saturate { sign | max_bits } else { overflow(sign) };
     }
     if bits == 0 && f.kind == Kind::Fnuz {
         return 0;
@@ -408,9 +400,7 @@ mod tests {
             -4.0,
             -0.0,
         ];
-        let want = [
-            0.5f32, 0.0, 1.0, -4.0, -6.0, 6.0, 6.0, 0.0, -0.0, 6.0, -4.0, -0.0,
-        ];
+        let want = [0.5f32, 0.0, 1.0, -4.0, -6.0, 6.0, 6.0, 0.0, -0.0, 6.0, -4.0, -0.0];
         for (x, w) in xs.iter().zip(want) {
             let b = from_f32(d, *x, false);
             assert_eq!(to_f32(d, b), w, "{x}");

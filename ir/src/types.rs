@@ -50,12 +50,18 @@ pub struct TensorType {
 
 impl TensorType {
     pub fn new(dtype: DType, shape: Shape) -> Self {
-        TensorType { dtype: Some(dtype), shape: Some(shape) }
+        TensorType {
+            dtype: Some(dtype),
+            shape: Some(shape),
+        }
     }
 
     /// A type with a known dtype and unknown shape.
     pub fn of_dtype(dtype: DType) -> Self {
-        TensorType { dtype: Some(dtype), shape: None }
+        TensorType {
+            dtype: Some(dtype),
+            shape: None,
+        }
     }
 
     pub fn rank(&self) -> Option<usize> {

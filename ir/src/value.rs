@@ -32,12 +32,12 @@ impl Value {
     pub fn value_type(&self) -> ValueType {
         match self {
             Value::Tensor(t) => ValueType::Tensor(TensorType::new(t.dtype(), shape_of(t.shape()))),
-            Value::Sequence(items) => {
-                ValueType::Sequence(Box::new(items.first().map(|v| v.value_type()).unwrap_or(ValueType::Unknown)))
-            }
-            Value::Optional(v) => {
-                ValueType::Optional(Box::new(v.as_ref().map(|v| v.value_type()).unwrap_or(ValueType::Unknown)))
-            }
+            Value::Sequence(items) => ValueType::Sequence(Box::new(
+                items.first().map(|v| v.value_type()).unwrap_or(ValueType::Unknown),
+            )),
+            Value::Optional(v) => ValueType::Optional(Box::new(
+                v.as_ref().map(|v| v.value_type()).unwrap_or(ValueType::Unknown),
+            )),
         }
     }
 }

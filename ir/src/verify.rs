@@ -46,7 +46,10 @@ pub fn verify_graph(graph: &Graph, outer: &BTreeSet<String>) -> IrResult<()> {
     }
     for o in &graph.outputs {
         if !defined.contains(&o.name) && !outer.contains(&o.name) {
-            return Err(IrError::Malformed(format!("graph output '{}' is never defined", o.name)));
+            return Err(IrError::Malformed(format!(
+                "graph output '{}' is never defined",
+                o.name
+            )));
         }
     }
     Ok(())

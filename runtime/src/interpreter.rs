@@ -38,8 +38,17 @@ pub struct Session {
 
 impl Session {
     pub fn new(model: Model) -> Session {
-        let weights = model.graph.initializers.iter().map(|(k, t)| (k.clone(), Value::Tensor(t.clone()))).collect();
-        Session { model, weights, seed: 0 }
+        let weights = model
+            .graph
+            .initializers
+            .iter()
+            .map(|(k, t)| (k.clone(), Value::Tensor(t.clone())))
+            .collect();
+        Session {
+            model,
+            weights,
+            seed: 0,
+        }
     }
 
     pub fn model(&self) -> &Model {
@@ -65,17 +74,32 @@ impl Session {
             }
         }
         if let Some(name) = feeds.keys().next() {
-            return Err(RuntimeError::BadInput { name: name.clone(), reason: "the model has no such input".into() });
+            return Err(RuntimeError::BadInput {
+                name: name.clone(),
+                reason: "the model has no such input".into(),
+            });
         }
-        let top = Scope { values: bound, borrowed: Some(&self.weights), parent: None };
+        let top = Scope {
+            values: bound,
+            borrowed: Some(&self.weights),
+            parent: None,
+        };
         let outs = run_graph(graph, top, self.seed)?;
         Ok(graph.outputs.iter().map(|o| o.name.clone()).zip(outs).collect())
     }
 }
 
 /// Checks a fed value against the declared input type, binding symbolic dims.
-fn check_input(name: &str, declared: &ValueType, v: &Value, syms: &mut HashMap<String, usize>) -> Result<(), RuntimeError> {
-    let bad = |reason: String| RuntimeError::BadInput { name: name.to_string(), reason };
+fn check_input(
+    name: &str,
+    declared: &ValueType,
+    v: &Value,
+    syms: &mut HashMap<String, usize>,
+) -> Result<(), RuntimeError> {
+    let bad = |reason: String| RuntimeError::BadInput {
+        name: name.to_string(),
+        reason,
+    };
     let (ValueType::Tensor(TensorType { dtype, shape }), Value::Tensor(t)) = (declared, v) else {
         return Ok(());
     };
@@ -96,7 +120,9 @@ fn check_input(name: &str, declared: &ValueType, v: &Value, syms: &mut HashMap<S
                 Dim::Sym(s) => {
                     let prev = *syms.entry(s.clone()).or_insert(n);
                     if prev != n {
-                        return Err(bad(format!("dim {i} ('{s}') is {n}, but '{s}' was bound to {prev} by another input")));
+                        return Err(bad(format!(
+                            "dim {i} ('{s}') is {n}, but '{s}' was bound to {prev} by another input"
+                        )));
                     }
                 }
                 _ => {}
@@ -111,7 +137,11 @@ fn run_graph(graph: &Graph, mut scope: Scope<'_>, seed: u64) -> Result<Vec<Value
     let last_use = last_uses(graph);
     for (i, node) in graph.nodes.iter().enumerate() {
         let op_type = node.op.op_type();
-        let node_err = |cause| RuntimeError::Node { node: node.name.clone(), op: op_type.to_string(), cause };
+        let node_err = |cause| RuntimeError::Node {
+            node: node.name.clone(),
+            op: op_type.to_string(),
+            cause,
+        };
         let outs = {
             let inputs = node
                 .inputs
@@ -125,12 +155,19 @@ fn run_graph(graph: &Graph, mut scope: Scope<'_>, seed: u64) -> Result<Vec<Value
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let runner = ScopeRunner { scope: &scope, seed };
-            let cx = EvalCtx { num_outputs: node.outputs.len(), runner: &runner, seed };
+            let cx = EvalCtx {
+                num_outputs: node.outputs.len(),
+                runner: &runner,
+                seed,
+            };
             eval(&node.op, &inputs, &cx).map_err(node_err)?
         };
         let wanted = node.outputs.iter().rposition(|o| !o.is_empty()).map_or(0, |p| p + 1);
         if outs.len() < wanted {
-            return Err(node_err(invalid(format!("produced {} outputs, the node names {wanted}", outs.len()))));
+            return Err(node_err(invalid(format!(
+                "produced {} outputs, the node names {wanted}",
+                outs.len()
+            ))));
         }
         for (name, v) in node.outputs.iter().zip(outs) {
             if !name.is_empty() {
@@ -146,7 +183,12 @@ fn run_graph(graph: &Graph, mut scope: Scope<'_>, seed: u64) -> Result<Vec<Value
     graph
         .outputs
         .iter()
-        .map(|o| scope.get(&o.name).cloned().ok_or_else(|| RuntimeError::Undefined(o.name.clone())))
+        .map(|o| {
+            scope
+                .get(&o.name)
+                .cloned()
+                .ok_or_else(|| RuntimeError::Undefined(o.name.clone()))
+        })
         .collect()
 }
 
@@ -196,16 +238,21 @@ impl SubgraphRunner for ScopeRunner<'_> {
                 inputs.len()
             )));
         }
-        let mut values: HashMap<String, Value> =
-            graph.inputs.iter().map(|i| i.name.clone()).zip(inputs).collect();
+        let mut values: HashMap<String, Value> = graph.inputs.iter().map(|i| i.name.clone()).zip(inputs).collect();
         for (k, t) in &graph.initializers {
             values.entry(k.clone()).or_insert_with(|| Value::Tensor(t.clone()));
         }
-        let child = Scope { values, borrowed: None, parent: Some(self.scope) };
+        let child = Scope {
+            values,
+            borrowed: None,
+            parent: Some(self.scope),
+        };
         run_graph(graph, child, self.seed).map_err(|e| match e {
-            RuntimeError::Node { cause: crate::error::OpError::Unsupported(m), node, op } => {
-                crate::error::unsupported(format!("in subgraph node '{node}' ({op}): {m}"))
-            }
+            RuntimeError::Node {
+                cause: crate::error::OpError::Unsupported(m),
+                node,
+                op,
+            } => crate::error::unsupported(format!("in subgraph node '{node}' ({op}): {m}")),
             e => invalid(format!("in subgraph '{}': {e}", graph.name)),
         })
     }

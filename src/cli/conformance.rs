@@ -41,8 +41,15 @@ pub fn run_case(a: CaseArgs) -> Result<ExitCode> {
 
 pub fn run(a: ConformanceArgs) -> Result<ExitCode> {
     let cases = list_cases(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
-    let filter = a.filter.as_deref().map(regex::Regex::new).transpose().context("--filter")?;
-    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let filter = a
+        .filter
+        .as_deref()
+        .map(regex::Regex::new)
+        .transpose()
+        .context("--filter")?;
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let opts = SuiteOptions {
         filter,
         timeout: Duration::from_secs(a.timeout),
@@ -86,6 +93,11 @@ pub fn run(a: ConformanceArgs) -> Result<ExitCode> {
     let count = |s: Status| results.iter().filter(|r| r.status == s).count();
     let selected_total = results.len();
     let skipped = cases.len() - selected_total + count(Status::Skip);
-    println!("{} passed, {} failed, {} skipped", count(Status::Pass), count(Status::Fail), skipped);
+    println!(
+        "{} passed, {} failed, {} skipped",
+        count(Status::Pass),
+        count(Status::Fail),
+        skipped
+    );
     Ok(ExitCode::SUCCESS)
 }

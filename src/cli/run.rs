@@ -36,13 +36,20 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
         given.extend(npy::read_npz(p)?);
     }
     for spec in &a.input {
-        let (name, file) = spec.split_once('=').ok_or_else(|| anyhow!("--input expects NAME=FILE.npy, got '{spec}'"))?;
+        let (name, file) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--input expects NAME=FILE.npy, got '{spec}'"))?;
         given.push((name.to_string(), npy::read_npy(file.as_ref())?));
     }
     let mut sym = std::collections::HashMap::new();
     for spec in &a.dims {
-        let (name, n) = spec.split_once('=').ok_or_else(|| anyhow!("--dim expects NAME=N, got '{spec}'"))?;
-        sym.insert(name.to_string(), n.parse::<usize>().with_context(|| format!("--dim {spec}"))?);
+        let (name, n) = spec
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--dim expects NAME=N, got '{spec}'"))?;
+        sym.insert(
+            name.to_string(),
+            n.parse::<usize>().with_context(|| format!("--dim {spec}"))?,
+        );
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let mut feeds: Vec<(String, Value)> = Vec::new();
@@ -83,7 +90,15 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
 }
 
 fn sanitize(name: &str) -> String {
-    name.chars().map(|c| if c.is_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// dtype, shape and value statistics of a tensor, on one line.
@@ -103,8 +118,12 @@ fn random_input(
     sym: &std::collections::HashMap<String, usize>,
     rng: &mut rand::rngs::StdRng,
 ) -> Result<Tensor> {
-    let ValueType::Tensor(tt) = ty else { bail!("input '{name}' is a {ty}: give it with --inputs") };
-    let dtype = tt.dtype.ok_or_else(|| anyhow!("input '{name}' has no declared dtype: give it with --inputs"))?;
+    let ValueType::Tensor(tt) = ty else {
+        bail!("input '{name}' is a {ty}: give it with --inputs")
+    };
+    let dtype = tt
+        .dtype
+        .ok_or_else(|| anyhow!("input '{name}' has no declared dtype: give it with --inputs"))?;
     let shape: Vec<usize> = tt
         .shape
         .as_ref()

@@ -114,9 +114,7 @@ impl ControlOp {
                         "the body must take (iteration_num, condition, carried...) and return (condition, ...)",
                     ));
                 }
-                ControlOp::Loop {
-                    body: Box::new(body),
-                }
+                ControlOp::Loop { body: Box::new(body) }
             }
             "Scan" => {
                 let body = a.req_graph("body")?;
@@ -125,20 +123,13 @@ impl ControlOp {
                     return Err(IrError::bad_attr(
                         op,
                         "num_scan_inputs",
-                        format!(
-                            "{m} is not in 1..={} (the body's input count)",
-                            body.inputs.len()
-                        ),
+                        format!("{m} is not in 1..={} (the body's input count)", body.inputs.len()),
                     ));
                 }
                 let m = m as usize;
                 let n_state = body.inputs.len() - m;
                 let n_scan_out = body.outputs.len().checked_sub(n_state).ok_or_else(|| {
-                    IrError::bad_attr(
-                        op,
-                        "body",
-                        "the body returns fewer outputs than it has state inputs",
-                    )
+                    IrError::bad_attr(op, "body", "the body returns fewer outputs than it has state inputs")
                 })?;
                 let batched = cx.opset < 9;
                 let (axes, dirs, out_axes, out_dirs) = if batched {
@@ -161,9 +152,7 @@ impl ControlOp {
                             format!("needs {m} values, got {}", axes.len()),
                         ));
                     }
-                    let dirs = a
-                        .ints("scan_input_directions")?
-                        .unwrap_or_else(|| vec![0; m]);
+                    let dirs = a.ints("scan_input_directions")?.unwrap_or_else(|| vec![0; m]);
                     if dirs.len() != m {
                         return Err(IrError::bad_attr(
                             op,
@@ -211,13 +200,7 @@ impl ControlOp {
                 let dtype = i32::try_from(code)
                     .ok()
                     .and_then(DType::from_onnx_code)
-                    .ok_or_else(|| {
-                        IrError::bad_attr(
-                            op,
-                            "dtype",
-                            format!("{code} is not a known ONNX data type"),
-                        )
-                    })?;
+                    .ok_or_else(|| IrError::bad_attr(op, "dtype", format!("{code} is not a known ONNX data type")))?;
                 ControlOp::SequenceEmpty { dtype }
             }
             "SequenceAt" => ControlOp::SequenceAt,
@@ -227,15 +210,9 @@ impl ControlOp {
             "SequenceMap" => {
                 let body = a.req_graph("body")?;
                 if body.inputs.is_empty() {
-                    return Err(IrError::bad_attr(
-                        op,
-                        "body",
-                        "the body must take at least one input",
-                    ));
+                    return Err(IrError::bad_attr(op, "body", "the body must take at least one input"));
                 }
-                ControlOp::SequenceMap {
-                    body: Box::new(body),
-                }
+                ControlOp::SequenceMap { body: Box::new(body) }
             }
             "SplitToSequence" => {
                 let axis = a.int_or("axis", 0)?;
@@ -267,9 +244,7 @@ impl ControlOp {
                     new_axis: new_axis == 1,
                 }
             }
-            "Optional" => ControlOp::Optional {
-                ty: a.type_("type")?,
-            },
+            "Optional" => ControlOp::Optional { ty: a.type_("type")? },
             "OptionalHasElement" => ControlOp::OptionalHasElement,
             "OptionalGetElement" => ControlOp::OptionalGetElement,
             _ => return Ok(None),
@@ -300,12 +275,8 @@ pub fn unify(a: &ValueType, b: &ValueType) -> ValueType {
             };
             ValueType::Tensor(TensorType { dtype, shape })
         }
-        (ValueType::Sequence(x), ValueType::Sequence(y)) => {
-            ValueType::Sequence(Box::new(unify_elem(x, y)))
-        }
-        (ValueType::Optional(x), ValueType::Optional(y)) => {
-            ValueType::Optional(Box::new(unify_elem(x, y)))
-        }
+        (ValueType::Sequence(x), ValueType::Sequence(y)) => ValueType::Sequence(Box::new(unify_elem(x, y))),
+        (ValueType::Optional(x), ValueType::Optional(y)) => ValueType::Optional(Box::new(unify_elem(x, y))),
         (x, y) if x == y => x.clone(),
         _ => ValueType::Unknown,
     }
@@ -335,11 +306,7 @@ fn carried(initial: &ValueType, body_out: &ValueType) -> ValueType {
 
 /// The type of input `i`, `Unknown` when absent.
 fn input_type(cx: &InferCtx, i: usize) -> ValueType {
-    cx.inputs
-        .get(i)
-        .cloned()
-        .flatten()
-        .unwrap_or(ValueType::Unknown)
+    cx.inputs.get(i).cloned().flatten().unwrap_or(ValueType::Unknown)
 }
 
 /// The element type of a sequence-typed input (`Unknown` if not known).
@@ -369,10 +336,7 @@ fn need_inputs(cx: &InferCtx, min: usize, max: usize) -> IrResult<()> {
 /// Inserts `dim` into a tensor type's shape at `axis` (an axis of the result).
 fn with_dim_inserted(t: &ValueType, axis: i64, dim: Dim, op: &str) -> IrResult<ValueType> {
     match t {
-        ValueType::Tensor(TensorType {
-            dtype,
-            shape: Some(s),
-        }) => {
+        ValueType::Tensor(TensorType { dtype, shape: Some(s) }) => {
             let ax = normalize_axis(op, axis, s.len() + 1)?;
             let mut s = s.clone();
             s.insert(ax, dim);
@@ -390,12 +354,7 @@ fn with_dim_inserted(t: &ValueType, axis: i64, dim: Dim, op: &str) -> IrResult<V
 }
 
 impl ControlOp {
-    fn infer_if(
-        &self,
-        cx: &InferCtx,
-        then_branch: &Graph,
-        else_branch: &Graph,
-    ) -> IrResult<Vec<ValueType>> {
+    fn infer_if(&self, cx: &InferCtx, then_branch: &Graph, else_branch: &Graph) -> IrResult<Vec<ValueType>> {
         need_inputs(cx, 1, 1)?;
         let c = cx.tensor(0)?;
         if c.dtype.is_some_and(|d| d != DType::Bool) {
@@ -470,24 +429,16 @@ impl ControlOp {
         for j in 0..m {
             let t = cx.tensor(first + n_state + j)?;
             if let Some(shape) = &t.shape {
-                let ax = normalize_axis(
-                    cx.op,
-                    s.scan_input_axes.get(j).copied().unwrap_or(0),
-                    shape.len(),
-                )?;
+                let ax = normalize_axis(cx.op, s.scan_input_axes.get(j).copied().unwrap_or(0), shape.len())?;
                 if s.batched && shape.len() < 2 {
-                    return Err(cx.err(format!(
-                        "scan input {j} needs rank >= 2 (batch, sequence), got {t}"
-                    )));
+                    return Err(cx.err(format!("scan input {j} needs rank >= 2 (batch, sequence), got {t}")));
                 }
                 let d = shape[ax].clone();
                 seq = Some(match seq {
                     None => d,
                     Some(prev) if prev == d => prev,
                     Some(Dim::Known(a)) if matches!(d, Dim::Known(b) if b != a) => {
-                        return Err(cx.err(format!(
-                            "scan inputs have different sequence lengths ({a} vs {d})"
-                        )))
+                        return Err(cx.err(format!("scan inputs have different sequence lengths ({a} vs {d})")))
                     }
                     Some(_) => Dim::Unknown,
                 });
@@ -515,11 +466,7 @@ impl ControlOp {
                 let t = with_dim_inserted(&o.ty, 0, seq.clone(), cx.op)?;
                 with_dim_inserted(&t, 0, batch.clone(), cx.op)?
             } else {
-                let axis = s
-                    .scan_output_axes
-                    .as_ref()
-                    .and_then(|v| v.get(k).copied())
-                    .unwrap_or(0);
+                let axis = s.scan_output_axes.as_ref().and_then(|v| v.get(k).copied()).unwrap_or(0);
                 with_dim_inserted(&o.ty, axis, seq.clone(), cx.op)?
             };
             out.push(ty);
@@ -570,9 +517,7 @@ impl OpKind for ControlOp {
                     let e = tensor_of(&elem);
                     if let (Some(a), Some(b)) = (e.dtype, t.dtype) {
                         if a != b {
-                            return Err(cx.err(format!(
-                                "all inputs must have one dtype: {a} vs {b} (input {i})"
-                            )));
+                            return Err(cx.err(format!("all inputs must have one dtype: {a} vs {b} (input {i})")));
                         }
                     }
                     elem = unify(&elem, &ValueType::Tensor(t));
@@ -581,9 +526,9 @@ impl OpKind for ControlOp {
             }
             ControlOp::SequenceEmpty { dtype } => {
                 need_inputs(cx, 0, 0)?;
-                vec![ValueType::Sequence(Box::new(ValueType::Tensor(
-                    TensorType::of_dtype(*dtype),
-                )))]
+                vec![ValueType::Sequence(Box::new(ValueType::Tensor(TensorType::of_dtype(
+                    *dtype,
+                ))))]
             }
             ControlOp::SequenceAt => {
                 need_inputs(cx, 2, 2)?;
@@ -597,15 +542,10 @@ impl OpKind for ControlOp {
                 let t = cx.tensor(1)?;
                 if let (Some(a), Some(b)) = (tensor_of(&elem).dtype, t.dtype) {
                     if a != b {
-                        return Err(
-                            cx.err(format!("cannot insert a {b} tensor into a sequence of {a}"))
-                        );
+                        return Err(cx.err(format!("cannot insert a {b} tensor into a sequence of {a}")));
                     }
                 }
-                vec![ValueType::Sequence(Box::new(unify(
-                    &elem,
-                    &ValueType::Tensor(t),
-                )))]
+                vec![ValueType::Sequence(Box::new(unify(&elem, &ValueType::Tensor(t))))]
             }
             ControlOp::SequenceErase => {
                 need_inputs(cx, 1, 2)?;
@@ -666,12 +606,10 @@ impl OpKind for ControlOp {
                     }
                     None => None,
                 };
-                vec![ValueType::Sequence(Box::new(ValueType::Tensor(
-                    TensorType {
-                        dtype: t.dtype,
-                        shape,
-                    },
-                )))]
+                vec![ValueType::Sequence(Box::new(ValueType::Tensor(TensorType {
+                    dtype: t.dtype,
+                    shape,
+                })))]
             }
             ControlOp::ConcatFromSequence { axis, new_axis } => {
                 need_inputs(cx, 1, 1)?;
@@ -690,10 +628,7 @@ impl OpKind for ControlOp {
                     }
                     None => None,
                 };
-                vec![ValueType::Tensor(TensorType {
-                    dtype: e.dtype,
-                    shape,
-                })]
+                vec![ValueType::Tensor(TensorType { dtype: e.dtype, shape })]
             }
             ControlOp::Optional { ty } => {
                 need_inputs(cx, 0, 1)?;
@@ -751,10 +686,7 @@ mod tests {
     use crate::graph::ValueInfo;
 
     fn parse(op: &str, opset: i64, items: Vec<(&str, Attr)>) -> IrResult<Option<ControlOp>> {
-        let attrs = Attrs::new(
-            op,
-            items.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
-        );
+        let attrs = Attrs::new(op, items.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
         let mut cx = ParseCtx {
             domain: "",
             op_type: op,
@@ -767,17 +699,12 @@ mod tests {
     }
 
     fn vi(name: &str, ty: ValueType) -> ValueInfo {
-        ValueInfo {
-            name: name.into(),
-            ty,
-        }
+        ValueInfo { name: name.into(), ty }
     }
 
     fn body(inputs: usize, outputs: Vec<ValueType>) -> Graph {
         Graph {
-            inputs: (0..inputs)
-                .map(|i| vi(&format!("i{i}"), ValueType::Unknown))
-                .collect(),
+            inputs: (0..inputs).map(|i| vi(&format!("i{i}"), ValueType::Unknown)).collect(),
             outputs: outputs
                 .into_iter()
                 .enumerate()
@@ -791,11 +718,7 @@ mod tests {
         ValueType::tensor(DType::F32, dims.iter().map(|&d| Dim::Known(d)).collect())
     }
 
-    fn infer(
-        op: &ControlOp,
-        inputs: Vec<Option<ValueType>>,
-        n_out: usize,
-    ) -> IrResult<Vec<ValueType>> {
+    fn infer(op: &ControlOp, inputs: Vec<Option<ValueType>>, n_out: usize) -> IrResult<Vec<ValueType>> {
         let consts = vec![None; inputs.len()];
         let cx = InferCtx {
             inputs: &inputs,
@@ -842,9 +765,7 @@ mod tests {
                 ("scan_input_axes", Attr::Ints(vec![0, 1])),
             ],
         );
-        assert!(
-            matches!(bad_len, Err(IrError::BadAttribute { attr, .. }) if attr == "scan_input_axes")
-        );
+        assert!(matches!(bad_len, Err(IrError::BadAttribute { attr, .. }) if attr == "scan_input_axes"));
         let bad_dir = parse(
             "Scan",
             11,
@@ -855,12 +776,7 @@ mod tests {
             ],
         );
         assert!(bad_dir.is_err());
-        assert!(parse(
-            "Scan",
-            11,
-            vec![("body", g()), ("num_scan_inputs", Attr::Int(3))]
-        )
-        .is_err());
+        assert!(parse("Scan", 11, vec![("body", g()), ("num_scan_inputs", Attr::Int(3))]).is_err());
         assert!(parse("Scan", 11, vec![("num_scan_inputs", Attr::Int(1))]).is_err());
     }
 
@@ -879,10 +795,7 @@ mod tests {
             "If",
             11,
             vec![
-                (
-                    "then_branch",
-                    Attr::Graph(Box::new(body(0, vec![f32t(&[1])]))),
-                ),
+                ("then_branch", Attr::Graph(Box::new(body(0, vec![f32t(&[1])])))),
                 ("else_branch", Attr::Graph(Box::new(body(0, vec![])))),
             ],
         );
@@ -911,21 +824,14 @@ mod tests {
         let op = ControlOp::Loop {
             body: Box::new(body(
                 3,
-                vec![
-                    ValueType::tensor(DType::Bool, vec![]),
-                    f32t(&[2]),
-                    f32t(&[3]),
-                ],
+                vec![ValueType::tensor(DType::Bool, vec![]), f32t(&[2]), f32t(&[3])],
             )),
         };
         let out = infer(&op, vec![None, None, Some(f32t(&[2]))], 2).unwrap();
         assert_eq!(out[0], f32t(&[2]));
         assert_eq!(
             out[1],
-            ValueType::Tensor(TensorType::new(
-                DType::F32,
-                vec![Dim::Unknown, Dim::Known(3)]
-            ))
+            ValueType::Tensor(TensorType::new(DType::F32, vec![Dim::Unknown, Dim::Known(3)]))
         );
         assert!(infer(&op, vec![None, None], 2).is_err());
 
@@ -940,12 +846,7 @@ mod tests {
                 scan_output_directions: None,
             }))
         };
-        let out = infer(
-            &scan(false, -1),
-            vec![Some(f32t(&[2])), Some(f32t(&[5, 2]))],
-            2,
-        )
-        .unwrap();
+        let out = infer(&scan(false, -1), vec![Some(f32t(&[2])), Some(f32t(&[5, 2]))], 2).unwrap();
         assert_eq!(out, vec![f32t(&[2]), f32t(&[2, 5])]);
         let out = infer(
             &scan(true, 0),
@@ -967,10 +868,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             out,
-            vec![seq(ValueType::Tensor(TensorType::new(
-                DType::F32,
-                vec![Dim::Unknown]
-            )))]
+            vec![seq(ValueType::Tensor(TensorType::new(DType::F32, vec![Dim::Unknown])))]
         );
         let i64t = ValueType::tensor(DType::I64, vec![]);
         assert!(infer(
@@ -1021,10 +919,7 @@ mod tests {
             keepdims: true,
         };
         let split = crate::Tensor::scalar_i64(2);
-        let inputs = vec![
-            Some(f32t(&[3, 6])),
-            Some(ValueType::tensor(DType::I64, vec![])),
-        ];
+        let inputs = vec![Some(f32t(&[3, 6])), Some(ValueType::tensor(DType::I64, vec![]))];
         let consts = vec![None, Some(&split)];
         let cx = InferCtx {
             inputs: &inputs,
@@ -1044,13 +939,7 @@ mod tests {
             num_outputs: 1,
             op: "SplitToSequence",
         };
-        let want = ValueType::Tensor(TensorType::new(
-            DType::F32,
-            vec![Dim::Known(3), Dim::Unknown],
-        ));
-        assert_eq!(
-            op.infer(&cx).unwrap(),
-            vec![ValueType::Sequence(Box::new(want))]
-        );
+        let want = ValueType::Tensor(TensorType::new(DType::F32, vec![Dim::Known(3), Dim::Unknown]));
+        assert_eq!(op.infer(&cx).unwrap(), vec![ValueType::Sequence(Box::new(want))]);
     }
 }

@@ -35,26 +35,50 @@ pub enum Unary {
     Erf,
     Sign,
     IsNaN,
-    IsInf { detect_positive: bool, detect_negative: bool },
+    IsInf {
+        detect_positive: bool,
+        detect_negative: bool,
+    },
     Not,
     BitwiseNot,
     Relu,
-    LeakyRelu { alpha: f32 },
-    Elu { alpha: f32 },
-    Selu { alpha: f32, gamma: f32 },
-    Celu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
+    Elu {
+        alpha: f32,
+    },
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
+    Celu {
+        alpha: f32,
+    },
     Sigmoid,
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     HardSwish,
     Softplus,
     Softsign,
     Tanh,
-    ThresholdedRelu { alpha: f32 },
-    Shrink { bias: f32, lambd: f32 },
+    ThresholdedRelu {
+        alpha: f32,
+    },
+    Shrink {
+        bias: f32,
+        lambd: f32,
+    },
     Mish,
     /// `tanh`: the tanh approximation instead of the exact erf form.
-    Gelu { tanh: bool },
-    Swish { alpha: f32 },
+    Gelu {
+        tanh: bool,
+    },
+    Swish {
+        alpha: f32,
+    },
 }
 
 /// Ops with two broadcasting inputs.
@@ -66,8 +90,12 @@ pub enum Binary {
     Div,
     Pow,
     /// `fmod`: C fmod (sign of the dividend) instead of Python's mod.
-    Mod { fmod: bool },
-    BitShift { left: bool },
+    Mod {
+        fmod: bool,
+    },
+    BitShift {
+        left: bool,
+    },
     BitwiseAnd,
     BitwiseOr,
     BitwiseXor,
@@ -87,7 +115,10 @@ impl Binary {
     /// Comparisons and logic ops produce bool.
     pub fn yields_bool(self) -> bool {
         use Binary::*;
-        matches!(self, And | Or | Xor | Equal | Greater | GreaterOrEqual | Less | LessOrEqual)
+        matches!(
+            self,
+            And | Or | Xor | Equal | Greater | GreaterOrEqual | Less | LessOrEqual
+        )
     }
 }
 
@@ -114,14 +145,25 @@ pub enum ElementwiseOp {
     Unary(Unary),
     /// `axis`: the legacy (opset < 7) broadcast of B into A starting at
     /// this axis, when the node sets `broadcast=1` and `axis`.
-    Binary { op: Binary, legacy_axis: Option<i64> },
+    Binary {
+        op: Binary,
+        legacy_axis: Option<i64>,
+    },
     Variadic(Variadic),
     /// Bounds from attributes before opset 11; from inputs 1 and 2 after.
-    Clip { min: Option<f32>, max: Option<f32> },
+    Clip {
+        min: Option<f32>,
+        max: Option<f32>,
+    },
     Where,
-    Cast { to: DType, attrs: CastAttrs },
+    Cast {
+        to: DType,
+        attrs: CastAttrs,
+    },
     CastLike(CastAttrs),
-    BitCast { to: DType },
+    BitCast {
+        to: DType,
+    },
 }
 
 fn unary_name(u: &Unary) -> &'static str {
@@ -281,21 +323,35 @@ fn parse_unary(cx: &mut ParseCtx) -> IrResult<Option<Unary>> {
         "Not" => Not,
         "BitwiseNot" => BitwiseNot,
         "Relu" => Relu,
-        "LeakyRelu" => LeakyRelu { alpha: a.float_or("alpha", 0.01)? },
-        "Elu" => Elu { alpha: a.float_or("alpha", 1.0)? },
+        "LeakyRelu" => LeakyRelu {
+            alpha: a.float_or("alpha", 0.01)?,
+        },
+        "Elu" => Elu {
+            alpha: a.float_or("alpha", 1.0)?,
+        },
         "Selu" => Selu {
             alpha: a.float_or("alpha", 1.673_263_2)?,
             gamma: a.float_or("gamma", 1.050_701)?,
         },
-        "Celu" => Celu { alpha: a.float_or("alpha", 1.0)? },
+        "Celu" => Celu {
+            alpha: a.float_or("alpha", 1.0)?,
+        },
         "Sigmoid" => Sigmoid,
-        "HardSigmoid" => HardSigmoid { alpha: a.float_or("alpha", 0.2)?, beta: a.float_or("beta", 0.5)? },
+        "HardSigmoid" => HardSigmoid {
+            alpha: a.float_or("alpha", 0.2)?,
+            beta: a.float_or("beta", 0.5)?,
+        },
         "HardSwish" => HardSwish,
         "Softplus" => Softplus,
         "Softsign" => Softsign,
         "Tanh" => Tanh,
-        "ThresholdedRelu" => ThresholdedRelu { alpha: a.float_or("alpha", 1.0)? },
-        "Shrink" => Shrink { bias: a.float_or("bias", 0.0)?, lambd: a.float_or("lambd", 0.5)? },
+        "ThresholdedRelu" => ThresholdedRelu {
+            alpha: a.float_or("alpha", 1.0)?,
+        },
+        "Shrink" => Shrink {
+            bias: a.float_or("bias", 0.0)?,
+            lambd: a.float_or("lambd", 0.5)?,
+        },
         "Mish" => Mish,
         "Gelu" => {
             let mode = a.string_or("approximate", "none")?;
@@ -306,7 +362,9 @@ fn parse_unary(cx: &mut ParseCtx) -> IrResult<Option<Unary>> {
             };
             Gelu { tanh }
         }
-        "Swish" => Swish { alpha: a.float_or("alpha", 1.0)? },
+        "Swish" => Swish {
+            alpha: a.float_or("alpha", 1.0)?,
+        },
         _ => return Ok(None),
     }))
 }
@@ -319,13 +377,21 @@ fn parse_binary(cx: &mut ParseCtx) -> IrResult<Option<Binary>> {
         "Mul" => Mul,
         "Div" => Div,
         "Pow" => Pow,
-        "Mod" => Mod { fmod: cx.attrs.int_or("fmod", 0)? != 0 },
+        "Mod" => Mod {
+            fmod: cx.attrs.int_or("fmod", 0)? != 0,
+        },
         "BitShift" => {
             let d = cx.attrs.req_string("direction")?;
             match d.as_str() {
                 "LEFT" => BitShift { left: true },
                 "RIGHT" => BitShift { left: false },
-                _ => return Err(IrError::bad_attr("BitShift", "direction", format!("must be LEFT or RIGHT, got '{d}'"))),
+                _ => {
+                    return Err(IrError::bad_attr(
+                        "BitShift",
+                        "direction",
+                        format!("must be LEFT or RIGHT, got '{d}'"),
+                    ))
+                }
             }
         }
         "BitwiseAnd" => BitwiseAnd,
@@ -437,7 +503,10 @@ impl OpKind for ElementwiseOp {
             ElementwiseOp::Unary(u) => {
                 let x = cx.tensor(0)?;
                 match u {
-                    Unary::IsNaN | Unary::IsInf { .. } => TensorType { dtype: Some(DType::Bool), shape: x.shape },
+                    Unary::IsNaN | Unary::IsInf { .. } => TensorType {
+                        dtype: Some(DType::Bool),
+                        shape: x.shape,
+                    },
                     _ => x,
                 }
             }
@@ -459,7 +528,9 @@ impl OpKind for ElementwiseOp {
                 if cx.inputs.is_empty() {
                     return Err(cx.err("needs at least one input"));
                 }
-                let ts = (0..cx.inputs.len()).map(|i| cx.tensor(i)).collect::<IrResult<Vec<_>>>()?;
+                let ts = (0..cx.inputs.len())
+                    .map(|i| cx.tensor(i))
+                    .collect::<IrResult<Vec<_>>>()?;
                 same_dtype(cx, &ts.iter().collect::<Vec<_>>())?;
                 broadcast_types(cx.op, &ts, None)?
             }
@@ -483,8 +554,14 @@ impl OpKind for ElementwiseOp {
                 let dtype = x.dtype.or(y.dtype);
                 broadcast_types(cx.op, &[c, x, y], dtype)?
             }
-            ElementwiseOp::Cast { to, .. } => TensorType { dtype: Some(*to), shape: cx.tensor(0)?.shape },
-            ElementwiseOp::CastLike(_) => TensorType { dtype: cx.tensor(1)?.dtype, shape: cx.tensor(0)?.shape },
+            ElementwiseOp::Cast { to, .. } => TensorType {
+                dtype: Some(*to),
+                shape: cx.tensor(0)?.shape,
+            },
+            ElementwiseOp::CastLike(_) => TensorType {
+                dtype: cx.tensor(1)?.dtype,
+                shape: cx.tensor(0)?.shape,
+            },
             ElementwiseOp::BitCast { to } => {
                 let x = cx.tensor(0)?;
                 if let Some(d) = x.dtype {
@@ -492,7 +569,10 @@ impl OpKind for ElementwiseOp {
                         return Err(cx.err(format!("cannot bit-cast {d} to {to}: bit widths differ")));
                     }
                 }
-                TensorType { dtype: Some(*to), shape: x.shape }
+                TensorType {
+                    dtype: Some(*to),
+                    shape: x.shape,
+                }
             }
         };
         Ok(vec![ValueType::Tensor(t)])
@@ -507,8 +587,14 @@ mod tests {
 
     fn parse(op: &str, opset: i64, attrs: Vec<(&str, Attr)>) -> IrResult<Option<ElementwiseOp>> {
         let items = attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        let mut cx =
-            ParseCtx { domain: "", op_type: op, opset, attrs: Attrs::new(op, items), num_inputs: 2, num_outputs: 1 };
+        let mut cx = ParseCtx {
+            domain: "",
+            op_type: op,
+            opset,
+            attrs: Attrs::new(op, items),
+            num_inputs: 2,
+            num_outputs: 1,
+        };
         ElementwiseOp::parse(&mut cx)
     }
 
@@ -526,16 +612,30 @@ mod tests {
             parse("Cast", 1, vec![("to", Attr::String(b"FLOAT".to_vec()))]).unwrap(),
             Some(ElementwiseOp::Cast {
                 to: DType::F32,
-                attrs: CastAttrs { saturate: true, round_mode: E8M0Rounding::Up }
+                attrs: CastAttrs {
+                    saturate: true,
+                    round_mode: E8M0Rounding::Up
+                }
             })
         );
         assert_eq!(
             parse("Clip", 6, vec![("min", Attr::Float(-1.0))]).unwrap(),
-            Some(ElementwiseOp::Clip { min: Some(-1.0), max: None })
+            Some(ElementwiseOp::Clip {
+                min: Some(-1.0),
+                max: None
+            })
         );
         assert_eq!(
-            parse("Add", 1, vec![("consumed_inputs", Attr::Ints(vec![0])), ("broadcast", Attr::Int(1))]).unwrap(),
-            Some(ElementwiseOp::Binary { op: Binary::Add, legacy_axis: None })
+            parse(
+                "Add",
+                1,
+                vec![("consumed_inputs", Attr::Ints(vec![0])), ("broadcast", Attr::Int(1))]
+            )
+            .unwrap(),
+            Some(ElementwiseOp::Binary {
+                op: Binary::Add,
+                legacy_axis: None
+            })
         );
     }
 
@@ -544,14 +644,32 @@ mod tests {
         let a = ValueType::tensor(DType::F32, vec![Dim::Sym("n".into()), Dim::Known(1), Dim::Known(4)]);
         let b = ValueType::tensor(DType::F32, vec![Dim::Known(3), Dim::Known(1)]);
         let inputs = [Some(a), Some(b)];
-        let cx = InferCtx { inputs: &inputs, consts: &[None, None], num_outputs: 1, op: "Less" };
-        let op = ElementwiseOp::Binary { op: Binary::Less, legacy_axis: None };
+        let cx = InferCtx {
+            inputs: &inputs,
+            consts: &[None, None],
+            num_outputs: 1,
+            op: "Less",
+        };
+        let op = ElementwiseOp::Binary {
+            op: Binary::Less,
+            legacy_axis: None,
+        };
         let out = op.infer(&cx).unwrap();
         let want: Shape = vec![Dim::Sym("n".into()), Dim::Known(3), Dim::Known(4)];
         assert_eq!(out[0], ValueType::tensor(DType::Bool, want));
         let c = ValueType::tensor(DType::I64, vec![Dim::Known(3)]);
         let inputs = [inputs[0].clone(), Some(c)];
-        let cx = InferCtx { inputs: &inputs, consts: &[None, None], num_outputs: 1, op: "Add" };
-        assert!(ElementwiseOp::Binary { op: Binary::Add, legacy_axis: None }.infer(&cx).is_err());
+        let cx = InferCtx {
+            inputs: &inputs,
+            consts: &[None, None],
+            num_outputs: 1,
+            op: "Add",
+        };
+        assert!(ElementwiseOp::Binary {
+            op: Binary::Add,
+            legacy_axis: None
+        }
+        .infer(&cx)
+        .is_err());
     }
 }

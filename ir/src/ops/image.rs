@@ -135,11 +135,7 @@ fn parse_resize(cx: &mut ParseCtx, upsample: bool) -> IrResult<ResizeAttrs> {
     let mode = a.string_or("mode", "nearest")?;
     let mode = interp_mode(op, &mode, upsample || opset < 11)?;
     if (upsample || opset < 11) && mode == InterpMode::Cubic {
-        return Err(IrError::bad_attr(
-            op,
-            "mode",
-            "cubic needs Resize-11 or later",
-        ));
+        return Err(IrError::bad_attr(op, "mode", "cubic needs Resize-11 or later"));
     }
     let mut r = ResizeAttrs {
         mode,
@@ -197,13 +193,7 @@ fn parse_resize(cx: &mut ParseCtx, upsample: bool) -> IrResult<ResizeAttrs> {
             "round_prefer_ceil" => NearestMode::RoundPreferCeil,
             "floor" => NearestMode::Floor,
             "ceil" => NearestMode::Ceil,
-            _ => {
-                return Err(IrError::bad_attr(
-                    op,
-                    "nearest_mode",
-                    format!("unknown mode {nm:?}"),
-                ))
-            }
+            _ => return Err(IrError::bad_attr(op, "nearest_mode", format!("unknown mode {nm:?}"))),
         };
         r.cubic_coeff_a = a.float_or("cubic_coeff_a", -0.75)?;
         r.exclude_outside = a.int_or("exclude_outside", 0)? != 0;
@@ -248,8 +238,7 @@ impl ImageOp {
             "Upsample" => ImageOp::Resize(parse_resize(cx, true)?),
             "GridSample" => {
                 let a = &mut cx.attrs;
-                let mode =
-                    a.string_or("mode", if cx.opset >= 20 { "linear" } else { "bilinear" })?;
+                let mode = a.string_or("mode", if cx.opset >= 20 { "linear" } else { "bilinear" })?;
                 let mode = interp_mode(op_name, &mode, true)?;
                 let pm = a.string_or("padding_mode", "zeros")?;
                 let padding_mode = match pm.as_str() {
@@ -280,13 +269,7 @@ impl ImageOp {
                 let max = match mode.as_str() {
                     "avg" => false,
                     "max" => true,
-                    _ => {
-                        return Err(IrError::bad_attr(
-                            op_name,
-                            "mode",
-                            format!("unknown mode {mode:?}"),
-                        ))
-                    }
+                    _ => return Err(IrError::bad_attr(op_name, "mode", format!("unknown mode {mode:?}"))),
                 };
                 let half_pixel = if cx.opset >= 16 {
                     let c = a.string_or("coordinate_transformation_mode", "half_pixel")?;
@@ -307,26 +290,14 @@ impl ImageOp {
                 let oh = a.int_or("output_height", 1)?;
                 let ow = a.int_or("output_width", 1)?;
                 if !(1..=1 << 20).contains(&oh) {
-                    return Err(IrError::bad_attr(
-                        op_name,
-                        "output_height",
-                        "must be in 1..=2^20",
-                    ));
+                    return Err(IrError::bad_attr(op_name, "output_height", "must be in 1..=2^20"));
                 }
                 if !(1..=1 << 20).contains(&ow) {
-                    return Err(IrError::bad_attr(
-                        op_name,
-                        "output_width",
-                        "must be in 1..=2^20",
-                    ));
+                    return Err(IrError::bad_attr(op_name, "output_width", "must be in 1..=2^20"));
                 }
                 let sampling_ratio = a.int_or("sampling_ratio", 0)?;
                 if !(0..=1 << 16).contains(&sampling_ratio) {
-                    return Err(IrError::bad_attr(
-                        op_name,
-                        "sampling_ratio",
-                        "must be in 0..=65536",
-                    ));
+                    return Err(IrError::bad_attr(op_name, "sampling_ratio", "must be in 0..=65536"));
                 }
                 let spatial_scale = a.float_or("spatial_scale", 1.0)?;
                 ImageOp::RoiAlign(RoiAlignAttrs {
@@ -357,11 +328,7 @@ impl ImageOp {
             "NonMaxSuppression" => {
                 let c = cx.attrs.int_or("center_point_box", 0)?;
                 if c != 0 && c != 1 {
-                    return Err(IrError::bad_attr(
-                        op_name,
-                        "center_point_box",
-                        "must be 0 or 1",
-                    ));
+                    return Err(IrError::bad_attr(op_name, "center_point_box", "must be 0 or 1"));
                 }
                 ImageOp::NonMaxSuppression {
                     center_point_box: c == 1,
@@ -391,9 +358,7 @@ impl ImageOp {
 }
 
 fn dim_of(s: &Option<Shape>, i: usize) -> Dim {
-    s.as_ref()
-        .and_then(|s| s.get(i).cloned())
-        .unwrap_or(Dim::Unknown)
+    s.as_ref().and_then(|s| s.get(i).cloned()).unwrap_or(Dim::Unknown)
 }
 
 impl ImageOp {
@@ -410,10 +375,7 @@ impl ImageOp {
                 .collect::<IrResult<Vec<_>>>()?,
             None => (0..rank).collect(),
         };
-        let sizes = r
-            .sizes_input
-            .and_then(|i| cx.const_i64s(i))
-            .filter(|v| !v.is_empty());
+        let sizes = r.sizes_input.and_then(|i| cx.const_i64s(i)).filter(|v| !v.is_empty());
         let scales: Option<Vec<f64>> = match &r.attr_scales {
             Some(s) => Some(s.iter().map(|&v| v as f64).collect()),
             None => r
@@ -425,27 +387,15 @@ impl ImageOp {
         let mut out: Shape = shape.clone();
         if let (Some(sizes), AspectPolicy::Stretch) = (&sizes, r.keep_aspect_ratio_policy) {
             if sizes.len() != axes.len() {
-                return Err(cx.err(format!(
-                    "sizes has {} values for {} axes",
-                    sizes.len(),
-                    axes.len()
-                )));
+                return Err(cx.err(format!("sizes has {} values for {} axes", sizes.len(), axes.len())));
             }
             for (&a, &s) in axes.iter().zip(sizes) {
-                out[a] = if s >= 0 {
-                    Dim::Known(s as usize)
-                } else {
-                    Dim::Unknown
-                };
+                out[a] = if s >= 0 { Dim::Known(s as usize) } else { Dim::Unknown };
             }
         } else if sizes.is_none() && scales.is_some() {
             let scales = scales.unwrap_or_default();
             if scales.len() != axes.len() {
-                return Err(cx.err(format!(
-                    "scales has {} values for {} axes",
-                    scales.len(),
-                    axes.len()
-                )));
+                return Err(cx.err(format!("scales has {} values for {} axes", scales.len(), axes.len())));
             }
             for (&a, &s) in axes.iter().zip(&scales) {
                 out[a] = match &shape[a] {
@@ -496,10 +446,7 @@ impl OpKind for ImageOp {
                     (_, Some(gs)) if gs.len() >= 2 => {
                         if let Some(xr) = x.rank() {
                             if xr != gs.len() {
-                                return Err(cx.err(format!(
-                                    "X has rank {xr} but grid has rank {}",
-                                    gs.len()
-                                )));
+                                return Err(cx.err(format!("X has rank {xr} but grid has rank {}", gs.len())));
                             }
                         }
                         let mut s = vec![dim_of(&g.shape, 0), dim_of(&x.shape, 1)];
@@ -509,37 +456,22 @@ impl OpKind for ImageOp {
                     (Some(xs), _) => Some(vec![Dim::Unknown; xs.len()]),
                     _ => None,
                 };
-                Ok(vec![ValueType::Tensor(TensorType {
-                    dtype: x.dtype,
-                    shape,
-                })])
+                Ok(vec![ValueType::Tensor(TensorType { dtype: x.dtype, shape })])
             }
             ImageOp::AffineGrid { .. } => {
                 let theta = cx.tensor(0)?;
                 let size = cx.const_i64s(1);
                 let shape = if let Some(size) = size {
                     if size.len() != 4 && size.len() != 5 {
-                        return Err(
-                            cx.err(format!("size has {} values, expected 4 or 5", size.len()))
-                        );
+                        return Err(cx.err(format!("size has {} values, expected 4 or 5", size.len())));
                     }
                     let mut s: Shape = vec![Dim::Known(size[0].max(0) as usize)];
                     s.extend(size[2..].iter().map(|&v| Dim::Known(v.max(0) as usize)));
                     s.push(Dim::Known(size.len() - 2));
                     Some(s)
                 } else {
-                    match theta
-                        .shape
-                        .as_ref()
-                        .and_then(|s| s.get(1))
-                        .and_then(Dim::known)
-                    {
-                        Some(2) => Some(vec![
-                            dim_of(&theta.shape, 0),
-                            Dim::Unknown,
-                            Dim::Unknown,
-                            Dim::Known(2),
-                        ]),
+                    match theta.shape.as_ref().and_then(|s| s.get(1)).and_then(Dim::known) {
+                        Some(2) => Some(vec![dim_of(&theta.shape, 0), Dim::Unknown, Dim::Unknown, Dim::Known(2)]),
                         Some(3) => Some(vec![
                             dim_of(&theta.shape, 0),
                             Dim::Unknown,
@@ -591,18 +523,11 @@ impl OpKind for ImageOp {
             ImageOp::NonMaxSuppression { .. } => {
                 cx.tensor(0)?;
                 cx.tensor(1)?;
-                Ok(vec![ValueType::tensor(
-                    DType::I64,
-                    vec![Dim::Unknown, Dim::Known(3)],
-                )])
+                Ok(vec![ValueType::tensor(DType::I64, vec![Dim::Unknown, Dim::Known(3)])])
             }
             ImageOp::ImageDecoder { pixel_format } => {
                 cx.tensor(0)?;
-                let c = if *pixel_format == PixelFormat::Grayscale {
-                    1
-                } else {
-                    3
-                };
+                let c = if *pixel_format == PixelFormat::Grayscale { 1 } else { 3 };
                 Ok(vec![ValueType::tensor(
                     DType::U8,
                     vec![Dim::Unknown, Dim::Unknown, Dim::Known(c)],

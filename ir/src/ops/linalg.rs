@@ -120,11 +120,7 @@ fn heads_attr(op: &str, name: &str, v: Option<i64>) -> IrResult<Option<usize>> {
     match v {
         None => Ok(None),
         Some(n) if n > 0 => Ok(Some(n as usize)),
-        Some(n) => Err(IrError::bad_attr(
-            op,
-            name,
-            format!("must be positive, got {n}"),
-        )),
+        Some(n) => Err(IrError::bad_attr(op, name, format!("must be positive, got {n}"))),
     }
 }
 
@@ -177,11 +173,7 @@ impl LinalgOp {
                 };
                 let flatten = cx.opset < 13;
                 let axis = a.int_or("axis", if flatten { 1 } else { -1 })?;
-                LinalgOp::Softmax(SoftmaxAttrs {
-                    kind,
-                    axis,
-                    flatten,
-                })
+                LinalgOp::Softmax(SoftmaxAttrs { kind, axis, flatten })
             }
             ("", "Attention") => {
                 let op = "Attention";
@@ -208,11 +200,7 @@ impl LinalgOp {
                         ("right_window_size", right_window_size),
                     ] {
                         if v < -1 {
-                            return Err(IrError::bad_attr(
-                                op,
-                                n,
-                                format!("must be -1 or nonnegative, got {v}"),
-                            ));
+                            return Err(IrError::bad_attr(op, n, format!("must be -1 or nonnegative, got {v}")));
                         }
                     }
                 }
@@ -231,8 +219,7 @@ impl LinalgOp {
             }
             ("ai.onnx.preview", "FlexAttention") => {
                 let scale = a.float("scale")?;
-                let softmax_precision =
-                    precision_attr("FlexAttention", a.int("softmax_precision")?)?;
+                let softmax_precision = precision_attr("FlexAttention", a.int("softmax_precision")?)?;
                 let score_mod = a.graph("score_mod")?.map(Box::new);
                 let prob_mod = a.graph("prob_mod")?.map(Box::new);
                 for (n, g) in [("score_mod", &score_mod), ("prob_mod", &prob_mod)] {
@@ -255,10 +242,8 @@ impl LinalgOp {
             }
             ("", "LinearAttention") => {
                 let op = "LinearAttention";
-                let q_num_heads =
-                    heads_attr(op, "q_num_heads", Some(a.req_int("q_num_heads")?))?.unwrap_or(1);
-                let kv_num_heads =
-                    heads_attr(op, "kv_num_heads", Some(a.req_int("kv_num_heads")?))?.unwrap_or(1);
+                let q_num_heads = heads_attr(op, "q_num_heads", Some(a.req_int("q_num_heads")?))?.unwrap_or(1);
+                let kv_num_heads = heads_attr(op, "kv_num_heads", Some(a.req_int("kv_num_heads")?))?.unwrap_or(1);
                 if q_num_heads % kv_num_heads != 0 {
                     return Err(IrError::bad_attr(
                         op,
@@ -273,13 +258,7 @@ impl LinalgOp {
                     "gated" => LinearUpdateRule::Gated,
                     "delta" => LinearUpdateRule::Delta,
                     "gated_delta" => LinearUpdateRule::GatedDelta,
-                    s => {
-                        return Err(IrError::bad_attr(
-                            op,
-                            "update_rule",
-                            format!("unknown rule '{s}'"),
-                        ))
-                    }
+                    s => return Err(IrError::bad_attr(op, "update_rule", format!("unknown rule '{s}'"))),
                 };
                 LinalgOp::LinearAttention(LinearAttentionAttrs {
                     q_num_heads,
@@ -358,34 +337,18 @@ fn matmul_shape(op: &str, a: &Shape, b: &Shape) -> IrResult<Shape> {
     };
     if let (Dim::Known(x), Dim::Known(y)) = (a_k, b_k) {
         if x != y {
-            return Err(IrError::invalid(
-                op,
-                format!("inner dims differ: {x} vs {y}"),
-            ));
+            return Err(IrError::invalid(op, format!("inner dims differ: {x} vs {y}")));
         }
     }
-    let ab: Shape = if a.len() > 2 {
-        a[..a.len() - 2].to_vec()
-    } else {
-        vec![]
-    };
-    let bb: Shape = if b.len() > 2 {
-        b[..b.len() - 2].to_vec()
-    } else {
-        vec![]
-    };
+    let ab: Shape = if a.len() > 2 { a[..a.len() - 2].to_vec() } else { vec![] };
+    let bb: Shape = if b.len() > 2 { b[..b.len() - 2].to_vec() } else { vec![] };
     let mut out = broadcast_shapes(op, &[&ab, &bb])?;
     out.extend(a_m.cloned());
     out.extend(b_n.cloned());
     Ok(out)
 }
 
-fn matmul_type(
-    cx: &InferCtx,
-    a: &TensorType,
-    b: &TensorType,
-    dtype: Option<DType>,
-) -> IrResult<ValueType> {
+fn matmul_type(cx: &InferCtx, a: &TensorType, b: &TensorType, dtype: Option<DType>) -> IrResult<ValueType> {
     let shape = match (&a.shape, &b.shape) {
         (Some(x), Some(y)) => Some(matmul_shape(cx.op, x, y)?),
         _ => None,
@@ -397,9 +360,7 @@ fn same_float_dtype(cx: &InferCtx, ts: &[&TensorType]) -> IrResult<Option<DType>
     let mut d = None;
     for t in ts {
         match (d, t.dtype) {
-            (Some(x), Some(y)) if x != y => {
-                return Err(cx.err(format!("dtype mismatch: {x} vs {y}")))
-            }
+            (Some(x), Some(y)) if x != y => return Err(cx.err(format!("dtype mismatch: {x} vs {y}"))),
             (None, Some(y)) => d = Some(y),
             _ => {}
         }
@@ -435,26 +396,14 @@ impl LinalgOp {
         if past_k.is_some() != past_v.is_some() {
             return Err(cx.err("past_key and past_value must be given together"));
         }
-        let past_len = past_k.as_ref().and_then(|p| {
-            p.shape
-                .as_ref()
-                .map(|s| s.get(2).cloned().unwrap_or(Dim::Unknown))
-        });
-        let unknown = |d: Option<DType>| {
-            ValueType::Tensor(TensorType {
-                dtype: d,
-                shape: None,
-            })
-        };
+        let past_len = past_k
+            .as_ref()
+            .and_then(|p| p.shape.as_ref().map(|s| s.get(2).cloned().unwrap_or(Dim::Unknown)));
+        let unknown = |d: Option<DType>| ValueType::Tensor(TensorType { dtype: d, shape: None });
         let (qs, ks, vs) = match (&q.shape, &k.shape, &v.shape) {
             (Some(a), Some(b), Some(c)) => (a.clone(), b.clone(), c.clone()),
             _ => {
-                let mut outs = vec![
-                    unknown(dtype),
-                    unknown(k.dtype),
-                    unknown(v.dtype),
-                    unknown(dtype),
-                ];
+                let mut outs = vec![unknown(dtype), unknown(k.dtype), unknown(v.dtype), unknown(dtype)];
                 outs.truncate(cx.num_outputs.max(1));
                 return Ok(outs);
             }
@@ -493,10 +442,7 @@ impl LinalgOp {
         } else {
             vec![b.clone(), sq.clone(), dim_mul(&hq, &vhd)]
         };
-        let mut outs = vec![ValueType::Tensor(TensorType {
-            dtype,
-            shape: Some(y),
-        })];
+        let mut outs = vec![ValueType::Tensor(TensorType { dtype, shape: Some(y) })];
         if cx.num_outputs > 1 {
             outs.push(ValueType::Tensor(TensorType {
                 dtype: k.dtype,
@@ -540,10 +486,7 @@ impl LinalgOp {
             let letters = EinsumEq::letters(terms);
             let has_ell = terms.contains(&Term::Ellipsis);
             if shape.len() < letters || (!has_ell && shape.len() != letters) {
-                return Err(cx.err(format!(
-                    "operand of rank {} does not match its subscripts",
-                    shape.len()
-                )));
+                return Err(cx.err(format!("operand of rank {} does not match its subscripts", shape.len())));
             }
             let ell_rank = shape.len() - letters;
             let mut pos = 0;
@@ -638,14 +581,8 @@ impl OpKind for LinalgOp {
                     .as_ref()
                     .map(|s| s[if g.trans_b { 0 } else { 1 }].clone())
                     .unwrap_or(Dim::Unknown);
-                let ka = a
-                    .shape
-                    .as_ref()
-                    .map(|s| s[if g.trans_a { 0 } else { 1 }].clone());
-                let kb = b
-                    .shape
-                    .as_ref()
-                    .map(|s| s[if g.trans_b { 1 } else { 0 }].clone());
+                let ka = a.shape.as_ref().map(|s| s[if g.trans_a { 0 } else { 1 }].clone());
+                let kb = b.shape.as_ref().map(|s| s[if g.trans_b { 1 } else { 0 }].clone());
                 if let (Some(Dim::Known(x)), Some(Dim::Known(y))) = (&ka, &kb) {
                     if x != y {
                         return Err(cx.err(format!("inner dims differ: {x} vs {y}")));
@@ -668,9 +605,7 @@ impl OpKind for LinalgOp {
                     check_rank(cx, n, t, &[4])?;
                 }
                 let shape = match (&q.shape, &v.shape) {
-                    (Some(a), Some(c)) => {
-                        Some(vec![a[0].clone(), a[1].clone(), a[2].clone(), c[3].clone()])
-                    }
+                    (Some(a), Some(c)) => Some(vec![a[0].clone(), a[1].clone(), a[2].clone(), c[3].clone()]),
                     _ => None,
                 };
                 Ok(vec![ValueType::tensor_opt(q.dtype, shape)])
@@ -719,9 +654,7 @@ impl OpKind for LinalgOp {
             LinalgOp::Det => {
                 let x = cx.tensor(0)?;
                 let shape = match &x.shape {
-                    Some(s) if s.len() < 2 => {
-                        return Err(cx.err(format!("input must have rank >= 2, got {}", s.len())))
-                    }
+                    Some(s) if s.len() < 2 => return Err(cx.err(format!("input must have rank >= 2, got {}", s.len()))),
                     Some(s) => Some(s[..s.len() - 2].to_vec()),
                     None => None,
                 };
@@ -732,12 +665,7 @@ impl OpKind for LinalgOp {
 
     fn subgraphs(&self) -> Vec<&Graph> {
         match self {
-            LinalgOp::FlexAttention(f) => f
-                .score_mod
-                .iter()
-                .chain(f.prob_mod.iter())
-                .map(|g| &**g)
-                .collect(),
+            LinalgOp::FlexAttention(f) => f.score_mod.iter().chain(f.prob_mod.iter()).map(|g| &**g).collect(),
             _ => Vec::new(),
         }
     }
@@ -771,12 +699,7 @@ mod tests {
     use crate::attr::{Attr, Attrs};
     use crate::types::shape_of;
 
-    fn parse(
-        op: &str,
-        opset: i64,
-        attrs: Vec<(&str, Attr)>,
-        n_in: usize,
-    ) -> IrResult<Option<LinalgOp>> {
+    fn parse(op: &str, opset: i64, attrs: Vec<(&str, Attr)>, n_in: usize) -> IrResult<Option<LinalgOp>> {
         let items = attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let mut cx = ParseCtx {
             domain: "",
@@ -789,13 +712,8 @@ mod tests {
         LinalgOp::parse(&mut cx)
     }
 
-    fn infer(
-        op: &LinalgOp,
-        ins: Vec<Option<TensorType>>,
-        n_out: usize,
-    ) -> IrResult<Vec<ValueType>> {
-        let inputs: Vec<Option<ValueType>> =
-            ins.into_iter().map(|t| t.map(ValueType::Tensor)).collect();
+    fn infer(op: &LinalgOp, ins: Vec<Option<TensorType>>, n_out: usize) -> IrResult<Vec<ValueType>> {
+        let inputs: Vec<Option<ValueType>> = ins.into_iter().map(|t| t.map(ValueType::Tensor)).collect();
         let consts = vec![None; inputs.len()];
         op.infer(&InferCtx {
             inputs: &inputs,
@@ -818,10 +736,7 @@ mod tests {
         let LinalgOp::Softmax(s) = parse("LogSoftmax", 13, vec![], 1).unwrap().unwrap() else {
             panic!()
         };
-        assert_eq!(
-            (s.axis, s.flatten, s.kind),
-            (-1, false, SoftmaxKind::LogSoftmax)
-        );
+        assert_eq!((s.axis, s.flatten, s.kind), (-1, false, SoftmaxKind::LogSoftmax));
         assert!(parse("Softmax", 13, vec![("bogus", Attr::Int(1))], 1).is_err());
         assert!(parse("Relu", 13, vec![], 1).unwrap().is_none());
     }
@@ -847,21 +762,13 @@ mod tests {
 
     #[test]
     fn gemm_and_attention_shapes() {
-        let op = parse("Gemm", 13, vec![("transA", Attr::Int(1))], 3)
-            .unwrap()
-            .unwrap();
+        let op = parse("Gemm", 13, vec![("transA", Attr::Int(1))], 3).unwrap().unwrap();
         let out = infer(&op, vec![tt(&[4, 3]), tt(&[4, 5]), tt(&[5])], 1).unwrap();
-        assert_eq!(
-            out[0].as_tensor().unwrap().concrete_shape().unwrap(),
-            vec![3, 5]
-        );
+        assert_eq!(out[0].as_tensor().unwrap().concrete_shape().unwrap(), vec![3, 5]);
         let op = parse(
             "Attention",
             23,
-            vec![
-                ("q_num_heads", Attr::Int(9)),
-                ("kv_num_heads", Attr::Int(3)),
-            ],
+            vec![("q_num_heads", Attr::Int(9)), ("kv_num_heads", Attr::Int(3))],
             6,
         )
         .unwrap()
@@ -885,12 +792,7 @@ mod tests {
             .collect();
         assert_eq!(
             s,
-            vec![
-                vec![2, 4, 90],
-                vec![2, 3, 18, 8],
-                vec![2, 3, 18, 10],
-                vec![2, 9, 4, 18]
-            ]
+            vec![vec![2, 4, 90], vec![2, 3, 18, 8], vec![2, 3, 18, 10], vec![2, 9, 4, 18]]
         );
     }
 
@@ -905,16 +807,7 @@ mod tests {
         .unwrap()
         .unwrap();
         let out = infer(&op, vec![tt(&[5, 2, 3]), tt(&[3, 4])], 1).unwrap();
-        assert_eq!(
-            out[0].as_tensor().unwrap().concrete_shape().unwrap(),
-            vec![5, 2, 4]
-        );
-        assert!(parse(
-            "Einsum",
-            12,
-            vec![("equation", Attr::String(b"ij,jk".to_vec()))],
-            1
-        )
-        .is_err());
+        assert_eq!(out[0].as_tensor().unwrap().concrete_shape().unwrap(), vec![5, 2, 4]);
+        assert!(parse("Einsum", 12, vec![("equation", Attr::String(b"ij,jk".to_vec()))], 1).is_err());
     }
 }

@@ -78,9 +78,7 @@ pub(crate) fn dtype_attr(cx: &mut ParseCtx, name: &str) -> IrResult<Option<DType
             .ok()
             .and_then(DType::from_onnx_code)
             .map(Some)
-            .ok_or_else(|| {
-                IrError::bad_attr(cx.op_type, name, format!("unknown dtype code {code}"))
-            }),
+            .ok_or_else(|| IrError::bad_attr(cx.op_type, name, format!("unknown dtype code {code}"))),
     }
 }
 
@@ -144,18 +142,15 @@ impl OpKind for MiscOp {
     fn infer(&self, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
         match self {
             MiscOp::Rnn(a) => rnn::infer(a, cx),
-            MiscOp::Dft(_)
-            | MiscOp::Stft { .. }
-            | MiscOp::Window(_)
-            | MiscOp::MelWeightMatrix { .. } => signal::infer(self, cx),
+            MiscOp::Dft(_) | MiscOp::Stft { .. } | MiscOp::Window(_) | MiscOp::MelWeightMatrix { .. } => {
+                signal::infer(self, cx)
+            }
             MiscOp::StringNormalizer(_)
             | MiscOp::StringConcat
             | MiscOp::StringSplit { .. }
             | MiscOp::RegexFullMatch { .. }
             | MiscOp::TfIdfVectorizer(_) => text::infer(self, cx),
-            MiscOp::Random(_) | MiscOp::Multinomial { .. } | MiscOp::Bernoulli { .. } => {
-                random::infer(self, cx)
-            }
+            MiscOp::Random(_) | MiscOp::Multinomial { .. } | MiscOp::Bernoulli { .. } => random::infer(self, cx),
             MiscOp::Adagrad(_) | MiscOp::Adam(_) | MiscOp::Momentum(_) => training::infer(self, cx),
             MiscOp::ArrayFeatureExtractor
             | MiscOp::Binarizer { .. }

@@ -109,7 +109,6 @@ pub trait OpKind {
     }
 }
 
-
 /// A typed op: one variant per family.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -165,7 +164,11 @@ impl Op {
         if let Some(op) = ImageOp::parse(cx)? {
             return Ok(Op::Image(op));
         }
-        Err(IrError::UnsupportedOp { domain: cx.domain.to_string(), op_type: cx.op_type.to_string(), opset: cx.opset })
+        Err(IrError::UnsupportedOp {
+            domain: cx.domain.to_string(),
+            op_type: cx.op_type.to_string(),
+            opset: cx.opset,
+        })
     }
 
     pub fn op_type(&self) -> &'static str {
@@ -214,7 +217,10 @@ pub fn broadcast_types(op: &str, types: &[TensorType], dtype: Option<DType>) -> 
     } else {
         None
     };
-    Ok(TensorType { dtype: dtype.or_else(|| types.first().and_then(|t| t.dtype)), shape })
+    Ok(TensorType {
+        dtype: dtype.or_else(|| types.first().and_then(|t| t.dtype)),
+        shape,
+    })
 }
 
 /// Normalizes a possibly negative axis against `rank`.
@@ -222,7 +228,10 @@ pub fn normalize_axis(op: &str, axis: i64, rank: usize) -> IrResult<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r.max(1) && !(r == 0 && a == 0) {
-        return Err(IrError::invalid(op, format!("axis {axis} is out of range for rank {rank}")));
+        return Err(IrError::invalid(
+            op,
+            format!("axis {axis} is out of range for rank {rank}"),
+        ));
     }
     Ok(a as usize)
 }

@@ -139,11 +139,7 @@ pub enum NnOp {
 fn positive(op: &str, name: &str, v: &Option<Vec<i64>>) -> IrResult<()> {
     if let Some(v) = v {
         if v.iter().any(|&x| x < 1) {
-            return Err(IrError::bad_attr(
-                op,
-                name,
-                format!("values must be >= 1, got {v:?}"),
-            ));
+            return Err(IrError::bad_attr(op, name, format!("values must be >= 1, got {v:?}")));
         }
     }
     Ok(())
@@ -152,11 +148,7 @@ fn positive(op: &str, name: &str, v: &Option<Vec<i64>>) -> IrResult<()> {
 fn non_negative(op: &str, name: &str, v: &Option<Vec<i64>>) -> IrResult<()> {
     if let Some(v) = v {
         if v.iter().any(|&x| x < 0) {
-            return Err(IrError::bad_attr(
-                op,
-                name,
-                format!("values must be >= 0, got {v:?}"),
-            ));
+            return Err(IrError::bad_attr(op, name, format!("values must be >= 0, got {v:?}")));
         }
     }
     Ok(())
@@ -171,11 +163,7 @@ fn check_lengths(
     dilations: &Option<Vec<i64>>,
 ) -> IrResult<()> {
     let mut n = kernel;
-    for (name, v, mul) in [
-        ("strides", strides, 1),
-        ("dilations", dilations, 1),
-        ("pads", pads, 2),
-    ] {
+    for (name, v, mul) in [("strides", strides, 1), ("dilations", dilations, 1), ("pads", pads, 2)] {
         if let Some(v) = v {
             if v.len() % mul != 0 {
                 return Err(IrError::bad_attr(
@@ -202,8 +190,7 @@ fn check_lengths(
 
 fn parse_auto_pad(cx: &mut ParseCtx) -> IrResult<AutoPad> {
     let s = cx.attrs.string_or("auto_pad", "NOTSET")?;
-    AutoPad::parse(&s)
-        .ok_or_else(|| IrError::bad_attr(cx.op_type, "auto_pad", format!("unknown mode '{s}'")))
+    AutoPad::parse(&s).ok_or_else(|| IrError::bad_attr(cx.op_type, "auto_pad", format!("unknown mode '{s}'")))
 }
 
 fn parse_conv(cx: &mut ParseCtx, with_auto_pad: bool) -> IrResult<ConvAttrs> {
@@ -219,23 +206,13 @@ fn parse_conv(cx: &mut ParseCtx, with_auto_pad: bool) -> IrResult<ConvAttrs> {
     let pads = cx.attrs.ints("pads")?;
     let strides = cx.attrs.ints("strides")?;
     if group < 1 {
-        return Err(IrError::bad_attr(
-            &op,
-            "group",
-            format!("must be >= 1, got {group}"),
-        ));
+        return Err(IrError::bad_attr(&op, "group", format!("must be >= 1, got {group}")));
     }
     positive(&op, "dilations", &dilations)?;
     positive(&op, "kernel_shape", &kernel_shape)?;
     positive(&op, "strides", &strides)?;
     non_negative(&op, "pads", &pads)?;
-    check_lengths(
-        &op,
-        kernel_shape.as_ref().map(|k| k.len()),
-        &pads,
-        &strides,
-        &dilations,
-    )?;
+    check_lengths(&op, kernel_shape.as_ref().map(|k| k.len()), &pads, &strides, &dilations)?;
     Ok(ConvAttrs {
         auto_pad,
         dilations,
@@ -326,11 +303,7 @@ impl NnOp {
                 non_negative(op, "output_shape", &output_shape)?;
                 if let (Some(op_), Some(s)) = (&output_padding, &conv.strides) {
                     if op_.len() != s.len() {
-                        return Err(IrError::bad_attr(
-                            op,
-                            "output_padding",
-                            "length differs from strides",
-                        ));
+                        return Err(IrError::bad_attr(op, "output_padding", "length differs from strides"));
                     }
                 }
                 NnOp::ConvTranspose(ConvTransposeAttrs {
@@ -356,13 +329,7 @@ impl NnOp {
                 let silu = match a.as_str() {
                     "none" => false,
                     "silu" | "swish" => true,
-                    _ => {
-                        return Err(IrError::bad_attr(
-                            op,
-                            "activation",
-                            format!("unknown activation '{a}'"),
-                        ))
-                    }
+                    _ => return Err(IrError::bad_attr(op, "activation", format!("unknown activation '{a}'"))),
                 };
                 NnOp::CausalConvWithState { silu }
             }
@@ -460,11 +427,7 @@ impl NnOp {
                 let bias = cx.attrs.float_or("bias", 1.0)?;
                 let size = cx.attrs.req_int("size")?;
                 if size < 1 {
-                    return Err(IrError::bad_attr(
-                        op,
-                        "size",
-                        format!("must be >= 1, got {size}"),
-                    ));
+                    return Err(IrError::bad_attr(op, "size", format!("must be >= 1, got {size}")));
                 }
                 NnOp::Lrn {
                     alpha,
@@ -481,11 +444,7 @@ impl NnOp {
                 let axis = cx.attrs.int_or("axis", -1)?;
                 let p = cx.attrs.int_or("p", 2)?;
                 if p != 1 && p != 2 {
-                    return Err(IrError::bad_attr(
-                        op,
-                        "p",
-                        format!("must be 1 or 2, got {p}"),
-                    ));
+                    return Err(IrError::bad_attr(op, "p", format!("must be 1 or 2, got {p}")));
                 }
                 NnOp::LpNormalization { axis, p }
             }
@@ -530,12 +489,7 @@ impl NnOp {
 }
 
 /// Output dims of a windowed op over `x`'s spatial dims, as far as known.
-fn window_out_dims(
-    cx: &InferCtx,
-    spatial: &[Dim],
-    kernel: Option<Vec<usize>>,
-    w: Window,
-) -> IrResult<Vec<Dim>> {
+fn window_out_dims(cx: &InferCtx, spatial: &[Dim], kernel: Option<Vec<usize>>, w: Window) -> IrResult<Vec<Dim>> {
     let Some(kernel) = kernel else {
         return Ok(vec![Dim::Unknown; spatial.len()]);
     };
@@ -562,13 +516,7 @@ fn tensor_out(dtype: Option<DType>, shape: Option<Shape>) -> ValueType {
 
 impl NnOp {
     /// Conv-like inference: X [N, C, D...], W [M, C/group, k...] -> [N, M, out...].
-    fn infer_conv(
-        &self,
-        cx: &InferCtx,
-        a: &ConvAttrs,
-        w_idx: usize,
-        dtype: Option<DType>,
-    ) -> IrResult<ValueType> {
+    fn infer_conv(&self, cx: &InferCtx, a: &ConvAttrs, w_idx: usize, dtype: Option<DType>) -> IrResult<ValueType> {
         let x = cx.tensor(0)?;
         let w = cx.tensor(w_idx)?;
         let Some(xs) = x.shape else {
@@ -580,21 +528,14 @@ impl NnOp {
         let nsp = xs.len() - 2;
         if let Some(k) = &a.kernel_shape {
             if k.len() != nsp {
-                return Err(cx.err(format!(
-                    "kernel_shape has {} dims for {nsp} spatial dims",
-                    k.len()
-                )));
+                return Err(cx.err(format!("kernel_shape has {} dims for {nsp} spatial dims", k.len())));
             }
         }
         let mut kernel = a.kernel_shape.as_deref().map(usizes);
         let mut m = Dim::Unknown;
         if let Some(ws) = &w.shape {
             if ws.len() != xs.len() {
-                return Err(cx.err(format!(
-                    "weight rank {} differs from input rank {}",
-                    ws.len(),
-                    xs.len()
-                )));
+                return Err(cx.err(format!("weight rank {} differs from input rank {}", ws.len(), xs.len())));
             }
             m = ws[0].clone();
             if kernel.is_none() {
@@ -609,8 +550,7 @@ impl NnOp {
                 }
             }
         }
-        let win = Window::new(nsp, a.auto_pad, &a.pads, &a.strides, &a.dilations, false)
-            .map_err(|e| cx.err(e))?;
+        let win = Window::new(nsp, a.auto_pad, &a.pads, &a.strides, &a.dilations, false).map_err(|e| cx.err(e))?;
         let mut shape = vec![xs[0].clone(), m];
         shape.extend(window_out_dims(cx, &xs[2..], kernel, win)?);
         Ok(tensor_out(dtype, Some(shape)))
@@ -619,10 +559,7 @@ impl NnOp {
     fn infer_pool(&self, cx: &InferCtx, a: &PoolAttrs) -> IrResult<Vec<ValueType>> {
         let x = cx.tensor(0)?;
         let Some(xs) = x.shape else {
-            return Ok(vec![
-                tensor_out(x.dtype, None),
-                tensor_out(Some(DType::I64), None),
-            ]);
+            return Ok(vec![tensor_out(x.dtype, None), tensor_out(Some(DType::I64), None)]);
         };
         let nsp = a.kernel_shape.len();
         if xs.len() != nsp + 2 {
@@ -632,22 +569,10 @@ impl NnOp {
                 a.kernel_shape
             )));
         }
-        let win = Window::new(
-            nsp,
-            a.auto_pad,
-            &a.pads,
-            &a.strides,
-            &a.dilations,
-            a.ceil_mode,
-        )
-        .map_err(|e| cx.err(e))?;
+        let win =
+            Window::new(nsp, a.auto_pad, &a.pads, &a.strides, &a.dilations, a.ceil_mode).map_err(|e| cx.err(e))?;
         let mut shape = xs[..2].to_vec();
-        shape.extend(window_out_dims(
-            cx,
-            &xs[2..],
-            Some(usizes(&a.kernel_shape)),
-            win,
-        )?);
+        shape.extend(window_out_dims(cx, &xs[2..], Some(usizes(&a.kernel_shape)), win)?);
         Ok(vec![
             tensor_out(x.dtype, Some(shape.clone())),
             tensor_out(Some(DType::I64), Some(shape)),
@@ -665,10 +590,7 @@ fn stat_shape(shape: &Option<Shape>, axis: i64, op: &str) -> IrResult<Option<Sha
 }
 
 fn channel_dim(shape: &Option<Shape>) -> Dim {
-    shape
-        .as_ref()
-        .and_then(|s| s.get(1).cloned())
-        .unwrap_or(Dim::Unknown)
+    shape.as_ref().and_then(|s| s.get(1).cloned()).unwrap_or(Dim::Unknown)
 }
 
 impl OpKind for NnOp {
@@ -723,11 +645,7 @@ impl OpKind for NnOp {
                 let mut m = Dim::Unknown;
                 if let Some(ws) = &w.shape {
                     if ws.len() != xs.len() {
-                        return Err(cx.err(format!(
-                            "weight rank {} differs from input rank {}",
-                            ws.len(),
-                            xs.len()
-                        )));
+                        return Err(cx.err(format!("weight rank {} differs from input rank {}", ws.len(), xs.len())));
                     }
                     if let Some(mg) = ws[1].known() {
                         m = Dim::Known(mg * a.conv.group as usize);
@@ -766,17 +684,12 @@ impl OpKind for NnOp {
                         return Err(cx.err(format!("input must have rank 3, got {}", s.len())));
                     }
                 }
-                Ok(vec![
-                    ValueType::Tensor(x.clone()),
-                    tensor_out(x.dtype, state),
-                ])
+                Ok(vec![ValueType::Tensor(x.clone()), tensor_out(x.dtype, state)])
             }
             NnOp::MaxPool(a) | NnOp::AveragePool(a) | NnOp::LpPool(a) => self.infer_pool(cx, a),
             NnOp::GlobalAveragePool | NnOp::GlobalMaxPool | NnOp::GlobalLpPool { .. } => {
                 let shape = match x.shape {
-                    Some(s) if s.len() < 2 => {
-                        return Err(cx.err(format!("input must have rank >= 2, got {}", s.len())))
-                    }
+                    Some(s) if s.len() < 2 => return Err(cx.err(format!("input must have rank >= 2, got {}", s.len()))),
                     Some(s) => {
                         let mut v = s[..2].to_vec();
                         v.extend(std::iter::repeat_n(Dim::Known(1), s.len() - 2));
@@ -811,10 +724,9 @@ impl OpKind for NnOp {
                 let mut shape = xs[..2].to_vec();
                 for i in 0..nsp {
                     shape.push(match xs[2 + i].known() {
-                        Some(n) => Dim::Known(
-                            geom::unpool_dim(kernel_shape, pads, strides, i, n)
-                                .map_err(|e| cx.err(e))?,
-                        ),
+                        Some(n) => {
+                            Dim::Known(geom::unpool_dim(kernel_shape, pads, strides, i, n).map_err(|e| cx.err(e))?)
+                        }
                         None => Dim::Unknown,
                     });
                 }
@@ -833,15 +745,10 @@ impl OpKind for NnOp {
                 let stat = tensor_out(x.dtype, stat_shape);
                 let mut out = vec![ValueType::Tensor(x.clone())];
                 let extra = if *legacy_outputs { 4 } else { 2 };
-                out.extend(std::iter::repeat_n(
-                    stat,
-                    extra.min(cx.num_outputs.saturating_sub(1)),
-                ));
+                out.extend(std::iter::repeat_n(stat, extra.min(cx.num_outputs.saturating_sub(1))));
                 Ok(out)
             }
-            NnOp::LayerNormalization {
-                axis, stash_type, ..
-            } => {
+            NnOp::LayerNormalization { axis, stash_type, .. } => {
                 let st = stat_shape(&x.shape, *axis, cx.op)?;
                 let sd = DType::from_onnx_code(*stash_type as i32);
                 Ok(vec![
@@ -865,15 +772,8 @@ impl OpKind for NnOp {
             | NnOp::Lrn { .. }
             | NnOp::MeanVarianceNormalization { .. } => Ok(vec![ValueType::Tensor(x)]),
             NnOp::Dropout { legacy_mask, .. } => {
-                let md = if *legacy_mask {
-                    x.dtype
-                } else {
-                    Some(DType::Bool)
-                };
-                Ok(vec![
-                    ValueType::Tensor(x.clone()),
-                    tensor_out(md, x.shape.clone()),
-                ])
+                let md = if *legacy_mask { x.dtype } else { Some(DType::Bool) };
+                Ok(vec![ValueType::Tensor(x.clone()), tensor_out(md, x.shape.clone())])
             }
             NnOp::Col2Im { .. } => {
                 let img = cx.const_i64s(1);
@@ -890,9 +790,7 @@ impl OpKind for NnOp {
                 };
                 let (n, cb) = match &x.shape {
                     Some(s) if s.len() == 3 => (s[0].clone(), s[1].known()),
-                    Some(s) => {
-                        return Err(cx.err(format!("input must have rank 3, got {}", s.len())))
-                    }
+                    Some(s) => return Err(cx.err(format!("input must have rank 3, got {}", s.len()))),
                     None => (Dim::Unknown, None),
                 };
                 let c = match (cb, &block) {
@@ -961,12 +859,7 @@ mod tests {
         .unwrap();
         let x = ValueType::Tensor(TensorType::new(
             DType::F32,
-            vec![
-                Dim::Sym("N".into()),
-                Dim::Known(3),
-                Dim::Known(7),
-                Dim::Known(5),
-            ],
+            vec![Dim::Sym("N".into()), Dim::Known(3), Dim::Known(7), Dim::Known(5)],
         ));
         let w = ValueType::tensor(DType::F32, shape_of(&[2, 3, 3, 3]));
         let out = infer(&op, vec![Some(x), Some(w)]).unwrap();
@@ -974,32 +867,19 @@ mod tests {
             out[0],
             ValueType::Tensor(TensorType::new(
                 DType::F32,
-                vec![
-                    Dim::Sym("N".into()),
-                    Dim::Known(2),
-                    Dim::Known(4),
-                    Dim::Known(3)
-                ]
+                vec![Dim::Sym("N".into()), Dim::Known(2), Dim::Known(4), Dim::Known(3)]
             ))
         );
     }
 
     #[test]
     fn rejects_bad_attributes() {
-        assert!(parse(
-            "Conv",
-            11,
-            vec![("auto_pad", Attr::String(b"SAME".to_vec()))]
-        )
-        .is_err());
+        assert!(parse("Conv", 11, vec![("auto_pad", Attr::String(b"SAME".to_vec()))]).is_err());
         assert!(parse("Conv", 11, vec![("strides", Attr::Ints(vec![0]))]).is_err());
         assert!(parse(
             "Conv",
             11,
-            vec![
-                ("kernel_shape", Attr::Ints(vec![3, 3])),
-                ("pads", Attr::Ints(vec![1]))
-            ]
+            vec![("kernel_shape", Attr::Ints(vec![3, 3])), ("pads", Attr::Ints(vec![1]))]
         )
         .is_err());
         assert!(parse("Conv", 11, vec![("bogus", Attr::Int(1))]).is_err());
@@ -1023,9 +903,6 @@ mod tests {
         .unwrap();
         let x = ValueType::tensor(DType::F32, shape_of(&[1, 1, 4, 4]));
         let out = infer(&op, vec![Some(x)]).unwrap();
-        assert_eq!(
-            out[0],
-            ValueType::tensor(DType::F32, shape_of(&[1, 1, 2, 2]))
-        );
+        assert_eq!(out[0], ValueType::tensor(DType::F32, shape_of(&[1, 1, 2, 2])));
     }
 }

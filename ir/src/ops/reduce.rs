@@ -171,28 +171,15 @@ pub fn is_quant_dtype(d: DType) -> bool {
     )
 }
 
-fn dtype_attr(
-    op: &str,
-    name: &str,
-    code: i64,
-    ok: impl Fn(DType) -> bool,
-) -> IrResult<Option<DType>> {
+fn dtype_attr(op: &str, name: &str, code: i64, ok: impl Fn(DType) -> bool) -> IrResult<Option<DType>> {
     if code == 0 {
         return Ok(None);
     }
     let d = i32::try_from(code).ok().and_then(DType::from_onnx_code);
     match d {
         Some(d) if ok(d) => Ok(Some(d)),
-        Some(d) => Err(IrError::bad_attr(
-            op,
-            name,
-            format!("dtype {d} is not allowed here"),
-        )),
-        None => Err(IrError::bad_attr(
-            op,
-            name,
-            format!("unknown dtype code {code}"),
-        )),
+        Some(d) => Err(IrError::bad_attr(op, name, format!("dtype {d} is not allowed here"))),
+        None => Err(IrError::bad_attr(op, name, format!("unknown dtype code {code}"))),
     }
 }
 
@@ -200,11 +187,7 @@ fn bool_attr(op: &str, name: &str, v: i64) -> IrResult<bool> {
     match v {
         0 => Ok(false),
         1 => Ok(true),
-        _ => Err(IrError::bad_attr(
-            op,
-            name,
-            format!("must be 0 or 1, got {v}"),
-        )),
+        _ => Err(IrError::bad_attr(op, name, format!("must be 0 or 1, got {v}"))),
     }
 }
 
@@ -222,11 +205,7 @@ impl ReduceOp {
             } else {
                 (
                     None,
-                    bool_attr(
-                        op,
-                        "noop_with_empty_axes",
-                        a.int_or("noop_with_empty_axes", 0)?,
-                    )?,
+                    bool_attr(op, "noop_with_empty_axes", a.int_or("noop_with_empty_axes", 0)?)?,
                 )
             };
             if let Some(ax) = &axes {
@@ -278,11 +257,7 @@ impl ReduceOp {
                     let k = if cx.opset < 10 {
                         let k = a.req_int("k")?;
                         if k < 0 {
-                            return Err(IrError::bad_attr(
-                                op,
-                                "k",
-                                format!("must be >= 0, got {k}"),
-                            ));
+                            return Err(IrError::bad_attr(op, "k", format!("must be >= 0, got {k}")));
                         }
                         Some(k)
                     } else {
@@ -304,11 +279,7 @@ impl ReduceOp {
                     })
                 }
                 "QuantizeLinear" => {
-                    let axis = if cx.opset >= 13 {
-                        a.int_or("axis", 1)?
-                    } else {
-                        1
-                    };
+                    let axis = if cx.opset >= 13 { a.int_or("axis", 1)? } else { 1 };
                     let saturate = if cx.opset >= 19 {
                         bool_attr(op, "saturate", a.int_or("saturate", 1)?)?
                     } else {
@@ -316,12 +287,7 @@ impl ReduceOp {
                     };
                     let (block_size, output_dtype) = if cx.opset >= 21 {
                         let b = a.int_or("block_size", 0)?;
-                        let d = dtype_attr(
-                            op,
-                            "output_dtype",
-                            a.int_or("output_dtype", 0)?,
-                            is_quant_dtype,
-                        )?;
+                        let d = dtype_attr(op, "output_dtype", a.int_or("output_dtype", 0)?, is_quant_dtype)?;
                         (b, d)
                     } else {
                         (0, None)
@@ -349,16 +315,8 @@ impl ReduceOp {
                     })
                 }
                 "DequantizeLinear" => {
-                    let axis = if cx.opset >= 13 {
-                        a.int_or("axis", 1)?
-                    } else {
-                        1
-                    };
-                    let block_size = if cx.opset >= 21 {
-                        a.int_or("block_size", 0)?
-                    } else {
-                        0
-                    };
+                    let axis = if cx.opset >= 13 { a.int_or("axis", 1)? } else { 1 };
+                    let block_size = if cx.opset >= 21 { a.int_or("block_size", 0)? } else { 0 };
                     if block_size < 0 {
                         return Err(IrError::bad_attr(
                             op,
@@ -431,18 +389,14 @@ fn tensor_out(dtype: Option<DType>, shape: Option<Shape>) -> ValueType {
 
 fn check_float(cx: &InferCtx, i: usize, t: &TensorType) -> IrResult<()> {
     match t.dtype {
-        Some(d) if !d.is_float() => {
-            Err(cx.err(format!("input {i} must be a float tensor, got {d}")))
-        }
+        Some(d) if !d.is_float() => Err(cx.err(format!("input {i} must be a float tensor, got {d}"))),
         _ => Ok(()),
     }
 }
 
 fn check_int(cx: &InferCtx, i: usize, t: &TensorType) -> IrResult<()> {
     match t.dtype {
-        Some(d) if !d.is_int() => {
-            Err(cx.err(format!("input {i} must be an integer tensor, got {d}")))
-        }
+        Some(d) if !d.is_int() => Err(cx.err(format!("input {i} must be an integer tensor, got {d}"))),
         _ => Ok(()),
     }
 }
@@ -628,15 +582,11 @@ impl OpKind for ReduceOp {
                 let dtype = match zp.and_then(|z| z.dtype) {
                     Some(d) => {
                         if !is_quant_dtype(d) {
-                            return Err(
-                                cx.err(format!("zero point dtype {d} is not a quantized type"))
-                            );
+                            return Err(cx.err(format!("zero point dtype {d} is not a quantized type")));
                         }
                         if let Some(o) = q.output_dtype {
                             if o != d {
-                                return Err(cx.err(format!(
-                                    "output_dtype {o} differs from zero point dtype {d}"
-                                )));
+                                return Err(cx.err(format!("output_dtype {o} differs from zero point dtype {d}")));
                             }
                         }
                         Some(d)
@@ -662,9 +612,7 @@ impl OpKind for ReduceOp {
                     ValueType::tensor(DType::U8, Vec::new()),
                 ])
             }
-            ReduceOp::SoftmaxCrossEntropyLoss(a) | ReduceOp::NegativeLogLikelihoodLoss(a) => {
-                self.infer_loss(a, cx)
-            }
+            ReduceOp::SoftmaxCrossEntropyLoss(a) | ReduceOp::NegativeLogLikelihoodLoss(a) => self.infer_loss(a, cx),
         }
     }
 }
@@ -688,11 +636,7 @@ mod tests {
         ReduceOp::parse(&mut cx)
     }
 
-    fn infer(
-        op: &ReduceOp,
-        inputs: Vec<Option<ValueType>>,
-        consts: Vec<Option<&crate::Tensor>>,
-    ) -> Vec<ValueType> {
+    fn infer(op: &ReduceOp, inputs: Vec<Option<ValueType>>, consts: Vec<Option<&crate::Tensor>>) -> Vec<ValueType> {
         let cx = InferCtx {
             inputs: &inputs,
             consts: &consts,
@@ -709,19 +653,10 @@ mod tests {
             .unwrap();
         assert!(matches!(&op, ReduceOp::Reduce(r) if r.axes == Some(vec![1]) && r.keepdims));
         assert!(parse("ReduceMean", 18, vec![("axes", Attr::Ints(vec![1]))]).is_err());
-        assert!(parse(
-            "ReduceSum",
-            13,
-            vec![("noop_with_empty_axes", Attr::Int(1))]
-        )
-        .unwrap()
-        .is_some());
-        assert!(parse(
-            "ReduceSum",
-            11,
-            vec![("noop_with_empty_axes", Attr::Int(1))]
-        )
-        .is_err());
+        assert!(parse("ReduceSum", 13, vec![("noop_with_empty_axes", Attr::Int(1))])
+            .unwrap()
+            .is_some());
+        assert!(parse("ReduceSum", 11, vec![("noop_with_empty_axes", Attr::Int(1))]).is_err());
         assert!(parse("Relu", 13, vec![]).unwrap().is_none());
     }
 
@@ -734,15 +669,9 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        let x = ValueType::Tensor(TensorType::new(
-            DType::F32,
-            vec![Dim::Sym("b".into()), Dim::Known(3)],
-        ));
+        let x = ValueType::Tensor(TensorType::new(DType::F32, vec![Dim::Sym("b".into()), Dim::Known(3)]));
         let out = infer(&op, vec![Some(x.clone())], vec![None]);
-        assert_eq!(
-            out[0],
-            ValueType::tensor(DType::F32, vec![Dim::Sym("b".into())])
-        );
+        assert_eq!(out[0], ValueType::tensor(DType::F32, vec![Dim::Sym("b".into())]));
         let op = parse("ReduceMax", 18, vec![]).unwrap().unwrap();
         let out = infer(&op, vec![Some(x)], vec![None]);
         assert_eq!(out[0], ValueType::tensor(DType::F32, shape_of(&[1, 1])));
@@ -750,9 +679,7 @@ mod tests {
 
     #[test]
     fn topk_and_losses_infer() {
-        let op = parse("TopK", 1, vec![("k", Attr::Int(2))])
-            .unwrap()
-            .unwrap();
+        let op = parse("TopK", 1, vec![("k", Attr::Int(2))]).unwrap().unwrap();
         let x = ValueType::tensor(DType::F32, shape_of(&[3, 4]));
         let out = infer(&op, vec![Some(x)], vec![None]);
         assert_eq!(out[1], ValueType::tensor(DType::I64, shape_of(&[3, 2])));

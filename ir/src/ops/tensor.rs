@@ -177,11 +177,7 @@ fn parse_block_mode(cx: &mut ParseCtx) -> IrResult<bool> {
     match cx.attrs.string_or("mode", "DCR")?.as_str() {
         "DCR" => Ok(false),
         "CRD" => Ok(true),
-        m => Err(IrError::bad_attr(
-            cx.op_type,
-            "mode",
-            format!("unknown mode '{m}'"),
-        )),
+        m => Err(IrError::bad_attr(cx.op_type, "mode", format!("unknown mode '{m}'"))),
     }
 }
 
@@ -234,10 +230,7 @@ fn constant_value(cx: &mut ParseCtx) -> IrResult<Tensor> {
         return Err(IrError::bad_attr(
             cx.op_type,
             "value",
-            format!(
-                "exactly one value attribute must be given, got {}",
-                found.len()
-            ),
+            format!("exactly one value attribute must be given, got {}", found.len()),
         ));
     }
     Ok(found.remove(0))
@@ -269,11 +262,7 @@ impl TensorOp {
                 axis: cx.attrs.int_or("axis", 1)?,
             },
             "Squeeze" => TensorOp::Squeeze {
-                axes: if opset < 13 {
-                    cx.attrs.ints("axes")?
-                } else {
-                    None
-                },
+                axes: if opset < 13 { cx.attrs.ints("axes")? } else { None },
             },
             "Unsqueeze" => {
                 let axes = if opset < 13 {
@@ -296,11 +285,7 @@ impl TensorOp {
             }
             "Split" => {
                 let axis = cx.attrs.int_or("axis", 0)?;
-                let split = if opset < 13 {
-                    cx.attrs.ints("split")?
-                } else {
-                    None
-                };
+                let split = if opset < 13 { cx.attrs.ints("split")? } else { None };
                 let num_outputs = if opset >= 18 {
                     cx.attrs.int("num_outputs")?
                 } else {
@@ -311,11 +296,7 @@ impl TensorOp {
                 }
                 if let Some(s) = &split {
                     if s.iter().any(|&v| v < 0) {
-                        return Err(IrError::bad_attr(
-                            cx.op_type,
-                            "split",
-                            "negative split length",
-                        ));
+                        return Err(IrError::bad_attr(cx.op_type, "split", "negative split length"));
                     }
                 }
                 TensorOp::Split {
@@ -329,9 +310,7 @@ impl TensorOp {
                     let starts = cx.attrs.req_ints("starts")?;
                     let ends = cx.attrs.req_ints("ends")?;
                     let axes = cx.attrs.ints("axes")?;
-                    if starts.len() != ends.len()
-                        || axes.as_ref().is_some_and(|a| a.len() != starts.len())
-                    {
+                    if starts.len() != ends.len() || axes.as_ref().is_some_and(|a| a.len() != starts.len()) {
                         return Err(IrError::bad_attr(
                             cx.op_type,
                             "ends",
@@ -391,13 +370,7 @@ impl TensorOp {
                     "reflect" => PadMode::Reflect,
                     "edge" => PadMode::Edge,
                     "wrap" if opset >= 19 => PadMode::Wrap,
-                    m => {
-                        return Err(IrError::bad_attr(
-                            cx.op_type,
-                            "mode",
-                            format!("unknown pad mode '{m}'"),
-                        ))
-                    }
+                    m => return Err(IrError::bad_attr(cx.op_type, "mode", format!("unknown pad mode '{m}'"))),
                 };
                 let (pads, value) = if opset < 11 {
                     let pads = if opset < 2 {
@@ -430,11 +403,7 @@ impl TensorOp {
                 let value = cx.attrs.tensor("value")?;
                 if let Some(v) = &value {
                     if v.len() != 1 {
-                        return Err(IrError::bad_attr(
-                            cx.op_type,
-                            "value",
-                            "must hold exactly one element",
-                        ));
+                        return Err(IrError::bad_attr(cx.op_type, "value", "must hold exactly one element"));
                     }
                 }
                 TensorOp::ConstantOfShape { value }
@@ -458,21 +427,13 @@ impl TensorOp {
             "DepthToSpace" => {
                 let blocksize = cx.attrs.req_int("blocksize")?;
                 positive(cx, "blocksize", blocksize)?;
-                let crd = if opset >= 11 {
-                    parse_block_mode(cx)?
-                } else {
-                    false
-                };
+                let crd = if opset >= 11 { parse_block_mode(cx)? } else { false };
                 TensorOp::DepthToSpace { blocksize, crd }
             }
             "SpaceToDepth" => {
                 let blocksize = cx.attrs.req_int("blocksize")?;
                 positive(cx, "blocksize", blocksize)?;
-                let crd = if opset >= 28 {
-                    parse_block_mode(cx)?
-                } else {
-                    false
-                };
+                let crd = if opset >= 28 { parse_block_mode(cx)? } else { false };
                 TensorOp::SpaceToDepth { blocksize, crd }
             }
             "ReverseSequence" => {
@@ -486,27 +447,16 @@ impl TensorOp {
                         "batch_axis and time_axis must be 0 and 1",
                     ));
                 }
-                TensorOp::ReverseSequence {
-                    batch_axis,
-                    time_axis,
-                }
+                TensorOp::ReverseSequence { batch_axis, time_axis }
             }
             "EyeLike" => {
-                let dtype = match cx.attrs.int("dtype")? {
-                    None => None,
-                    Some(c) => Some(
-                        i32::try_from(c)
-                            .ok()
-                            .and_then(DType::from_onnx_code)
-                            .ok_or_else(|| {
-                                IrError::bad_attr(
-                                    cx.op_type,
-                                    "dtype",
-                                    format!("unknown dtype code {c}"),
-                                )
-                            })?,
-                    ),
-                };
+                let dtype =
+                    match cx.attrs.int("dtype")? {
+                        None => None,
+                        Some(c) => Some(i32::try_from(c).ok().and_then(DType::from_onnx_code).ok_or_else(|| {
+                            IrError::bad_attr(cx.op_type, "dtype", format!("unknown dtype code {c}"))
+                        })?),
+                    };
                 TensorOp::EyeLike {
                     dtype,
                     k: cx.attrs.int_or("k", 0)?,
@@ -520,13 +470,7 @@ impl TensorOp {
                 let circular = match cx.attrs.string_or("mode", "linear")?.as_str() {
                     "linear" => false,
                     "circular" => true,
-                    m => {
-                        return Err(IrError::bad_attr(
-                            cx.op_type,
-                            "mode",
-                            format!("unknown mode '{m}'"),
-                        ))
-                    }
+                    m => return Err(IrError::bad_attr(cx.op_type, "mode", format!("unknown mode '{m}'"))),
                 };
                 TensorOp::TensorScatter { axis, circular }
             }

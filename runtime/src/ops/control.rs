@@ -67,9 +67,7 @@ pub fn eval(op: &ControlOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult
             let seq = seq_in(inputs, 0)?;
             let i = match opt_tensor_in(inputs, 1)? {
                 Some(p) => seq_index(scalar_i64(p, "position")?, seq.len(), false)?,
-                None if seq.is_empty() => {
-                    return Err(invalid("cannot erase from an empty sequence"))
-                }
+                None if seq.is_empty() => return Err(invalid("cannot erase from an empty sequence")),
                 None => seq.len() - 1,
             };
             let mut out = seq.to_vec();
@@ -102,18 +100,12 @@ pub fn eval(op: &ControlOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult
             let rank = first.rank() + usize::from(*new_axis);
             let ax = norm_axis(*axis, rank)?;
             if !*new_axis && first.rank() == 0 {
-                return Err(invalid(
-                    "cannot concatenate rank-0 tensors without new_axis",
-                ));
+                return Err(invalid("cannot concatenate rank-0 tensors without new_axis"));
             }
             Ok(vec![Value::Tensor(join(&ts, ax, *new_axis)?)])
         }
         ControlOp::Optional { .. } => {
-            let v = inputs
-                .first()
-                .copied()
-                .flatten()
-                .map(|v| Box::new(v.clone()));
+            let v = inputs.first().copied().flatten().map(|v| Box::new(v.clone()));
             Ok(vec![Value::Optional(v)])
         }
         ControlOp::OptionalHasElement => {
@@ -121,10 +113,7 @@ pub fn eval(op: &ControlOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult
                 None | Some(Value::Optional(None)) => false,
                 Some(_) => true,
             };
-            Ok(vec![Value::Tensor(Tensor::Bool(ArrayD::from_elem(
-                IxDyn(&[]),
-                has,
-            )))])
+            Ok(vec![Value::Tensor(Tensor::Bool(ArrayD::from_elem(IxDyn(&[]), has)))])
         }
         ControlOp::OptionalGetElement => match inputs.first().copied().flatten() {
             Some(Value::Optional(Some(v))) => Ok(vec![(**v).clone()]),
@@ -146,19 +135,8 @@ fn scalar_i64(t: &Tensor, what: &str) -> OpResult<i64> {
         )));
     }
     match t.dtype() {
-        DType::I32
-        | DType::I64
-        | DType::I16
-        | DType::I8
-        | DType::U8
-        | DType::U16
-        | DType::U32
-        | DType::U64 => {}
-        d => {
-            return Err(invalid(format!(
-                "{what} must be an integer tensor, got {d}"
-            )))
-        }
+        DType::I32 | DType::I64 | DType::I16 | DType::I8 | DType::U8 | DType::U16 | DType::U32 | DType::U64 => {}
+        d => return Err(invalid(format!("{what} must be an integer tensor, got {d}"))),
     }
     t.to_i64_vec()
         .and_then(|v| v.first().copied())
@@ -214,20 +192,14 @@ fn seq_index(pos: i64, n: usize, inserting: bool) -> OpResult<usize> {
             "position {pos} is out of range for a sequence of length {n}"
         )));
     }
-    Ok(if pos < 0 {
-        (pos + n_i) as usize
-    } else {
-        pos as usize
-    })
+    Ok(if pos < 0 { (pos + n_i) as usize } else { pos as usize })
 }
 
 fn norm_axis(axis: i64, rank: usize) -> OpResult<usize> {
     let r = rank as i64;
     let a = if axis < 0 { axis + r } else { axis };
     if a < 0 || a >= r {
-        return Err(invalid(format!(
-            "axis {axis} is out of range for rank {rank}"
-        )));
+        return Err(invalid(format!("axis {axis} is out of range for rank {rank}")));
     }
     Ok(a as usize)
 }
@@ -325,8 +297,7 @@ fn empty_scan_output(ty: &ValueType, axis: i64, extra: usize) -> OpResult<Tensor
     for _ in 1..extra {
         shape.insert(0, 0);
     }
-    Tensor::zeros(dtype, &shape)
-        .ok_or_else(|| crate::error::unsupported(format!("scan output of dtype {dtype}")))
+    Tensor::zeros(dtype, &shape).ok_or_else(|| crate::error::unsupported(format!("scan output of dtype {dtype}")))
 }
 
 /// Tracks the elements accumulated into scan outputs against [`MAX_ELEMS`].
@@ -336,9 +307,7 @@ impl Budget {
     fn take(&mut self, n: usize) -> OpResult<()> {
         self.0 = self.0.saturating_add(n);
         if self.0 > MAX_ELEMS {
-            return Err(invalid(format!(
-                "scan outputs would exceed {MAX_ELEMS} elements"
-            )));
+            return Err(invalid(format!("scan outputs would exceed {MAX_ELEMS} elements")));
         }
         Ok(())
     }
@@ -364,9 +333,7 @@ fn into_tensor(v: Value, what: &str) -> OpResult<Tensor> {
 // ---------------------------------------------------------------- Loop
 
 fn eval_loop(body: &Graph, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<Value>> {
-    let max_trip = opt_tensor_in(inputs, 0)?
-        .map(|t| scalar_i64(t, "M"))
-        .transpose()?;
+    let max_trip = opt_tensor_in(inputs, 0)?.map(|t| scalar_i64(t, "M")).transpose()?;
     let mut cond = opt_tensor_in(inputs, 1)?
         .map(|t| scalar_bool(t, "cond"))
         .transpose()?
@@ -397,18 +364,14 @@ fn eval_loop(body: &Graph, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<
     let mut i: i64 = 0;
     while cond && i < limit {
         if i >= MAX_ITERS {
-            return Err(invalid(format!(
-                "the loop ran {MAX_ITERS} iterations without stopping"
-            )));
+            return Err(invalid(format!("the loop ran {MAX_ITERS} iterations without stopping")));
         }
         let mut args = Vec::with_capacity(n + 2);
         args.push(Value::Tensor(Tensor::scalar_i64(i)));
         args.push(bool_scalar(cond));
         args.append(&mut carried);
         let mut outs = run_body(cx, body, args)?.into_iter();
-        let c = outs
-            .next()
-            .ok_or_else(|| invalid("the body returned no condition"))?;
+        let c = outs.next().ok_or_else(|| invalid("the body returned no condition"))?;
         cond = scalar_bool(
             &into_tensor(c, "the body's condition output")?,
             "the body's condition output",
@@ -482,11 +445,7 @@ fn eval_scan(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult
         let mut args = Vec::with_capacity(n + m);
         args.append(&mut states);
         for (t, ax, rev) in &scan_ins {
-            args.push(Value::Tensor(index_axis(
-                t,
-                *ax,
-                if *rev { len - 1 - it } else { it },
-            )?));
+            args.push(Value::Tensor(index_axis(t, *ax, if *rev { len - 1 - it } else { it })?));
         }
         let mut outs = run_body(cx, body, args)?.into_iter();
         states.extend(outs.by_ref().take(n));
@@ -498,19 +457,14 @@ fn eval_scan(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult
     }
     let mut out = states;
     for (j, mut items) in scans.into_iter().enumerate() {
-        let axis = s
-            .scan_output_axes
-            .as_ref()
-            .and_then(|v| v.get(j).copied())
-            .unwrap_or(0);
+        let axis = s.scan_output_axes.as_ref().and_then(|v| v.get(j).copied()).unwrap_or(0);
         if s.scan_output_directions.as_ref().and_then(|v| v.get(j)) == Some(&1) {
             items.reverse();
         }
         out.push(Value::Tensor(if items.is_empty() {
             empty_scan_output(&body.outputs[n + j].ty, axis, 1)?
         } else {
-            let ax = norm_axis(axis, items[0].rank() + 1)
-                .map_err(|e| invalid(format!("scan output {j}: {e}")))?;
+            let ax = norm_axis(axis, items[0].rank() + 1).map_err(|e| invalid(format!("scan output {j}: {e}")))?;
             let refs: Vec<&Tensor> = items.iter().collect();
             join(&refs, ax, true).map_err(|e| invalid(format!("scan output {j}: {e}")))?
         }));
@@ -537,9 +491,7 @@ fn eval_scan8(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResul
         .len()
         .checked_sub(n)
         .ok_or_else(|| invalid("the body returns fewer values than it has states"))?;
-    let states = (0..n)
-        .map(|j| tensor_in(inputs, 1 + j))
-        .collect::<OpResult<Vec<_>>>()?;
+    let states = (0..n).map(|j| tensor_in(inputs, 1 + j)).collect::<OpResult<Vec<_>>>()?;
     let scan_ins = (0..m)
         .map(|j| tensor_in(inputs, 1 + n + j))
         .collect::<OpResult<Vec<_>>>()?;
@@ -584,9 +536,7 @@ fn eval_scan8(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResul
                     usize::try_from(l)
                         .ok()
                         .filter(|&l| l <= max_len)
-                        .ok_or_else(|| {
-                            invalid(format!("sequence length {l} is not in 0..={max_len}"))
-                        })
+                        .ok_or_else(|| invalid(format!("sequence length {l} is not in 0..={max_len}")))
                 })
                 .collect::<OpResult<_>>()?
         }
@@ -658,21 +608,18 @@ fn eval_scan8(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResul
                     .try_fold(1usize, |a, &b| a.checked_mul(b))
                     .unwrap_or(usize::MAX),
             )?;
-            let t = Tensor::zeros(declared.dtype(), &shape)
-                .ok_or_else(|| invalid("unsupported scan output dtype"))?;
+            let t = Tensor::zeros(declared.dtype(), &shape).ok_or_else(|| invalid("unsupported scan output dtype"))?;
             out.push(Value::Tensor(t));
             continue;
         };
-        let pad = Tensor::zeros(dtype, &elem_shape)
-            .ok_or_else(|| invalid("unsupported scan output dtype"))?;
+        let pad = Tensor::zeros(dtype, &elem_shape).ok_or_else(|| invalid("unsupported scan output dtype"))?;
         budget.take(pad.len().saturating_mul(batch.saturating_mul(max_len)))?;
         let mut rows = Vec::with_capacity(batch);
         for items in &per_batch {
             let mut refs: Vec<&Tensor> = items.iter().collect();
             refs.resize(max_len, &pad);
             rows.push(if refs.is_empty() {
-                Tensor::zeros(dtype, &[&[0][..], &elem_shape].concat())
-                    .ok_or_else(|| invalid("bad dtype"))?
+                Tensor::zeros(dtype, &[&[0][..], &elem_shape].concat()).ok_or_else(|| invalid("bad dtype"))?
             } else {
                 join(&refs, 0, true).map_err(|e| invalid(format!("scan output {j}: {e}")))?
             });
@@ -687,11 +634,7 @@ fn eval_scan8(s: &ScanAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResul
 
 // ---------------------------------------------------------------- sequences
 
-fn eval_sequence_map(
-    body: &Graph,
-    inputs: &[Option<&Value>],
-    cx: &EvalCtx,
-) -> OpResult<Vec<Value>> {
+fn eval_sequence_map(body: &Graph, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<Value>> {
     let seq = seq_in(inputs, 0)?;
     if body.inputs.len() != inputs.len() {
         return Err(invalid(format!(
@@ -710,9 +653,7 @@ fn eval_sequence_map(
                 )))
             }
             Some(Value::Sequence(_)) | Some(Value::Tensor(_)) => {}
-            Some(Value::Optional(_)) => {
-                return Err(invalid(format!("input {j} must be a sequence or a tensor")))
-            }
+            Some(Value::Optional(_)) => return Err(invalid(format!("input {j} must be a sequence or a tensor"))),
             None => return Err(invalid(format!("input {j} is absent"))),
         }
     }
@@ -733,12 +674,7 @@ fn eval_sequence_map(
     Ok(outs.into_iter().map(Value::Sequence).collect())
 }
 
-fn split_to_sequence(
-    t: &Tensor,
-    split: Option<&Tensor>,
-    axis: i64,
-    keepdims: bool,
-) -> OpResult<Vec<Value>> {
+fn split_to_sequence(t: &Tensor, split: Option<&Tensor>, axis: i64, keepdims: bool) -> OpResult<Vec<Value>> {
     let ax = norm_axis(axis, t.rank())?;
     let dim = t.shape()[ax];
     let lens: Vec<usize> = match split {
@@ -757,12 +693,9 @@ fn split_to_sequence(
                 .collect();
         }
         Some(s) => {
-            let v = s.to_i64_vec().ok_or_else(|| {
-                invalid(format!(
-                    "split must be an integer tensor, got {}",
-                    s.dtype()
-                ))
-            })?;
+            let v = s
+                .to_i64_vec()
+                .ok_or_else(|| invalid(format!("split must be an integer tensor, got {}", s.dtype())))?;
             if s.rank() == 0 {
                 let c = v.first().copied().unwrap_or(0);
                 if c <= 0 {
@@ -774,10 +707,7 @@ fn split_to_sequence(
             } else if s.rank() == 1 {
                 let lens = v
                     .iter()
-                    .map(|&x| {
-                        usize::try_from(x)
-                            .map_err(|_| invalid(format!("split lengths must be >= 0, got {x}")))
-                    })
+                    .map(|&x| usize::try_from(x).map_err(|_| invalid(format!("split lengths must be >= 0, got {x}"))))
                     .collect::<OpResult<Vec<usize>>>()?;
                 let total = lens.iter().try_fold(0usize, |a, &b| a.checked_add(b));
                 if total != Some(dim) {
@@ -811,9 +741,7 @@ mod tests {
     use crate::Session;
     use carbide_ir::ndarray::{ArrayD, IxDyn};
     use carbide_ir::ops::control::{ControlOp, ScanAttrs};
-    use carbide_ir::{
-        DType, Graph, Model, Node, Op, Tensor, TensorType, Value, ValueInfo, ValueType,
-    };
+    use carbide_ir::{DType, Graph, Model, Node, Op, Tensor, TensorType, Value, ValueInfo, ValueType};
 
     fn vi(name: &str) -> ValueInfo {
         ValueInfo {
@@ -846,8 +774,7 @@ mod tests {
             graph: g,
             ..Default::default()
         };
-        let outs = Session::new(model)
-            .run(feeds.into_iter().map(|(k, v)| (k.to_string(), v)).collect())?;
+        let outs = Session::new(model).run(feeds.into_iter().map(|(k, v)| (k.to_string(), v)).collect())?;
         Ok(outs.into_iter().map(|(_, v)| v).collect())
     }
 
@@ -909,9 +836,7 @@ mod tests {
         graph(
             &["m", "c", "x", "s"],
             vec![node(
-                ControlOp::Loop {
-                    body: Box::new(body),
-                },
+                ControlOp::Loop { body: Box::new(body) },
                 &["m", "c", "x", "s"],
                 &["x_f", "s_f", "scan"],
             )],
@@ -933,10 +858,7 @@ mod tests {
         )
         .unwrap();
         let ints = (0..3).map(Tensor::scalar_i64).collect();
-        assert_eq!(
-            outs,
-            vec![t(x), seq(ints), t(Tensor::from_i64s(vec![0, 1, 2]))]
-        );
+        assert_eq!(outs, vec![t(x), seq(ints), t(Tensor::from_i64s(vec![0, 1, 2]))]);
     }
 
     #[test]
@@ -1036,17 +958,10 @@ mod tests {
         let lens = Tensor::from_i64s(vec![3, 1]);
         let outs = run(g, vec![("lens", t(lens)), ("init", t(init)), ("x", t(x))]).unwrap();
         assert_eq!(outs[0], t(f32s(&[2, 1], &[3.0, 4.0])));
-        assert_eq!(
-            outs[1],
-            t(f32s(&[2, 3, 1], &[-1.0, 1.0, 2.0, -2.0, 0.0, 0.0]))
-        );
+        assert_eq!(outs[1], t(f32s(&[2, 3, 1], &[-1.0, 1.0, 2.0, -2.0, 0.0, 0.0])));
     }
 
-    fn one_op(
-        op: ControlOp,
-        inputs: &[&str],
-        feeds: Vec<(&str, Value)>,
-    ) -> Result<Value, crate::RuntimeError> {
+    fn one_op(op: ControlOp, inputs: &[&str], feeds: Vec<(&str, Value)>) -> Result<Value, crate::RuntimeError> {
         let present: Vec<&str> = inputs.iter().copied().filter(|s| !s.is_empty()).collect();
         let g = graph(&present, vec![node(op, inputs, &["out"])], &["out"]);
         run(g, feeds).map(|mut v| v.remove(0))
@@ -1082,10 +997,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             out,
-            seq(vec![
-                f32s(&[2, 2], &[1.0, 2.0, 4.0, 5.0]),
-                f32s(&[2, 1], &[3.0, 6.0])
-            ])
+            seq(vec![f32s(&[2, 2], &[1.0, 2.0, 4.0, 5.0]), f32s(&[2, 1], &[3.0, 6.0])])
         );
         let out = one_op(
             op(true),
@@ -1095,10 +1007,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             out,
-            seq(vec![
-                f32s(&[2, 1], &[1.0, 4.0]),
-                f32s(&[2, 2], &[2.0, 3.0, 5.0, 6.0])
-            ])
+            seq(vec![f32s(&[2, 1], &[1.0, 4.0]), f32s(&[2, 2], &[2.0, 3.0, 5.0, 6.0])])
         );
         let e = one_op(
             op(true),
@@ -1137,40 +1046,24 @@ mod tests {
         let items: Vec<Tensor> = (0..3).map(Tensor::scalar_i64).collect();
         let s = seq(items.clone());
         let p = |v| t(Tensor::scalar_i64(v));
-        let at = |v| {
-            one_op(
-                ControlOp::SequenceAt,
-                &["s", "p"],
-                vec![("s", s.clone()), ("p", p(v))],
-            )
-        };
+        let at = |v| one_op(ControlOp::SequenceAt, &["s", "p"], vec![("s", s.clone()), ("p", p(v))]);
         assert_eq!(at(-1).unwrap(), t(items[2].clone()));
         assert!(at(3).is_err());
         assert!(at(-4).is_err());
         let ins = one_op(
             ControlOp::SequenceInsert,
             &["s", "x", "p"],
-            vec![
-                ("s", s.clone()),
-                ("x", p(9)),
-                ("p", t(Tensor::from_i64s(vec![-3]))),
-            ],
+            vec![("s", s.clone()), ("x", p(9)), ("p", t(Tensor::from_i64s(vec![-3])))],
         )
         .unwrap();
-        assert_eq!(
-            ins,
-            seq([9, 0, 1, 2].into_iter().map(Tensor::scalar_i64).collect())
-        );
+        assert_eq!(ins, seq([9, 0, 1, 2].into_iter().map(Tensor::scalar_i64).collect()));
         let ins = one_op(
             ControlOp::SequenceInsert,
             &["s", "x"],
             vec![("s", s.clone()), ("x", p(9))],
         )
         .unwrap();
-        assert_eq!(
-            ins,
-            seq([0, 1, 2, 9].into_iter().map(Tensor::scalar_i64).collect())
-        );
+        assert_eq!(ins, seq([0, 1, 2, 9].into_iter().map(Tensor::scalar_i64).collect()));
         let bad = one_op(
             ControlOp::SequenceInsert,
             &["s", "x"],
@@ -1187,10 +1080,7 @@ mod tests {
         let er = one_op(ControlOp::SequenceErase, &["s"], vec![("s", s.clone())]).unwrap();
         assert_eq!(er, seq(vec![items[0].clone(), items[1].clone()]));
         assert!(one_op(ControlOp::SequenceErase, &["s"], vec![("s", seq(vec![]))]).is_err());
-        assert_eq!(
-            one_op(ControlOp::SequenceLength, &["s"], vec![("s", s)]).unwrap(),
-            p(3)
-        );
+        assert_eq!(one_op(ControlOp::SequenceLength, &["s"], vec![("s", s)]).unwrap(), p(3));
         let empty = one_op(ControlOp::SequenceEmpty { dtype: DType::F32 }, &[], vec![]).unwrap();
         assert_eq!(empty, seq(vec![]));
     }
@@ -1198,12 +1088,7 @@ mod tests {
     #[test]
     fn optionals() {
         let x = t(f32s(&[1], &[1.0]));
-        let opt = one_op(
-            ControlOp::Optional { ty: None },
-            &["x"],
-            vec![("x", x.clone())],
-        )
-        .unwrap();
+        let opt = one_op(ControlOp::Optional { ty: None }, &["x"], vec![("x", x.clone())]).unwrap();
         assert_eq!(opt, Value::Optional(Some(Box::new(x.clone()))));
         let ty = Some(ValueType::Tensor(TensorType::of_dtype(DType::F32)));
         let none = one_op(ControlOp::Optional { ty }, &[], vec![]).unwrap();
@@ -1212,10 +1097,7 @@ mod tests {
         assert_eq!(has(opt.clone()), b(true));
         assert_eq!(has(none.clone()), b(false));
         assert_eq!(has(x.clone()), b(true));
-        assert_eq!(
-            one_op(ControlOp::OptionalHasElement, &[""], vec![]).unwrap(),
-            b(false)
-        );
+        assert_eq!(one_op(ControlOp::OptionalHasElement, &[""], vec![]).unwrap(), b(false));
         let get = |v: Value| one_op(ControlOp::OptionalGetElement, &["o"], vec![("o", v)]);
         assert_eq!(get(opt).unwrap(), x);
         assert_eq!(get(x.clone()).unwrap(), x);
@@ -1229,9 +1111,7 @@ mod tests {
         let g = graph(
             &["s", "x"],
             vec![node(
-                ControlOp::SequenceMap {
-                    body: Box::new(body),
-                },
+                ControlOp::SequenceMap { body: Box::new(body) },
                 &["s", "x"],
                 &["o1", "o2"],
             )],
@@ -1265,10 +1145,7 @@ mod tests {
         // A scan axis beyond the input's rank.
         let e = run(
             scan9(0, 0, 0),
-            vec![
-                ("init", t(f32s(&[2], &[0.0; 2]))),
-                ("x", t(f32s(&[2], &[0.0; 2]))),
-            ],
+            vec![("init", t(f32s(&[2], &[0.0; 2]))), ("x", t(f32s(&[2], &[0.0; 2])))],
         )
         .unwrap_err();
         assert!(e.to_string().contains("out of range"), "{e}");
@@ -1277,9 +1154,7 @@ mod tests {
         let g = graph(
             &["m", "s"],
             vec![node(
-                ControlOp::Loop {
-                    body: Box::new(body),
-                },
+                ControlOp::Loop { body: Box::new(body) },
                 &["m", "", "s"],
                 &["s_f", "scan"],
             )],

@@ -29,12 +29,18 @@ pub fn eval(op: &ElementwiseOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpRe
             binary::eval(*op, tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, *legacy_axis)?
         }
         ElementwiseOp::Variadic(v) => {
-            let ts = (0..inputs.len()).map(|i| tensor_in(inputs, i)).collect::<OpResult<Vec<_>>>()?;
+            let ts = (0..inputs.len())
+                .map(|i| tensor_in(inputs, i))
+                .collect::<OpResult<Vec<_>>>()?;
             binary::variadic(*v, &ts)?
         }
-        ElementwiseOp::Clip { min, max } => {
-            binary::clip(tensor_in(inputs, 0)?, opt_tensor_in(inputs, 1)?, opt_tensor_in(inputs, 2)?, *min, *max)?
-        }
+        ElementwiseOp::Clip { min, max } => binary::clip(
+            tensor_in(inputs, 0)?,
+            opt_tensor_in(inputs, 1)?,
+            opt_tensor_in(inputs, 2)?,
+            *min,
+            *max,
+        )?,
         ElementwiseOp::Where => binary::where_(tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, tensor_in(inputs, 2)?)?,
         ElementwiseOp::Cast { to, attrs } => cast::cast(tensor_in(inputs, 0)?, *to, *attrs)?,
         ElementwiseOp::CastLike(attrs) => {
@@ -68,9 +74,10 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> 
 pub(crate) fn check_len(shape: &[usize]) -> OpResult<usize> {
     let mut n: usize = 1;
     for &d in shape {
-        n = n.checked_mul(d).filter(|&n| n <= MAX_ELEMS).ok_or_else(|| {
-            invalid(format!("output shape {shape:?} has more than {MAX_ELEMS} elements"))
-        })?;
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_ELEMS)
+            .ok_or_else(|| invalid(format!("output shape {shape:?} has more than {MAX_ELEMS} elements")))?;
     }
     Ok(n)
 }
@@ -117,8 +124,11 @@ pub(crate) fn zip2<A: Sync, B: Sync, O: Send>(
             }
             if b.len() == 1 {
                 if let Some(s) = b.iter().next() {
-                    let v: Vec<O> =
-                        if par { x.par_iter().map(|p| f(p, s)).collect() } else { x.iter().map(|p| f(p, s)).collect() };
+                    let v: Vec<O> = if par {
+                        x.par_iter().map(|p| f(p, s)).collect()
+                    } else {
+                        x.iter().map(|p| f(p, s)).collect()
+                    };
                     return from_vec(&shape, v);
                 }
             }
@@ -126,8 +136,11 @@ pub(crate) fn zip2<A: Sync, B: Sync, O: Send>(
     }
     if b.shape() == shape.as_slice() && a.len() == 1 {
         if let (Some(y), Some(s)) = (b.as_slice(), a.iter().next()) {
-            let v: Vec<O> =
-                if par { y.par_iter().map(|q| f(s, q)).collect() } else { y.iter().map(|q| f(s, q)).collect() };
+            let v: Vec<O> = if par {
+                y.par_iter().map(|q| f(s, q)).collect()
+            } else {
+                y.iter().map(|q| f(s, q)).collect()
+            };
             return from_vec(&shape, v);
         }
     }
@@ -135,7 +148,11 @@ pub(crate) fn zip2<A: Sync, B: Sync, O: Send>(
     let av = a.broadcast(dim.clone()).ok_or_else(|| invalid("broadcast failed"))?;
     let bv = b.broadcast(dim).ok_or_else(|| invalid("broadcast failed"))?;
     let z = Zip::from(&av).and(&bv);
-    Ok(if par { z.par_map_collect(|p, q| f(p, q)) } else { z.map_collect(|p, q| f(p, q)) })
+    Ok(if par {
+        z.par_map_collect(|p, q| f(p, q))
+    } else {
+        z.map_collect(|p, q| f(p, q))
+    })
 }
 
 /// Applies `f` to triples of broadcast elements (Where).
@@ -152,7 +169,11 @@ pub(crate) fn zip3<A: Sync, B: Sync, C: Sync, O: Send>(
     let bv = b.broadcast(dim.clone()).ok_or_else(|| invalid("broadcast failed"))?;
     let cv = c.broadcast(dim).ok_or_else(|| invalid("broadcast failed"))?;
     let z = Zip::from(&av).and(&bv).and(&cv);
-    Ok(if n >= PAR_MIN { z.par_map_collect(|p, q, r| f(p, q, r)) } else { z.map_collect(|p, q, r| f(p, q, r)) })
+    Ok(if n >= PAR_MIN {
+        z.par_map_collect(|p, q, r| f(p, q, r))
+    } else {
+        z.map_collect(|p, q, r| f(p, q, r))
+    })
 }
 
 /// The error for an op applied to a dtype it does not take.

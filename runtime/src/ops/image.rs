@@ -21,18 +21,11 @@ pub(crate) const MAX_ELEMS: usize = 1 << 31;
 pub fn eval(op: &ImageOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<Value>> {
     let out = match op {
         ImageOp::Resize(r) => resize::resize(r, inputs)?,
-        ImageOp::GridSample(g) => {
-            grid::grid_sample(g, tensor_in(inputs, 0)?, tensor_in(inputs, 1)?)?
-        }
+        ImageOp::GridSample(g) => grid::grid_sample(g, tensor_in(inputs, 0)?, tensor_in(inputs, 1)?)?,
         ImageOp::AffineGrid { align_corners } => {
             grid::affine_grid(*align_corners, tensor_in(inputs, 0)?, tensor_in(inputs, 1)?)?
         }
-        ImageOp::RoiAlign(r) => roi::roi_align(
-            r,
-            tensor_in(inputs, 0)?,
-            tensor_in(inputs, 1)?,
-            tensor_in(inputs, 2)?,
-        )?,
+        ImageOp::RoiAlign(r) => roi::roi_align(r, tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, tensor_in(inputs, 2)?)?,
         ImageOp::MaxRoiPool {
             pooled_shape,
             spatial_scale,
@@ -50,15 +43,10 @@ pub fn eval(op: &ImageOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<V
             opt_tensor_in(inputs, 3)?,
             opt_tensor_in(inputs, 4)?,
         )?,
-        ImageOp::ImageDecoder { pixel_format } => {
-            decode::decode(*pixel_format, tensor_in(inputs, 0)?)?
-        }
+        ImageOp::ImageDecoder { pixel_format } => decode::decode(*pixel_format, tensor_in(inputs, 0)?)?,
     };
     if cx.num_outputs > 1 {
-        return Err(invalid(format!(
-            "node names {} outputs, op has 1",
-            cx.num_outputs
-        )));
+        return Err(invalid(format!("node names {} outputs, op has 1", cx.num_outputs)));
     }
     Ok(tensors_out(vec![out]))
 }
@@ -79,46 +67,21 @@ pub(crate) fn to_f64(op: &str, t: &Tensor) -> OpResult<Vec<f64>> {
 /// from zero and saturate).
 pub(crate) fn from_f64(op: &str, dtype: DType, shape: &[usize], v: Vec<f64>) -> OpResult<Tensor> {
     fn arr<T>(shape: &[usize], v: Vec<T>) -> OpResult<ArrayD<T>> {
-        ArrayD::from_shape_vec(IxDyn(shape), v)
-            .map_err(|e| invalid(format!("output shape {shape:?}: {e}")))
+        ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| invalid(format!("output shape {shape:?}: {e}")))
     }
     Ok(match dtype {
         DType::F32 => Tensor::F32(arr(shape, v.into_iter().map(|x| x as f32).collect())?),
         DType::F64 => Tensor::F64(arr(shape, v)?),
         DType::F16 => Tensor::F16(arr(shape, v.into_iter().map(f16::from_f64).collect())?),
         DType::BF16 => Tensor::BF16(arr(shape, v.into_iter().map(bf16::from_f64).collect())?),
-        DType::I8 => Tensor::I8(arr(
-            shape,
-            v.into_iter().map(|x| x.round() as i8).collect(),
-        )?),
-        DType::I16 => Tensor::I16(arr(
-            shape,
-            v.into_iter().map(|x| x.round() as i16).collect(),
-        )?),
-        DType::I32 => Tensor::I32(arr(
-            shape,
-            v.into_iter().map(|x| x.round() as i32).collect(),
-        )?),
-        DType::I64 => Tensor::I64(arr(
-            shape,
-            v.into_iter().map(|x| x.round() as i64).collect(),
-        )?),
-        DType::U8 => Tensor::U8(arr(
-            shape,
-            v.into_iter().map(|x| x.round() as u8).collect(),
-        )?),
-        DType::U16 => Tensor::U16(arr(
-            shape,
-            v.into_iter().map(|x| x.round() as u16).collect(),
-        )?),
-        DType::U32 => Tensor::U32(arr(
-            shape,
-            v.into_iter().map(|x| x.round() as u32).collect(),
-        )?),
-        DType::U64 => Tensor::U64(arr(
-            shape,
-            v.into_iter().map(|x| x.round() as u64).collect(),
-        )?),
+        DType::I8 => Tensor::I8(arr(shape, v.into_iter().map(|x| x.round() as i8).collect())?),
+        DType::I16 => Tensor::I16(arr(shape, v.into_iter().map(|x| x.round() as i16).collect())?),
+        DType::I32 => Tensor::I32(arr(shape, v.into_iter().map(|x| x.round() as i32).collect())?),
+        DType::I64 => Tensor::I64(arr(shape, v.into_iter().map(|x| x.round() as i64).collect())?),
+        DType::U8 => Tensor::U8(arr(shape, v.into_iter().map(|x| x.round() as u8).collect())?),
+        DType::U16 => Tensor::U16(arr(shape, v.into_iter().map(|x| x.round() as u16).collect())?),
+        DType::U32 => Tensor::U32(arr(shape, v.into_iter().map(|x| x.round() as u32).collect())?),
+        DType::U64 => Tensor::U64(arr(shape, v.into_iter().map(|x| x.round() as u64).collect())?),
         d => return Err(unsupported(format!("{op} producing {d} tensors"))),
     })
 }
@@ -130,11 +93,7 @@ pub(crate) fn checked_count(op: &str, shape: &[usize]) -> OpResult<usize> {
         n = n
             .checked_mul(d)
             .filter(|&n| n <= MAX_ELEMS)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{op}: output shape {shape:?} has too many elements"
-                ))
-            })?;
+            .ok_or_else(|| invalid(format!("{op}: output shape {shape:?} has too many elements")))?;
     }
     Ok(n)
 }

@@ -20,21 +20,16 @@ mod training;
 pub fn eval(op: &MiscOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<Value>> {
     match op {
         MiscOp::Rnn(a) => rnn::eval(a, inputs, cx),
-        MiscOp::Dft(_)
-        | MiscOp::Stft { .. }
-        | MiscOp::Window(_)
-        | MiscOp::MelWeightMatrix { .. } => signal::eval(op, inputs),
+        MiscOp::Dft(_) | MiscOp::Stft { .. } | MiscOp::Window(_) | MiscOp::MelWeightMatrix { .. } => {
+            signal::eval(op, inputs)
+        }
         MiscOp::StringNormalizer(_)
         | MiscOp::StringConcat
         | MiscOp::StringSplit { .. }
         | MiscOp::RegexFullMatch { .. }
         | MiscOp::TfIdfVectorizer(_) => text::eval(op, inputs),
-        MiscOp::Random(_) | MiscOp::Multinomial { .. } | MiscOp::Bernoulli { .. } => {
-            random::eval(op, inputs, cx)
-        }
-        MiscOp::Adagrad(_) | MiscOp::Adam(_) | MiscOp::Momentum(_) => {
-            training::eval(op, inputs, cx)
-        }
+        MiscOp::Random(_) | MiscOp::Multinomial { .. } | MiscOp::Bernoulli { .. } => random::eval(op, inputs, cx),
+        MiscOp::Adagrad(_) | MiscOp::Adam(_) | MiscOp::Momentum(_) => training::eval(op, inputs, cx),
         MiscOp::ArrayFeatureExtractor
         | MiscOp::Binarizer { .. }
         | MiscOp::LabelEncoder(_)
@@ -52,11 +47,7 @@ pub(crate) fn check_elems(shape: &[usize]) -> OpResult<usize> {
         n = n
             .checked_mul(d)
             .filter(|&n| n <= MAX_ELEMS)
-            .ok_or_else(|| {
-                invalid(format!(
-                    "output shape {shape:?} has more than {MAX_ELEMS} elements"
-                ))
-            })?;
+            .ok_or_else(|| invalid(format!("output shape {shape:?} has more than {MAX_ELEMS} elements")))?;
     }
     Ok(n)
 }
@@ -65,37 +56,19 @@ pub(crate) fn check_elems(shape: &[usize]) -> OpResult<usize> {
 /// f64 for f64), with the matrix product they need.
 pub(crate) trait Real: Float + Send + Sync + std::fmt::Debug + 'static {
     /// `c = a · bᵀ + beta · c` with a: m×k, b: n×k, c: m×n, all row-major.
-    fn gemm_abt(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[Self],
-        b: &[Self],
-        beta: Self,
-        c: &mut [Self],
-    ) -> OpResult<()>;
+    fn gemm_abt(m: usize, k: usize, n: usize, a: &[Self], b: &[Self], beta: Self, c: &mut [Self]) -> OpResult<()>;
     fn from_f64c(v: f64) -> Self;
 }
 
 fn gemm_check(m: usize, k: usize, n: usize, a: usize, b: usize, c: usize) -> OpResult<()> {
     if a < m * k || b < n * k || c < m * n {
-        return Err(invalid(format!(
-            "matrix product {m}x{k} by {k}x{n}: operand too small"
-        )));
+        return Err(invalid(format!("matrix product {m}x{k} by {k}x{n}: operand too small")));
     }
     Ok(())
 }
 
 impl Real for f32 {
-    fn gemm_abt(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f32],
-        b: &[f32],
-        beta: f32,
-        c: &mut [f32],
-    ) -> OpResult<()> {
+    fn gemm_abt(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) -> OpResult<()> {
         gemm_check(m, k, n, a.len(), b.len(), c.len())?;
         if m == 0 || n == 0 {
             return Ok(());
@@ -127,15 +100,7 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
-    fn gemm_abt(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: &[f64],
-        b: &[f64],
-        beta: f64,
-        c: &mut [f64],
-    ) -> OpResult<()> {
+    fn gemm_abt(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], beta: f64, c: &mut [f64]) -> OpResult<()> {
         gemm_check(m, k, n, a.len(), b.len(), c.len())?;
         if m == 0 || n == 0 {
             return Ok(());
@@ -191,15 +156,11 @@ pub(crate) fn from_f32s(dtype: DType, shape: &[usize], v: Vec<f32>) -> OpResult<
     let bad = |_| invalid("internal: element count does not match shape");
     Ok(match dtype {
         DType::F32 => Tensor::F32(ArrayD::from_shape_vec(s, v).map_err(bad)?),
-        DType::F64 => Tensor::F64(
-            ArrayD::from_shape_vec(s, v.into_iter().map(f64::from).collect()).map_err(bad)?,
-        ),
-        DType::F16 => Tensor::F16(
-            ArrayD::from_shape_vec(s, v.into_iter().map(f16::from_f32).collect()).map_err(bad)?,
-        ),
-        DType::BF16 => Tensor::BF16(
-            ArrayD::from_shape_vec(s, v.into_iter().map(bf16::from_f32).collect()).map_err(bad)?,
-        ),
+        DType::F64 => Tensor::F64(ArrayD::from_shape_vec(s, v.into_iter().map(f64::from).collect()).map_err(bad)?),
+        DType::F16 => Tensor::F16(ArrayD::from_shape_vec(s, v.into_iter().map(f16::from_f32).collect()).map_err(bad)?),
+        DType::BF16 => {
+            Tensor::BF16(ArrayD::from_shape_vec(s, v.into_iter().map(bf16::from_f32).collect()).map_err(bad)?)
+        }
         d => return Err(unsupported(format!("{d} output"))),
     })
 }
@@ -236,14 +197,8 @@ pub(crate) fn from_f64s(dtype: DType, shape: &[usize], v: Vec<f64>) -> OpResult<
 pub(crate) fn scalar_i64(t: &Tensor, what: &str) -> OpResult<i64> {
     match t.to_i64_vec().as_deref() {
         Some([v]) => Ok(*v),
-        Some(v) => Err(invalid(format!(
-            "{what} must be a scalar, got {} elements",
-            v.len()
-        ))),
-        None => Err(invalid(format!(
-            "{what} must be an integer, got {}",
-            t.dtype()
-        ))),
+        Some(v) => Err(invalid(format!("{what} must be a scalar, got {} elements", v.len()))),
+        None => Err(invalid(format!("{what} must be an integer, got {}", t.dtype()))),
     }
 }
 
@@ -251,14 +206,8 @@ pub(crate) fn scalar_i64(t: &Tensor, what: &str) -> OpResult<i64> {
 pub(crate) fn scalar_f64(t: &Tensor, what: &str) -> OpResult<f64> {
     match t.to_f64_vec().as_deref() {
         Some([v]) => Ok(*v),
-        Some(v) => Err(invalid(format!(
-            "{what} must be a scalar, got {} elements",
-            v.len()
-        ))),
-        None => Err(invalid(format!(
-            "{what} must be numeric, got {}",
-            t.dtype()
-        ))),
+        Some(v) => Err(invalid(format!("{what} must be a scalar, got {} elements", v.len()))),
+        None => Err(invalid(format!("{what} must be numeric, got {}", t.dtype()))),
     }
 }
 

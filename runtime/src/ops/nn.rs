@@ -37,14 +37,7 @@ pub(crate) fn elem_count(dims: &[usize]) -> OpResult<usize> {
 
 /// The float types kernels compute in.
 pub(crate) trait Real:
-    num_traits::Float
-    + num_traits::FromPrimitive
-    + Default
-    + Send
-    + Sync
-    + std::iter::Sum
-    + std::fmt::Debug
-    + 'static
+    num_traits::Float + num_traits::FromPrimitive + Default + Send + Sync + std::iter::Sum + std::fmt::Debug + 'static
 {
     /// A float tensor's elements in row-major order, converted to `Self`.
     fn data(t: &Tensor) -> Option<Cow<'_, [Self]>>;
@@ -120,9 +113,7 @@ macro_rules! impl_real {
                     return;
                 }
                 assert!(
-                    span(m, k, rsa, csa) <= a.len()
-                        && span(k, n, rsb, csb) <= b.len()
-                        && span(m, n, rsc, 1) <= c.len(),
+                    span(m, k, rsa, csa) <= a.len() && span(k, n, rsb, csb) <= b.len() && span(m, n, rsc, 1) <= c.len(),
                     "gemm operands out of bounds"
                 );
                 if k == 0 {
@@ -169,20 +160,14 @@ pub(crate) fn build<T: Real>(v: Vec<T>, shape: &[usize], dt: DType) -> OpResult<
     let s = IxDyn(shape);
     let bad = |_| invalid("internal: result length does not match its shape");
     Ok(match dt {
-        DType::F16 => Tensor::F16(
-            ArrayD::from_shape_vec(s, v.iter().map(|x| f16::from_f64(x.f64v())).collect())
-                .map_err(bad)?,
-        ),
-        DType::BF16 => Tensor::BF16(
-            ArrayD::from_shape_vec(s, v.iter().map(|x| bf16::from_f64(x.f64v())).collect())
-                .map_err(bad)?,
-        ),
-        DType::F64 => Tensor::F64(
-            ArrayD::from_shape_vec(s, v.iter().map(|x| x.f64v()).collect()).map_err(bad)?,
-        ),
-        _ => Tensor::F32(
-            ArrayD::from_shape_vec(s, v.iter().map(|x| x.f64v() as f32).collect()).map_err(bad)?,
-        ),
+        DType::F16 => {
+            Tensor::F16(ArrayD::from_shape_vec(s, v.iter().map(|x| f16::from_f64(x.f64v())).collect()).map_err(bad)?)
+        }
+        DType::BF16 => {
+            Tensor::BF16(ArrayD::from_shape_vec(s, v.iter().map(|x| bf16::from_f64(x.f64v())).collect()).map_err(bad)?)
+        }
+        DType::F64 => Tensor::F64(ArrayD::from_shape_vec(s, v.iter().map(|x| x.f64v()).collect()).map_err(bad)?),
+        _ => Tensor::F32(ArrayD::from_shape_vec(s, v.iter().map(|x| x.f64v() as f32).collect()).map_err(bad)?),
     })
 }
 
@@ -206,11 +191,7 @@ pub fn eval(op: &NnOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<
         NnOp::ConvInteger(a) => vec![conv::conv_integer(inputs, a)?],
         NnOp::QLinearConv(a) => vec![conv::qlinear_conv(inputs, a)?],
         NnOp::DeformConv { conv, offset_group } => {
-            vec![by_float!(
-                x,
-                name,
-                deform_dispatch(inputs, conv, *offset_group)
-            )?]
+            vec![by_float!(x, name, deform_dispatch(inputs, conv, *offset_group))?]
         }
         NnOp::CausalConvWithState { silu } => by_float!(x, name, causal_dispatch(inputs, *silu))?,
         NnOp::Col2Im {
@@ -218,22 +199,14 @@ pub fn eval(op: &NnOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<
             pads,
             strides,
         } => {
-            vec![by_float!(
-                x,
-                name,
-                col2im_dispatch(inputs, dilations, pads, strides)
-            )?]
+            vec![by_float!(x, name, col2im_dispatch(inputs, dilations, pads, strides))?]
         }
         NnOp::MaxPool(a) => pool::max_pool(x, a, cx.num_outputs)?,
         NnOp::AveragePool(a) => vec![by_float!(x, name, avg_dispatch(x, a, false))?],
         NnOp::LpPool(a) => vec![by_float!(x, name, avg_dispatch(x, a, true))?],
         NnOp::GlobalAveragePool => vec![by_float!(x, name, global_dispatch(x, pool::Global::Avg))?],
         NnOp::GlobalMaxPool => vec![by_float!(x, name, global_dispatch(x, pool::Global::Max))?],
-        NnOp::GlobalLpPool { p } => vec![by_float!(
-            x,
-            name,
-            global_dispatch(x, pool::Global::Lp(*p as f64))
-        )?],
+        NnOp::GlobalLpPool { p } => vec![by_float!(x, name, global_dispatch(x, pool::Global::Lp(*p as f64)))?],
         NnOp::MaxUnpool {
             kernel_shape,
             pads,
@@ -257,10 +230,7 @@ pub fn eval(op: &NnOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<
     Ok(tensors_out(outs))
 }
 
-fn conv_dispatch<T: Real>(
-    inputs: &[Option<&Value>],
-    a: &carbide_ir::ops::nn::ConvAttrs,
-) -> OpResult<Tensor> {
+fn conv_dispatch<T: Real>(inputs: &[Option<&Value>], a: &carbide_ir::ops::nn::ConvAttrs) -> OpResult<Tensor> {
     conv::conv::<T>(inputs, a)
 }
 
@@ -292,11 +262,7 @@ fn col2im_dispatch<T: Real>(
     conv::col2im_op::<T>(inputs, dilations, pads, strides)
 }
 
-fn avg_dispatch<T: Real>(
-    x: &Tensor,
-    a: &carbide_ir::ops::nn::PoolAttrs,
-    lp: bool,
-) -> OpResult<Tensor> {
+fn avg_dispatch<T: Real>(x: &Tensor, a: &carbide_ir::ops::nn::PoolAttrs, lp: bool) -> OpResult<Tensor> {
     pool::avg_lp_pool::<T>(x, a, lp)
 }
 
@@ -304,10 +270,6 @@ fn global_dispatch<T: Real>(x: &Tensor, kind: pool::Global) -> OpResult<Tensor> 
     pool::global_pool::<T>(x, kind)
 }
 
-fn norm_dispatch<T: Real>(
-    op: &NnOp,
-    inputs: &[Option<&Value>],
-    cx: &EvalCtx,
-) -> OpResult<Vec<Tensor>> {
+fn norm_dispatch<T: Real>(op: &NnOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<Tensor>> {
     norm::eval::<T>(op, inputs, cx)
 }

@@ -176,8 +176,7 @@ pub(crate) fn checked_len(shape: &[usize]) -> OpResult<usize> {
 
 /// Builds an array from a row-major vector whose length matches `shape`.
 pub(crate) fn array_from<T>(shape: &[usize], v: Vec<T>) -> OpResult<ArrayD<T>> {
-    ArrayD::from_shape_vec(IxDyn(shape), v)
-        .map_err(|e| invalid(format!("internal shape error: {e}")))
+    ArrayD::from_shape_vec(IxDyn(shape), v).map_err(|e| invalid(format!("internal shape error: {e}")))
 }
 
 /// `(outer, len, inner)` of `shape` around `axis`.
@@ -190,40 +189,21 @@ pub(crate) fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usiz
 /// A float tensor of dtype `d` from f64 values.
 pub(crate) fn float_tensor(d: DType, shape: &[usize], v: Vec<f64>) -> OpResult<Tensor> {
     Ok(match d {
-        DType::F32 => Tensor::F32(array_from(
-            shape,
-            v.into_iter().map(|x| x as f32).collect(),
-        )?),
+        DType::F32 => Tensor::F32(array_from(shape, v.into_iter().map(|x| x as f32).collect())?),
         DType::F64 => Tensor::F64(array_from(shape, v)?),
-        DType::F16 => Tensor::F16(array_from(
-            shape,
-            v.into_iter().map(f16::from_f64).collect(),
-        )?),
-        DType::BF16 => Tensor::BF16(array_from(
-            shape,
-            v.into_iter().map(bf16::from_f64).collect(),
-        )?),
-        d => {
-            return Err(unsupported(format!(
-                "output dtype {d} (expected a float type)"
-            )))
-        }
+        DType::F16 => Tensor::F16(array_from(shape, v.into_iter().map(f16::from_f64).collect())?),
+        DType::BF16 => Tensor::BF16(array_from(shape, v.into_iter().map(bf16::from_f64).collect())?),
+        d => return Err(unsupported(format!("output dtype {d} (expected a float type)"))),
     })
 }
 
 /// Reads a normalized axis from a scalar (or one-element) integer tensor.
 pub(crate) fn scalar_axis(t: &Tensor, rank: usize, what: &str) -> OpResult<usize> {
-    let v = t.to_i64_vec().ok_or_else(|| {
-        invalid(format!(
-            "{what} must be an integer tensor, got {}",
-            t.dtype()
-        ))
-    })?;
+    let v = t
+        .to_i64_vec()
+        .ok_or_else(|| invalid(format!("{what} must be an integer tensor, got {}", t.dtype())))?;
     if v.len() != 1 {
-        return Err(invalid(format!(
-            "{what} must hold one value, got {}",
-            v.len()
-        )));
+        return Err(invalid(format!("{what} must hold one value, got {}", v.len())));
     }
     norm_axis(v[0], rank)
 }
@@ -253,12 +233,7 @@ pub fn eval(op: &ReduceOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<
             tensor_in(inputs, 1)?,
             false,
         )?],
-        ReduceOp::CumProd(c) => vec![scan::cumulative(
-            c,
-            tensor_in(inputs, 0)?,
-            tensor_in(inputs, 1)?,
-            true,
-        )?],
+        ReduceOp::CumProd(c) => vec![scan::cumulative(c, tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, true)?],
         ReduceOp::TopK(t) => scan::top_k(t, tensor_in(inputs, 0)?, opt_tensor_in(inputs, 1)?)?,
         ReduceOp::QuantizeLinear(q) => {
             vec![quant::quantize(

@@ -38,31 +38,18 @@ pub fn eval(op: &TensorOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<
             axis,
             split,
             num_outputs,
-        } => movement::split(
-            inputs,
-            *axis,
-            split.as_deref(),
-            *num_outputs,
-            cx.num_outputs,
-        ),
-        T::Slice { starts, ends, axes } => {
-            movement::slice(inputs, starts.as_deref(), ends.as_deref(), axes.as_deref())
-        }
+        } => movement::split(inputs, *axis, split.as_deref(), *num_outputs, cx.num_outputs),
+        T::Slice { starts, ends, axes } => movement::slice(inputs, starts.as_deref(), ends.as_deref(), axes.as_deref()),
         T::Pad { mode, pads, value } => movement::pad(inputs, *mode, pads.as_deref(), *value),
         T::CenterCropPad { axes } => movement::center_crop_pad(inputs, axes.as_deref()),
         T::DepthToSpace { blocksize, crd } => movement::depth_to_space(inputs, *blocksize, *crd),
         T::SpaceToDepth { blocksize, crd } => movement::space_to_depth(inputs, *blocksize, *crd),
         T::Trilu { upper } => movement::trilu(inputs, *upper),
-        T::ReverseSequence {
-            batch_axis,
-            time_axis,
-        } => movement::reverse_sequence(inputs, *batch_axis, *time_axis),
+        T::ReverseSequence { batch_axis, time_axis } => movement::reverse_sequence(inputs, *batch_axis, *time_axis),
         T::Gather { axis } => gather::gather(inputs, *axis),
         T::GatherElements { axis } => gather::gather_elements(inputs, *axis),
         T::GatherND { batch_dims } => gather::gather_nd(inputs, *batch_dims),
-        T::ScatterElements { axis, reduction } => {
-            gather::scatter_elements(inputs, *axis, *reduction)
-        }
+        T::ScatterElements { axis, reduction } => gather::scatter_elements(inputs, *axis, *reduction),
         T::ScatterND { reduction } => gather::scatter_nd(inputs, *reduction),
         T::TensorScatter { axis, circular } => gather::tensor_scatter(inputs, *axis, *circular),
         T::OneHot { axis } => gather::one_hot(inputs, *axis),

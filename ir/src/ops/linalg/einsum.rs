@@ -114,12 +114,7 @@ impl EinsumEq {
                     out.push(Term::Ellipsis);
                 }
                 // BTreeMap orders uppercase before lowercase, as numpy does.
-                out.extend(
-                    counts
-                        .into_iter()
-                        .filter(|(_, n)| *n == 1)
-                        .map(|(c, _)| Term::Label(c)),
-                );
+                out.extend(counts.into_iter().filter(|(_, n)| *n == 1).map(|(c, _)| Term::Label(c)));
                 (out, false)
             }
         };
@@ -144,17 +139,11 @@ mod tests {
     fn parses_explicit_and_implicit() {
         let e = EinsumEq::parse("bij, bjk -> bik").unwrap();
         assert_eq!(e.inputs.len(), 2);
-        assert_eq!(
-            e.output,
-            vec![Term::Label('b'), Term::Label('i'), Term::Label('k')]
-        );
+        assert_eq!(e.output, vec![Term::Label('b'), Term::Label('i'), Term::Label('k')]);
         let e = EinsumEq::parse("ij,jk").unwrap();
         assert_eq!(e.output, vec![Term::Label('i'), Term::Label('k')]);
         let e = EinsumEq::parse("...ii ->...i").unwrap();
-        assert_eq!(
-            e.inputs[0],
-            vec![Term::Ellipsis, Term::Label('i'), Term::Label('i')]
-        );
+        assert_eq!(e.inputs[0], vec![Term::Ellipsis, Term::Label('i'), Term::Label('i')]);
         let e = EinsumEq::parse("->").unwrap();
         assert_eq!(e.inputs, vec![Vec::<Term>::new()]);
         assert!(e.output.is_empty());

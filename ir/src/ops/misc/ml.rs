@@ -210,12 +210,10 @@ fn parse_label_encoder(cx: &mut ParseCtx) -> IrResult<LabelEncoderAttrs> {
             t.reshaped(&[]).unwrap_or(t)
         }
         None if vd == DType::String => Tensor::String(ArrayD::from_elem(IxDyn(&[]), ds)),
-        None if vd.is_float() => scalar_of(vd, df as f64).ok_or_else(|| {
-            IrError::bad_attr(op, "values_tensor", format!("unsupported dtype {vd}"))
-        })?,
-        None => scalar_of(vd, di as f64).ok_or_else(|| {
-            IrError::bad_attr(op, "values_tensor", format!("unsupported dtype {vd}"))
-        })?,
+        None if vd.is_float() => scalar_of(vd, df as f64)
+            .ok_or_else(|| IrError::bad_attr(op, "values_tensor", format!("unsupported dtype {vd}")))?,
+        None => scalar_of(vd, di as f64)
+            .ok_or_else(|| IrError::bad_attr(op, "values_tensor", format!("unsupported dtype {vd}")))?,
     };
     Ok(LabelEncoderAttrs {
         keys,
@@ -237,10 +235,7 @@ fn tensor_f64s(op: &str, name: &str, t: Option<Tensor>) -> IrResult<Option<Vec<f
 
 fn usizes(op: &str, name: &str, v: Vec<i64>) -> IrResult<Vec<usize>> {
     v.into_iter()
-        .map(|x| {
-            usize::try_from(x)
-                .map_err(|_| IrError::bad_attr(op, name, format!("negative value {x}")))
-        })
+        .map(|x| usize::try_from(x).map_err(|_| IrError::bad_attr(op, name, format!("negative value {x}"))))
         .collect()
 }
 
@@ -264,11 +259,7 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
     }
     let n_targets = usizes(op, "n_targets", vec![cx.attrs.req_int("n_targets")?])?[0];
     let tree_roots = usizes(op, "tree_roots", cx.attrs.req_ints("tree_roots")?)?;
-    let nodes_featureids = usizes(
-        op,
-        "nodes_featureids",
-        cx.attrs.req_ints("nodes_featureids")?,
-    )?;
+    let nodes_featureids = usizes(op, "nodes_featureids", cx.attrs.req_ints("nodes_featureids")?)?;
     let modes_t = cx.attrs.req_tensor("nodes_modes")?;
     let nodes_modes = modes_t
         .to_i64_vec()
@@ -283,32 +274,13 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
                 4 => TreeMode::Eq,
                 5 => TreeMode::Neq,
                 6 => TreeMode::Member,
-                m => {
-                    return Err(IrError::bad_attr(
-                        op,
-                        "nodes_modes",
-                        format!("unknown mode {m}"),
-                    ))
-                }
+                m => return Err(IrError::bad_attr(op, "nodes_modes", format!("unknown mode {m}"))),
             })
         })
         .collect::<IrResult<Vec<_>>>()?;
-    let nodes_splits = tensor_f64s(
-        op,
-        "nodes_splits",
-        Some(cx.attrs.req_tensor("nodes_splits")?),
-    )?
-    .unwrap_or_default();
-    let nodes_truenodeids = usizes(
-        op,
-        "nodes_truenodeids",
-        cx.attrs.req_ints("nodes_truenodeids")?,
-    )?;
-    let nodes_falsenodeids = usizes(
-        op,
-        "nodes_falsenodeids",
-        cx.attrs.req_ints("nodes_falsenodeids")?,
-    )?;
+    let nodes_splits = tensor_f64s(op, "nodes_splits", Some(cx.attrs.req_tensor("nodes_splits")?))?.unwrap_or_default();
+    let nodes_truenodeids = usizes(op, "nodes_truenodeids", cx.attrs.req_ints("nodes_truenodeids")?)?;
+    let nodes_falsenodeids = usizes(op, "nodes_falsenodeids", cx.attrs.req_ints("nodes_falsenodeids")?)?;
     let nodes_trueleafs: Vec<bool> = cx
         .attrs
         .req_ints("nodes_trueleafs")?
@@ -328,18 +300,9 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
         .map(|v| v.into_iter().map(|x| x != 0).collect())
         .unwrap_or_else(|| vec![false; n]);
     let nodes_hitrates = tensor_f64s(op, "nodes_hitrates", cx.attrs.tensor("nodes_hitrates")?)?;
-    let membership = tensor_f64s(
-        op,
-        "membership_values",
-        cx.attrs.tensor("membership_values")?,
-    )?;
+    let membership = tensor_f64s(op, "membership_values", cx.attrs.tensor("membership_values")?)?;
     let leaf_targetids = usizes(op, "leaf_targetids", cx.attrs.req_ints("leaf_targetids")?)?;
-    let leaf_weights = tensor_f64s(
-        op,
-        "leaf_weights",
-        Some(cx.attrs.req_tensor("leaf_weights")?),
-    )?
-    .unwrap_or_default();
+    let leaf_weights = tensor_f64s(op, "leaf_weights", Some(cx.attrs.req_tensor("leaf_weights")?))?.unwrap_or_default();
 
     let lens = [
         ("nodes_modes", nodes_modes.len()),
@@ -348,10 +311,7 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
         ("nodes_falsenodeids", nodes_falsenodeids.len()),
         ("nodes_trueleafs", nodes_trueleafs.len()),
         ("nodes_falseleafs", nodes_falseleafs.len()),
-        (
-            "nodes_missing_value_tracks_true",
-            nodes_missing_value_tracks_true.len(),
-        ),
+        ("nodes_missing_value_tracks_true", nodes_missing_value_tracks_true.len()),
     ];
     for (name, l) in lens {
         if l != n {
@@ -379,16 +339,8 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
     let nl = leaf_weights.len();
     for i in 0..n {
         for (id, leaf, name) in [
-            (
-                nodes_truenodeids[i],
-                nodes_trueleafs[i],
-                "nodes_truenodeids",
-            ),
-            (
-                nodes_falsenodeids[i],
-                nodes_falseleafs[i],
-                "nodes_falsenodeids",
-            ),
+            (nodes_truenodeids[i], nodes_trueleafs[i], "nodes_truenodeids"),
+            (nodes_falsenodeids[i], nodes_falseleafs[i], "nodes_falsenodeids"),
         ] {
             let bound = if leaf { nl } else { n };
             if id >= bound {
@@ -401,11 +353,7 @@ fn parse_tree_ensemble(cx: &mut ParseCtx) -> IrResult<TreeEnsembleAttrs> {
         }
     }
     if let Some(&r) = tree_roots.iter().find(|&&r| r >= n) {
-        return Err(IrError::bad_attr(
-            op,
-            "tree_roots",
-            format!("root {r} is out of range"),
-        ));
+        return Err(IrError::bad_attr(op, "tree_roots", format!("root {r} is out of range")));
     }
     // Each BRANCH_MEMBER node, in node order, takes the next NaN-terminated set.
     let mut members = vec![Vec::new(); n];
@@ -481,10 +429,7 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     o
                 }
             });
-            TensorType {
-                dtype: x.dtype,
-                shape,
-            }
+            TensorType { dtype: x.dtype, shape }
         }
         MiscOp::Binarizer { .. } => x,
         MiscOp::LabelEncoder(a) => {

@@ -45,9 +45,9 @@ pub struct RandomAttrs {
 
 fn float_dtype(op: &str, name: &str, d: Option<DType>) -> IrResult<Option<DType>> {
     match d {
-        Some(d) if !matches!(d, DType::F32 | DType::F64 | DType::F16 | DType::BF16) => Err(
-            IrError::bad_attr(op, name, format!("must be a float dtype, got {d}")),
-        ),
+        Some(d) if !matches!(d, DType::F32 | DType::F64 | DType::F16 | DType::BF16) => {
+            Err(IrError::bad_attr(op, name, format!("must be a float dtype, got {d}")))
+        }
         d => Ok(d),
     }
 }
@@ -64,15 +64,9 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
             };
             let dtype = float_dtype(op, "dtype", dtype_attr(cx, "dtype")?)?;
             let (a, b) = if kind.is_normal() {
-                (
-                    cx.attrs.float_or("mean", 0.0)?,
-                    cx.attrs.float_or("scale", 1.0)?,
-                )
+                (cx.attrs.float_or("mean", 0.0)?, cx.attrs.float_or("scale", 1.0)?)
             } else {
-                (
-                    cx.attrs.float_or("low", 0.0)?,
-                    cx.attrs.float_or("high", 1.0)?,
-                )
+                (cx.attrs.float_or("low", 0.0)?, cx.attrs.float_or("high", 1.0)?)
             };
             let seed = cx.attrs.float("seed")?;
             let shape = if matches!(kind, RandomKind::Normal | RandomKind::Uniform) {
@@ -80,9 +74,7 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
                 let s = s
                     .iter()
                     .map(|&d| {
-                        usize::try_from(d).map_err(|_| {
-                            IrError::bad_attr(op, "shape", format!("negative dim {d}"))
-                        })
+                        usize::try_from(d).map_err(|_| IrError::bad_attr(op, "shape", format!("negative dim {d}")))
                     })
                     .collect::<IrResult<Vec<_>>>()?;
                 Some(s)
@@ -128,15 +120,8 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
         "Bernoulli" => {
             let dtype = dtype_attr(cx, "dtype")?;
             if let Some(d) = dtype {
-                if d == DType::String
-                    || d.is_small()
-                    || matches!(d, DType::Complex64 | DType::Complex128)
-                {
-                    return Err(IrError::bad_attr(
-                        op,
-                        "dtype",
-                        format!("unsupported output dtype {d}"),
-                    ));
+                if d == DType::String || d.is_small() || matches!(d, DType::Complex64 | DType::Complex128) {
+                    return Err(IrError::bad_attr(op, "dtype", format!("unsupported output dtype {d}")));
                 }
             }
             MiscOp::Bernoulli {
@@ -161,9 +146,7 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
             }
         },
-        MiscOp::Multinomial {
-            dtype, sample_size, ..
-        } => {
+        MiscOp::Multinomial { dtype, sample_size, .. } => {
             let x = cx.tensor(0)?;
             let batch = match &x.shape {
                 Some(s) if s.len() == 2 => s[0].clone(),

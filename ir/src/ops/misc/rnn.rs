@@ -159,13 +159,7 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
         "forward" => RnnDirection::Forward,
         "reverse" => RnnDirection::Reverse,
         "bidirectional" => RnnDirection::Bidirectional,
-        d => {
-            return Err(IrError::bad_attr(
-                op,
-                "direction",
-                format!("unknown direction '{d}'"),
-            ))
-        }
+        d => return Err(IrError::bad_attr(op, "direction", format!("unknown direction '{d}'"))),
     };
     let alphas = cx.attrs.floats("activation_alpha")?.unwrap_or_default();
     let betas = cx.attrs.floats("activation_beta")?.unwrap_or_default();
@@ -174,17 +168,11 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
     let dirs = direction.num_directions();
     let names: Vec<String> = match names {
         None => {
-            let d: Vec<String> = kind
-                .default_activations()
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let d: Vec<String> = kind.default_activations().iter().map(|s| s.to_string()).collect();
             d.iter().cycle().take(per_dir * dirs).cloned().collect()
         }
         // A bidirectional node listing one direction's functions uses them for both.
-        Some(n) if n.len() == per_dir && dirs == 2 => {
-            n.iter().cycle().take(per_dir * 2).cloned().collect()
-        }
+        Some(n) if n.len() == per_dir && dirs == 2 => n.iter().cycle().take(per_dir * 2).cloned().collect(),
         Some(n) if n.len() == per_dir * dirs => n,
         Some(n) => {
             return Err(IrError::bad_attr(
@@ -199,28 +187,19 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
     let activations = names
         .iter()
         .map(|n| {
-            Activation::from_name(n, &mut ai, &mut bi).ok_or_else(|| {
-                IrError::bad_attr(op, "activations", format!("unknown activation '{n}'"))
-            })
+            Activation::from_name(n, &mut ai, &mut bi)
+                .ok_or_else(|| IrError::bad_attr(op, "activations", format!("unknown activation '{n}'")))
         })
         .collect::<IrResult<Vec<_>>>()?;
     let clip = cx.attrs.float("clip")?;
     if let Some(c) = clip {
         if c.is_nan() || c <= 0.0 {
-            return Err(IrError::bad_attr(
-                op,
-                "clip",
-                format!("must be positive, got {c}"),
-            ));
+            return Err(IrError::bad_attr(op, "clip", format!("must be positive, got {c}")));
         }
     }
     let layout = cx.attrs.int_or("layout", 0)?;
     if layout != 0 && layout != 1 {
-        return Err(IrError::bad_attr(
-            op,
-            "layout",
-            format!("must be 0 or 1, got {layout}"),
-        ));
+        return Err(IrError::bad_attr(op, "layout", format!("must be 0 or 1, got {layout}")));
     }
     let linear_before_reset = if kind == RnnKind::Gru {
         cx.attrs.int_or("linear_before_reset", 0)? != 0
@@ -272,11 +251,7 @@ pub(super) fn infer(a: &RnnAttrs, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
     let dirs = Dim::Known(a.direction.num_directions());
     let hidden = match a.hidden_size {
         Some(h) => Dim::Known(h),
-        None => r
-            .shape
-            .as_ref()
-            .map(|s| s[2].clone())
-            .unwrap_or(Dim::Unknown),
+        None => r.shape.as_ref().map(|s| s[2].clone()).unwrap_or(Dim::Unknown),
     };
     let (seq, batch) = match &x.shape {
         Some(s) if a.layout == 0 => (s[0].clone(), s[1].clone()),
@@ -295,22 +270,13 @@ pub(super) fn infer(a: &RnnAttrs, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
         )
     };
     let dtype = x.dtype.or(w.dtype);
-    let mk = |s: Vec<Dim>| {
-        ValueType::Tensor(crate::types::TensorType {
-            dtype,
-            shape: Some(s),
-        })
-    };
+    let mk = |s: Vec<Dim>| ValueType::Tensor(crate::types::TensorType { dtype, shape: Some(s) });
     let mut outs = vec![mk(y), mk(yh.clone())];
     if a.kind == RnnKind::Lstm {
         outs.push(mk(yh));
     }
     if cx.num_outputs > outs.len() {
-        return Err(cx.err(format!(
-            "at most {} outputs, got {}",
-            outs.len(),
-            cx.num_outputs
-        )));
+        return Err(cx.err(format!("at most {} outputs, got {}", outs.len(), cx.num_outputs)));
     }
     Ok(outs)
 }

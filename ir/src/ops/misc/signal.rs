@@ -161,10 +161,7 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     Some(out)
                 }
             };
-            TensorType {
-                dtype: x.dtype,
-                shape,
-            }
+            TensorType { dtype: x.dtype, shape }
         }
         MiscOp::Stft { onesided } => {
             let x = cx.tensor(0)?;
@@ -178,8 +175,7 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             let frame_len = if cx.has_input(3) {
                 const_scalar(cx, 3)
             } else if let Some(w) = cx.opt_tensor(2)? {
-                w.concrete_shape()
-                    .and_then(|v| v.first().map(|&n| n as i64))
+                w.concrete_shape().and_then(|v| v.first().map(|&n| n as i64))
             } else {
                 None
             };
@@ -191,11 +187,7 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 _ => Dim::Unknown,
             };
             let bins = match frame_len {
-                Some(f) if f > 0 => Dim::Known(if *onesided {
-                    f as usize / 2 + 1
-                } else {
-                    f as usize
-                }),
+                Some(f) if f > 0 => Dim::Known(if *onesided { f as usize / 2 + 1 } else { f as usize }),
                 _ => Dim::Unknown,
             };
             let batch = s.as_ref().map(|s| s[0].clone()).unwrap_or(Dim::Unknown);

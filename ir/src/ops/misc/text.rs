@@ -70,8 +70,7 @@ impl TfIdfAttrs {
 }
 
 fn nonneg(op: &str, name: &str, v: i64) -> IrResult<usize> {
-    usize::try_from(v)
-        .map_err(|_| IrError::bad_attr(op, name, format!("must be non-negative, got {v}")))
+    usize::try_from(v).map_err(|_| IrError::bad_attr(op, name, format!("must be non-negative, got {v}")))
 }
 
 pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
@@ -118,10 +117,8 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
             pattern: cx.attrs.req_string("pattern")?,
         },
         "TfIdfVectorizer" => {
-            let max_gram_length =
-                nonneg(op, "max_gram_length", cx.attrs.req_int("max_gram_length")?)?;
-            let min_gram_length =
-                nonneg(op, "min_gram_length", cx.attrs.req_int("min_gram_length")?)?;
+            let max_gram_length = nonneg(op, "max_gram_length", cx.attrs.req_int("max_gram_length")?)?;
+            let min_gram_length = nonneg(op, "min_gram_length", cx.attrs.req_int("min_gram_length")?)?;
             let max_skip_count = nonneg(op, "max_skip_count", cx.attrs.req_int("max_skip_count")?)?;
             if min_gram_length == 0 || min_gram_length > max_gram_length {
                 return Err(IrError::bad_attr(
@@ -148,10 +145,7 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
                 .into_iter()
                 .map(|v| nonneg(op, "ngram_indexes", v))
                 .collect::<IrResult<Vec<_>>>()?;
-            let pool = match (
-                cx.attrs.ints("pool_int64s")?,
-                cx.attrs.strings("pool_strings")?,
-            ) {
+            let pool = match (cx.attrs.ints("pool_int64s")?, cx.attrs.strings("pool_strings")?) {
                 (Some(i), None) => TfIdfPool::Ints(i),
                 (None, Some(s)) => TfIdfPool::Strings(s),
                 _ => {
@@ -162,9 +156,7 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
                     ))
                 }
             };
-            if ngram_counts.windows(2).any(|w| w[0] > w[1])
-                || ngram_counts.iter().any(|&c| c > pool.len())
-            {
+            if ngram_counts.windows(2).any(|w| w[0] > w[1]) || ngram_counts.iter().any(|&c| c > pool.len()) {
                 return Err(IrError::bad_attr(
                     op,
                     "ngram_counts",
@@ -213,9 +205,7 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             let shape = match &x.shape {
                 Some(s) if s.len() == 1 => Some(vec![Dim::Unknown]),
                 Some(s) if s.len() == 2 => Some(vec![s[0].clone(), Dim::Unknown]),
-                Some(s) => {
-                    return Err(cx.err(format!("input must have rank 1 or 2, got {}", s.len())))
-                }
+                Some(s) => return Err(cx.err(format!("input must have rank 1 or 2, got {}", s.len()))),
                 None => None,
             };
             vec![TensorType {
@@ -259,9 +249,7 @@ pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             let shape = match &x.shape {
                 Some(s) if s.len() <= 1 => Some(vec![n]),
                 Some(s) if s.len() == 2 => Some(vec![s[0].clone(), n]),
-                Some(s) => {
-                    return Err(cx.err(format!("input must have rank 1 or 2, got {}", s.len())))
-                }
+                Some(s) => return Err(cx.err(format!("input must have rank 1 or 2, got {}", s.len()))),
                 None => None,
             };
             vec![TensorType {

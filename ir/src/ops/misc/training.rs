@@ -61,13 +61,7 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
             let nesterov = match cx.attrs.req_string("mode")?.as_str() {
                 "standard" => false,
                 "nesterov" => true,
-                m => {
-                    return Err(IrError::bad_attr(
-                        cx.op_type,
-                        "mode",
-                        format!("unknown mode '{m}'"),
-                    ))
-                }
+                m => return Err(IrError::bad_attr(cx.op_type, "mode", format!("unknown mode '{m}'"))),
             };
             MiscOp::Momentum(MomentumAttrs {
                 alpha: cx.attrs.req_float("alpha")?,
@@ -89,20 +83,14 @@ pub(super) fn parse(cx: &mut ParseCtx) -> IrResult<Option<MiscOp>> {
 }
 
 pub(super) fn infer(op: &MiscOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
-    let (k, m) = op
-        .training_groups()
-        .ok_or_else(|| cx.err("not a training op"))?;
+    let (k, m) = op.training_groups().ok_or_else(|| cx.err("not a training op"))?;
     let ni = cx.inputs.len();
     if ni < 2 + k || !(ni - 2).is_multiple_of(k) {
         return Err(cx.err(format!("expected 2 + {k}*n inputs, got {ni}")));
     }
     let n = (ni - 2) / k;
     if cx.num_outputs > m * n {
-        return Err(cx.err(format!(
-            "expected at most {} outputs, got {}",
-            m * n,
-            cx.num_outputs
-        )));
+        return Err(cx.err(format!("expected at most {} outputs, got {}", m * n, cx.num_outputs)));
     }
     (0..m * n)
         .map(|j| cx.tensor(2 + j % n).map(ValueType::Tensor))

@@ -155,9 +155,7 @@ impl Window {
                 kernel.len()
             ));
         }
-        (0..input.len())
-            .map(|i| self.dim(i, input[i], kernel[i]))
-            .collect()
+        (0..input.len()).map(|i| self.dim(i, input[i], kernel[i])).collect()
     }
 }
 
@@ -183,15 +181,8 @@ pub fn conv_transpose_dim(
     let full = s * (input as i64 - 1) + op[i] as i64 + ek;
     let target = match &a.output_shape {
         Some(os) if os.len() == nsp || os.len() == nsp + 2 => Some(os[os.len() - nsp + i]),
-        Some(os) => {
-            return Err(format!(
-                "output_shape has {} entries for {nsp} spatial dims",
-                os.len()
-            ))
-        }
-        None if matches!(c.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) => {
-            Some(input as i64 * s)
-        }
+        Some(os) => return Err(format!("output_shape has {} entries for {nsp} spatial dims", os.len())),
+        None if matches!(c.auto_pad, AutoPad::SameUpper | AutoPad::SameLower) => Some(input as i64 * s),
         None => None,
     };
     let (pb, pe) = match target {
@@ -209,9 +200,7 @@ pub fn conv_transpose_dim(
     };
     let out = full - pb - pe;
     if !(1..=MAX_EXTENT).contains(&out) {
-        return Err(format!(
-            "output extent {out} out of range in spatial dim {i}"
-        ));
+        return Err(format!("output extent {out} out of range in spatial dim {i}"));
     }
     Ok(DimGeom {
         input,
@@ -235,8 +224,7 @@ pub fn unpool_dim(
     let nsp = kernel.len();
     let pads = fill("pads", pads, 2 * nsp, 0)?;
     let strides = fill("strides", strides, nsp, 1)?;
-    let v =
-        (input as i64 - 1) * strides[i] as i64 + kernel[i] - pads[i] as i64 - pads[nsp + i] as i64;
+    let v = (input as i64 - 1) * strides[i] as i64 + kernel[i] - pads[i] as i64 - pads[nsp + i] as i64;
     if !(0..=MAX_EXTENT).contains(&v) {
         return Err(format!("output extent {v} out of range in spatial dim {i}"));
     }
@@ -259,26 +247,10 @@ mod tests {
 
     #[test]
     fn ceil_mode_drops_window_starting_in_end_pad() {
-        let w = Window::new(
-            1,
-            AutoPad::NotSet,
-            &Some(vec![1, 1]),
-            &Some(vec![2]),
-            &None,
-            true,
-        )
-        .unwrap();
+        let w = Window::new(1, AutoPad::NotSet, &Some(vec![1, 1]), &Some(vec![2]), &None, true).unwrap();
         // padded 7, kernel 3: ceil((7-3)/2)+1 = 3, last window starts at 4 < 5+1
         assert_eq!(w.dim(0, 5, 3).unwrap().out, 3);
-        let w = Window::new(
-            1,
-            AutoPad::NotSet,
-            &Some(vec![0, 1]),
-            &Some(vec![2]),
-            &None,
-            true,
-        )
-        .unwrap();
+        let w = Window::new(1, AutoPad::NotSet, &Some(vec![0, 1]), &Some(vec![2]), &None, true).unwrap();
         // padded 5, kernel 2: ceil(3/2)+1 = 3, last window would start at 4 >= 4
         assert_eq!(w.dim(0, 4, 2).unwrap().out, 2);
     }

@@ -39,12 +39,7 @@ fn mul_dim(a: &Dim, b: &Dim) -> Dim {
 }
 
 /// The output shape of Reshape for a known target.
-fn reshape_shape(
-    cx: &InferCtx,
-    x: &TensorType,
-    target: &[i64],
-    allowzero: bool,
-) -> IrResult<Shape> {
+fn reshape_shape(cx: &InferCtx, x: &TensorType, target: &[i64], allowzero: bool) -> IrResult<Shape> {
     let in_shape = x.shape.as_ref();
     let mut out = Vec::with_capacity(target.len());
     let mut infer_at = None;
@@ -53,12 +48,7 @@ fn reshape_shape(
             0 if !allowzero => match in_shape {
                 Some(s) => match s.get(i) {
                     Some(d) => out.push(d.clone()),
-                    None => {
-                        return Err(cx.err(format!(
-                            "shape[{i}] is 0 but the input has rank {}",
-                            s.len()
-                        )))
-                    }
+                    None => return Err(cx.err(format!("shape[{i}] is 0 but the input has rank {}", s.len()))),
                 },
                 None => out.push(Dim::Unknown),
             },
@@ -104,21 +94,15 @@ fn reshape_shape(
                     if out_known != 0 && in_known.is_multiple_of(out_known) {
                         out[k] = Dim::Known(in_known / out_known);
                     } else if out_known != 0 {
-                        return Err(cx.err(format!(
-                            "cannot reshape {in_known} elements into blocks of {out_known}"
-                        )));
+                        return Err(cx.err(format!("cannot reshape {in_known} elements into blocks of {out_known}")));
                     }
-                } else if syms.len() == 1
-                    && in_known == out_known
-                    && !matches!(syms[0], Dim::Unknown)
-                {
+                } else if syms.len() == 1 && in_known == out_known && !matches!(syms[0], Dim::Unknown) {
                     out[k] = syms[0].clone();
                 }
             }
         }
         None => {
-            if let (Some(a), Some(b)) = (dims_product(in_shape).known(), dims_product(&out).known())
-            {
+            if let (Some(a), Some(b)) = (dims_product(in_shape).known(), dims_product(&out).known()) {
                 if a != b {
                     return Err(cx.err(format!("cannot reshape {a} elements into {b}")));
                 }
@@ -130,12 +114,7 @@ fn reshape_shape(
 
 pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
     match op {
-        TensorOp::Identity => Ok(vec![cx
-            .inputs
-            .first()
-            .cloned()
-            .flatten()
-            .unwrap_or(ValueType::Unknown)]),
+        TensorOp::Identity => Ok(vec![cx.inputs.first().cloned().flatten().unwrap_or(ValueType::Unknown)]),
         TensorOp::Reshape { allowzero, shape } => {
             let x = cx.tensor(0)?;
             let target = match shape {
@@ -169,10 +148,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 None => Some(vec![Dim::Unknown, Dim::Unknown]),
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
         TensorOp::Squeeze { axes } => {
             let x = cx.tensor(0)?;
@@ -201,9 +177,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     for &a in &axes {
                         if let Dim::Known(n) = s[a] {
                             if n != 1 {
-                                return Err(
-                                    cx.err(format!("cannot squeeze axis {a} of extent {n}"))
-                                );
+                                return Err(cx.err(format!("cannot squeeze axis {a} of extent {n}")));
                             }
                         }
                     }
@@ -220,10 +194,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 None => None,
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
         TensorOp::Unsqueeze { axes } => {
             let x = cx.tensor(0)?;
@@ -253,39 +224,25 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     .map(|t| vec![Dim::Unknown; s.len() + t[0]]),
                 _ => None,
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
         TensorOp::Transpose { perm } => {
             let x = cx.tensor(0)?;
             let shape = match &x.shape {
                 Some(s) => {
-                    let perm: Vec<i64> = perm
-                        .clone()
-                        .unwrap_or_else(|| (0..s.len() as i64).rev().collect());
+                    let perm: Vec<i64> = perm.clone().unwrap_or_else(|| (0..s.len() as i64).rev().collect());
                     if perm.len() != s.len() {
-                        return Err(cx.err(format!(
-                            "perm has {} entries for rank {}",
-                            perm.len(),
-                            s.len()
-                        )));
+                        return Err(cx.err(format!("perm has {} entries for rank {}", perm.len(), s.len())));
                     }
                     let p = normalize_axes(cx.op, &perm, s.len())?;
                     Some(p.iter().map(|&i| s[i].clone()).collect())
                 }
                 None => perm.as_ref().map(|p| vec![Dim::Unknown; p.len()]),
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
         TensorOp::Concat { axis } => {
-            let ts: Vec<TensorType> = (0..cx.inputs.len())
-                .map(|i| cx.tensor(i))
-                .collect::<IrResult<_>>()?;
+            let ts: Vec<TensorType> = (0..cx.inputs.len()).map(|i| cx.tensor(i)).collect::<IrResult<_>>()?;
             if ts.is_empty() {
                 return Err(cx.err("needs at least one input"));
             }
@@ -311,9 +268,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                             } else if out[i] == Dim::Unknown || matches!(d, Dim::Known(_)) {
                                 if let (Dim::Known(p), Dim::Known(q)) = (&out[i], d) {
                                     if p != q {
-                                        return Err(cx.err(format!(
-                                            "dim {i} differs between inputs: {p} vs {q}"
-                                        )));
+                                        return Err(cx.err(format!("dim {i} differs between inputs: {p} vs {q}")));
                                     }
                                 }
                                 if *d != Dim::Unknown {
@@ -327,11 +282,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             }
             out[a] = match total {
                 Some(n) => Dim::Known(n),
-                None if ts.len() == 1 => ts[0]
-                    .shape
-                    .as_ref()
-                    .map(|s| s[a].clone())
-                    .unwrap_or(Dim::Unknown),
+                None if ts.len() == 1 => ts[0].shape.as_ref().map(|s| s[a].clone()).unwrap_or(Dim::Unknown),
                 None => Dim::Unknown,
             };
             one(TensorType {
@@ -347,9 +298,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             let x = cx.tensor(0)?;
             let n = cx.num_outputs;
             if num_outputs.is_some_and(|k| k as usize != n) {
-                return Err(cx.err(format!(
-                    "num_outputs {num_outputs:?} but the node has {n} outputs"
-                )));
+                return Err(cx.err(format!("num_outputs {num_outputs:?} but the node has {n} outputs")));
             }
             let Some(s) = &x.shape else {
                 return Ok(vec![tensor_type(x.dtype, None); n]);
@@ -367,12 +316,8 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }),
             };
             if let (Some(sz), Some(d)) = (&sizes, s[a].known()) {
-                if sz.iter().try_fold(0i64, |a, &b| a.checked_add(b)) != Some(d as i64)
-                    || sz.len() != n
-                {
-                    return Err(cx.err(format!(
-                        "split sizes {sz:?} do not cover dim {d} in {n} outputs"
-                    )));
+                if sz.iter().try_fold(0i64, |a, &b| a.checked_add(b)) != Some(d as i64) || sz.len() != n {
+                    return Err(cx.err(format!("split sizes {sz:?} do not cover dim {d} in {n} outputs")));
                 }
             }
             Ok((0..n)
@@ -396,16 +341,8 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 (
                     cx.const_i64s(1),
                     cx.const_i64s(2),
-                    if cx.has_input(3) {
-                        cx.const_i64s(3)
-                    } else {
-                        None
-                    },
-                    if cx.has_input(4) {
-                        cx.const_i64s(4)
-                    } else {
-                        None
-                    },
+                    if cx.has_input(3) { cx.const_i64s(3) } else { None },
+                    if cx.has_input(4) { cx.const_i64s(4) } else { None },
                 )
             };
             let axes_known = axes.is_some() || !cx.has_input(3);
@@ -425,9 +362,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                         }
                         out[a] = match &s[a] {
                             Dim::Known(d) => Dim::Known(slice_range(st[i], en[i], steps[i], *d).1),
-                            d if st[i] == 0 && steps[i] == 1 && en[i] >= i32::MAX as i64 => {
-                                d.clone()
-                            }
+                            d if st[i] == 0 && steps[i] == 1 && en[i] >= i32::MAX as i64 => d.clone(),
                             _ => Dim::Unknown,
                         };
                     }
@@ -452,10 +387,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 _ => None,
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
         TensorOp::GatherElements { axis } => {
             let x = cx.tensor(0)?;
@@ -482,24 +414,16 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                         o.extend(s[b + k..].iter().cloned());
                         Some(o)
                     }
-                    Some(k) => {
-                        return Err(cx.err(format!(
-                            "index depth {k} too large for data rank {}",
-                            s.len()
-                        )))
-                    }
+                    Some(k) => return Err(cx.err(format!("index depth {k} too large for data rank {}", s.len()))),
                     None => None,
                 },
                 _ => None,
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
-        TensorOp::ScatterElements { .. }
-        | TensorOp::ScatterND { .. }
-        | TensorOp::TensorScatter { .. } => one(cx.tensor(0)?),
+        TensorOp::ScatterElements { .. } | TensorOp::ScatterND { .. } | TensorOp::TensorScatter { .. } => {
+            one(cx.tensor(0)?)
+        }
         TensorOp::Trilu { .. } | TensorOp::ReverseSequence { .. } => one(cx.tensor(0)?),
         TensorOp::Expand => {
             let x = cx.tensor(0)?;
@@ -536,10 +460,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 (None, Some(_)) => None,
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
         TensorOp::Tile { legacy } => {
             let x = cx.tensor(0)?;
@@ -547,9 +468,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 Some(s) if !*legacy => match cx.const_i64s(1) {
                     Some(r) => {
                         if r.len() != s.len() || r.iter().any(|&v| v < 0) {
-                            return Err(
-                                cx.err(format!("repeats {r:?} do not fit rank {}", s.len()))
-                            );
+                            return Err(cx.err(format!("repeats {r:?} do not fit rank {}", s.len())));
                         }
                         Some(
                             s.iter()
@@ -563,10 +482,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 Some(s) => Some(vec![Dim::Unknown; s.len()]),
                 None => None,
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
         TensorOp::Pad { pads, .. } => {
             let x = cx.tensor(0)?;
@@ -587,11 +503,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             let mut out = vec![Dim::Unknown; r];
             if let (Some(p), Some(axes)) = (pads, axes) {
                 if p.len() != 2 * axes.len() {
-                    return Err(cx.err(format!(
-                        "pads has {} entries for {} axes",
-                        p.len(),
-                        axes.len()
-                    )));
+                    return Err(cx.err(format!("pads has {} entries for {} axes", p.len(), axes.len())));
                 }
                 out = s.clone();
                 let n = axes.len();
@@ -661,16 +573,12 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
         TensorOp::Range => {
             let t = cx.tensor(0)?;
             let n = match (cx.const_value(0), cx.const_value(1), cx.const_value(2)) {
-                (Some(a), Some(b), Some(c)) => {
-                    match (a.to_f64_vec(), b.to_f64_vec(), c.to_f64_vec()) {
-                        (Some(a), Some(b), Some(c))
-                            if a.len() == 1 && b.len() == 1 && c.len() == 1 && c[0] != 0.0 =>
-                        {
-                            Dim::Known(((b[0] - a[0]) / c[0]).ceil().max(0.0) as usize)
-                        }
-                        _ => Dim::Unknown,
+                (Some(a), Some(b), Some(c)) => match (a.to_f64_vec(), b.to_f64_vec(), c.to_f64_vec()) {
+                    (Some(a), Some(b), Some(c)) if a.len() == 1 && b.len() == 1 && c.len() == 1 && c[0] != 0.0 => {
+                        Dim::Known(((b[0] - a[0]) / c[0]).ceil().max(0.0) as usize)
                     }
-                }
+                    _ => Dim::Unknown,
+                },
                 _ => Dim::Unknown,
             };
             one(TensorType {
@@ -728,10 +636,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                 }
                 (Some(_), None) => None,
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
         TensorOp::Unique { axis, .. } => {
             let x = cx.tensor(0)?;
@@ -765,31 +670,19 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                     Some(if matches!(op, TensorOp::DepthToSpace { .. }) {
                         let c = match s[1].known() {
                             Some(c) if c % (b * b) == 0 => Dim::Known(c / (b * b)),
-                            Some(c) => {
-                                return Err(
-                                    cx.err(format!("channels {c} not divisible by blocksize^2"))
-                                )
-                            }
+                            Some(c) => return Err(cx.err(format!("channels {c} not divisible by blocksize^2"))),
                             None => Dim::Unknown,
                         };
                         vec![s[0].clone(), c, mul_dim(&s[2], &bb), mul_dim(&s[3], &bb)]
                     } else {
                         let div = |d: &Dim| d.known().map_or(Dim::Unknown, |v| Dim::Known(v / b));
-                        vec![
-                            s[0].clone(),
-                            mul_dim(&s[1], &Dim::Known(b * b)),
-                            div(&s[2]),
-                            div(&s[3]),
-                        ]
+                        vec![s[0].clone(), mul_dim(&s[1], &Dim::Known(b * b)), div(&s[2]), div(&s[3])]
                     })
                 }
                 Some(s) => return Err(cx.err(format!("input must have rank 4, got {}", s.len()))),
                 None => Some(vec![Dim::Unknown; 4]),
             };
-            one(TensorType {
-                dtype: x.dtype,
-                shape,
-            })
+            one(TensorType { dtype: x.dtype, shape })
         }
         TensorOp::EyeLike { dtype, .. } => {
             let x = cx.tensor(0)?;
@@ -807,9 +700,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
             let x = cx.tensor(0)?;
             let Some(s) = &x.shape else { return one(x) };
             let mut out = s.clone();
-            let axes: Vec<i64> = axes
-                .clone()
-                .unwrap_or_else(|| (0..s.len() as i64).collect());
+            let axes: Vec<i64> = axes.clone().unwrap_or_else(|| (0..s.len() as i64).collect());
             let axes = normalize_axes(cx.op, &axes, s.len())?;
             match cx.const_i64s(1) {
                 Some(v) if v.len() == axes.len() => {
@@ -817,13 +708,7 @@ pub(super) fn infer(op: &TensorOp, cx: &InferCtx) -> IrResult<Vec<ValueType>> {
                         out[a] = Dim::Known(v[i].max(0) as usize);
                     }
                 }
-                Some(v) => {
-                    return Err(cx.err(format!(
-                        "shape has {} entries for {} axes",
-                        v.len(),
-                        axes.len()
-                    )))
-                }
+                Some(v) => return Err(cx.err(format!("shape has {} entries for {} axes", v.len(), axes.len()))),
                 None => {
                     for &a in &axes {
                         out[a] = Dim::Unknown;

@@ -4,12 +4,7 @@ use super::*;
 use crate::attr::{Attr, Attrs};
 use crate::types::Dim;
 
-fn parse(
-    op: &str,
-    opset: i64,
-    attrs: Vec<(&str, Attr)>,
-    num_inputs: usize,
-) -> IrResult<Option<TensorOp>> {
+fn parse(op: &str, opset: i64, attrs: Vec<(&str, Attr)>, num_inputs: usize) -> IrResult<Option<TensorOp>> {
     let items = attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     let mut cx = ParseCtx {
         domain: "",
@@ -45,21 +40,12 @@ fn sym(s: &str) -> Dim {
 fn parse_rejects_unknown_attrs_and_modes() {
     assert!(parse("Relu", 13, vec![], 1).unwrap().is_none());
     assert!(parse("Transpose", 13, vec![("bogus", Attr::Int(1))], 1).is_err());
-    assert!(parse(
-        "Pad",
-        19,
-        vec![("mode", Attr::String(b"mirror".to_vec()))],
-        2
-    )
-    .is_err());
+    assert!(parse("Pad", 19, vec![("mode", Attr::String(b"mirror".to_vec()))], 2).is_err());
     assert!(parse("Pad", 18, vec![("mode", Attr::String(b"wrap".to_vec()))], 2).is_err());
     let p = parse(
         "Pad",
         2,
-        vec![
-            ("pads", Attr::Ints(vec![1, 1])),
-            ("value", Attr::Float(2.0)),
-        ],
+        vec![("pads", Attr::Ints(vec![1, 1])), ("value", Attr::Float(2.0))],
         1,
     )
     .unwrap();
@@ -72,20 +58,9 @@ fn parse_rejects_unknown_attrs_and_modes() {
         })
     );
     let u = parse("Unsqueeze", 11, vec![("axes", Attr::Ints(vec![0]))], 1).unwrap();
-    assert_eq!(
-        u,
-        Some(TensorOp::Unsqueeze {
-            axes: Some(vec![0])
-        })
-    );
+    assert_eq!(u, Some(TensorOp::Unsqueeze { axes: Some(vec![0]) }));
     assert!(parse("Unsqueeze", 11, vec![], 1).is_err());
-    let c = parse(
-        "Constant",
-        13,
-        vec![("value_ints", Attr::Ints(vec![1, 2]))],
-        0,
-    )
-    .unwrap();
+    let c = parse("Constant", 13, vec![("value_ints", Attr::Ints(vec![1, 2]))], 0).unwrap();
     assert_eq!(
         c,
         Some(TensorOp::Constant {
@@ -110,10 +85,7 @@ fn reshape_infers_from_constant_and_symbols() {
     );
     assert_eq!(
         out[0],
-        ValueType::tensor(
-            DType::F32,
-            vec![sym("b"), sym("s"), Dim::Known(12), Dim::Known(64)]
-        )
+        ValueType::tensor(DType::F32, vec![sym("b"), sym("s"), Dim::Known(12), Dim::Known(64)])
     );
     let target = Tensor::from_i64s(vec![-1, 768]);
     let x2 = ValueType::tensor(DType::F32, vec![sym("b"), Dim::Known(768)]);
@@ -123,10 +95,7 @@ fn reshape_infers_from_constant_and_symbols() {
         vec![None, Some(&target)],
         1,
     );
-    assert_eq!(
-        out[0],
-        ValueType::tensor(DType::F32, vec![sym("b"), Dim::Known(768)])
-    );
+    assert_eq!(out[0], ValueType::tensor(DType::F32, vec![sym("b"), Dim::Known(768)]));
 }
 
 #[test]
@@ -163,10 +132,7 @@ fn slice_split_shape_infer() {
         .map(|t| t.as_tensor().unwrap().shape.as_ref().unwrap()[0].clone())
         .collect();
     assert_eq!(d0, vec![Dim::Known(7), Dim::Known(7), Dim::Known(6)]);
-    let op = TensorOp::Shape {
-        start: 1,
-        end: None,
-    };
+    let op = TensorOp::Shape { start: 1, end: None };
     let out = infer_one(&op, vec![Some(x)], vec![None], 1);
     assert_eq!(out[0], ValueType::tensor(DType::I64, vec![Dim::Known(2)]));
 }

@@ -166,12 +166,15 @@ fn legacy_align(a: &Tensor, b: &Tensor, axis: i64) -> OpResult<Tensor> {
     let rb = b.rank() as i64;
     let ax = if axis < 0 { axis + ra } else { axis };
     if ax < 0 || ax + rb > ra {
-        return Err(invalid(format!("axis {axis} cannot align a rank-{rb} B with a rank-{ra} A")));
+        return Err(invalid(format!(
+            "axis {axis} cannot align a rank-{rb} B with a rank-{ra} A"
+        )));
     }
     let mut shape = vec![1usize; ax as usize];
     shape.extend_from_slice(b.shape());
     shape.resize(ra as usize, 1);
-    b.reshaped(&shape).ok_or_else(|| invalid("legacy broadcast reshape failed"))
+    b.reshaped(&shape)
+        .ok_or_else(|| invalid("legacy broadcast reshape failed"))
 }
 
 pub(super) fn eval(op: Binary, a: &Tensor, b: &Tensor, legacy_axis: Option<i64>) -> OpResult<Tensor> {
@@ -188,7 +191,11 @@ pub(super) fn eval(op: Binary, a: &Tensor, b: &Tensor, legacy_axis: Option<i64>)
         return pow(a, b);
     }
     if a.dtype() != b.dtype() {
-        return Err(invalid(format!("{name}: input dtypes differ ({} and {})", a.dtype(), b.dtype())));
+        return Err(invalid(format!(
+            "{name}: input dtypes differ ({} and {})",
+            a.dtype(),
+            b.dtype()
+        )));
     }
     use Binary::*;
     let out = match op {
@@ -228,7 +235,11 @@ pub(super) fn eval(op: Binary, a: &Tensor, b: &Tensor, legacy_axis: Option<i64>)
         },
     };
     if op == PRelu && out.shape() != a.shape() {
-        return Err(invalid(format!("PRelu: slope shape {:?} does not broadcast to X shape {:?}", b.shape(), a.shape())));
+        return Err(invalid(format!(
+            "PRelu: slope shape {:?} does not broadcast to X shape {:?}",
+            b.shape(),
+            a.shape()
+        )));
     }
     Ok(out)
 }
@@ -340,7 +351,11 @@ pub(super) fn variadic(v: Variadic, ts: &[&Tensor]) -> OpResult<Tensor> {
     let (first, rest) = ts.split_first().ok_or_else(|| invalid("needs at least one input"))?;
     for t in rest {
         if t.dtype() != first.dtype() {
-            return Err(invalid(format!("input dtypes differ ({} and {})", first.dtype(), t.dtype())));
+            return Err(invalid(format!(
+                "input dtypes differ ({} and {})",
+                first.dtype(),
+                t.dtype()
+            )));
         }
     }
     let mut acc = (*first).clone();
@@ -378,7 +393,10 @@ fn scalar_of<T: Clone>(a: &ArrayD<T>, what: &str) -> OpResult<T> {
     if a.len() != 1 {
         return Err(invalid(format!("{what} must be a scalar, got shape {:?}", a.shape())));
     }
-    a.iter().next().cloned().ok_or_else(|| invalid(format!("{what} is empty")))
+    a.iter()
+        .next()
+        .cloned()
+        .ok_or_else(|| invalid(format!("{what} is empty")))
 }
 
 fn clip_arr<T: PartialOrd + Copy + Send + Sync>(a: &ArrayD<T>, lo: Option<T>, hi: Option<T>) -> ArrayD<T> {
@@ -409,7 +427,11 @@ pub(super) fn clip(
 ) -> OpResult<Tensor> {
     for t in [min_t, max_t].into_iter().flatten() {
         if t.dtype() != x.dtype() {
-            return Err(invalid(format!("Clip: bound dtype {} differs from input dtype {}", t.dtype(), x.dtype())));
+            return Err(invalid(format!(
+                "Clip: bound dtype {} differs from input dtype {}",
+                t.dtype(),
+                x.dtype()
+            )));
         }
     }
     macro_rules! case {
@@ -447,9 +469,14 @@ pub(super) fn where_(c: &Tensor, x: &Tensor, y: &Tensor) -> OpResult<Tensor> {
         return Err(invalid(format!("Where: condition must be bool, got {}", c.dtype())));
     };
     let out = tensor_zip_map!(x, y, (p, q) => zip3(c, p, q, |k, u, v| if *k { u.clone() } else { v.clone() })?);
-    out.ok_or_else(|| invalid(format!("Where: X and Y dtypes differ ({} and {})", x.dtype(), y.dtype())))
+    out.ok_or_else(|| {
+        invalid(format!(
+            "Where: X and Y dtypes differ ({} and {})",
+            x.dtype(),
+            y.dtype()
+        ))
+    })
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -472,13 +499,22 @@ mod tests {
         assert_eq!(d.to_f64_vec().unwrap(), vec![10., 20., 30., 20., 40., 60.]);
         let x = Tensor::I32(t(&[4], &[7, -7, 7, 1]));
         let y = Tensor::I32(t(&[4], &[2, 2, -2, 0]));
-        assert_eq!(eval(Binary::Div, &x, &y, None).unwrap().to_i64_vec().unwrap(), vec![3, -3, -3, 0]);
         assert_eq!(
-            eval(Binary::Mod { fmod: false }, &x, &y, None).unwrap().to_i64_vec().unwrap(),
+            eval(Binary::Div, &x, &y, None).unwrap().to_i64_vec().unwrap(),
+            vec![3, -3, -3, 0]
+        );
+        assert_eq!(
+            eval(Binary::Mod { fmod: false }, &x, &y, None)
+                .unwrap()
+                .to_i64_vec()
+                .unwrap(),
             vec![1, 1, -1, 0]
         );
         assert_eq!(
-            eval(Binary::Mod { fmod: true }, &x, &y, None).unwrap().to_i64_vec().unwrap(),
+            eval(Binary::Mod { fmod: true }, &x, &y, None)
+                .unwrap()
+                .to_i64_vec()
+                .unwrap(),
             vec![1, -1, 1, 0]
         );
         let bad = Tensor::F32(t(&[4], &[0.; 4]));
@@ -508,8 +544,17 @@ mod tests {
         let m = variadic(Variadic::Mean, &[&a, &a, &a]).unwrap();
         assert_eq!(m.to_f64_vec().unwrap(), vec![1., 2., 3.]);
         let lo = Tensor::F32(t(&[], &[1.5]));
-        assert_eq!(clip(&a, Some(&lo), None, None, None).unwrap().to_f64_vec().unwrap(), vec![1.5, 2., 3.]);
-        assert_eq!(clip(&a, None, None, Some(5.0), Some(0.0)).unwrap().to_f64_vec().unwrap(), vec![0., 0., 0.]);
+        assert_eq!(
+            clip(&a, Some(&lo), None, None, None).unwrap().to_f64_vec().unwrap(),
+            vec![1.5, 2., 3.]
+        );
+        assert_eq!(
+            clip(&a, None, None, Some(5.0), Some(0.0))
+                .unwrap()
+                .to_f64_vec()
+                .unwrap(),
+            vec![0., 0., 0.]
+        );
         let c = Tensor::Bool(t(&[2, 1], &[true, false]));
         let w = where_(&c, &a, &Tensor::F32(t(&[], &[0.]))).unwrap();
         assert_eq!(w.to_f64_vec().unwrap(), vec![1., 2., 3., 0., 0., 0.]);
@@ -519,11 +564,17 @@ mod tests {
     fn comparisons_and_shifts() {
         let a = Tensor::String(t(&[2], &["a".to_string(), "b".to_string()]));
         let b = Tensor::String(t(&[1], &["b".to_string()]));
-        assert_eq!(eval(Binary::Equal, &a, &b, None).unwrap().to_i64_vec().unwrap(), vec![0, 1]);
+        assert_eq!(
+            eval(Binary::Equal, &a, &b, None).unwrap().to_i64_vec().unwrap(),
+            vec![0, 1]
+        );
         let x = Tensor::U8(t(&[3], &[1, 2, 255]));
         let s = Tensor::U8(t(&[3], &[1, 8, 1]));
         assert_eq!(
-            eval(Binary::BitShift { left: true }, &x, &s, None).unwrap().to_i64_vec().unwrap(),
+            eval(Binary::BitShift { left: true }, &x, &s, None)
+                .unwrap()
+                .to_i64_vec()
+                .unwrap(),
             vec![2, 0, 254]
         );
     }

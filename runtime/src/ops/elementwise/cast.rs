@@ -86,7 +86,11 @@ fn format_float(v: f64, digits: &str, exp: i32, sci_at: f64) -> String {
         };
         format!("{sign}{s}")
     } else {
-        let m = if digits.len() > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits.to_string() };
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits.to_string()
+        };
         let es = if exp < 0 { "-" } else { "+" };
         format!("{sign}{m}e{es}{:02}", exp.abs())
     }
@@ -98,7 +102,11 @@ fn sci_parts(s: &str) -> (String, i32) {
     let (m, e) = s.split_once('e').unwrap_or((s, "0"));
     let digits: String = m.chars().filter(|c| c.is_ascii_digit()).collect();
     let digits = digits.trim_end_matches('0');
-    let digits = if digits.is_empty() { "0".to_string() } else { digits.to_string() };
+    let digits = if digits.is_empty() {
+        "0".to_string()
+    } else {
+        digits.to_string()
+    };
     (digits, e.parse().unwrap_or(0))
 }
 
@@ -154,7 +162,9 @@ fn to_strings(x: &Tensor) -> OpResult<ArrayD<String>> {
 }
 
 fn parse_f64(s: &str) -> OpResult<f64> {
-    s.trim().parse::<f64>().map_err(|_| invalid(format!("Cast: cannot parse '{s}' as a number")))
+    s.trim()
+        .parse::<f64>()
+        .map_err(|_| invalid(format!("Cast: cannot parse '{s}' as a number")))
 }
 
 /// Strings to numbers: floats parse as f64, ints as i64 (falling back to a
@@ -247,11 +257,16 @@ pub(super) fn cast(x: &Tensor, to: DType, attrs: CastAttrs) -> OpResult<Tensor> 
             t => {
                 let v = t.to_i64_vec().ok_or_else(|| no_dtype("Cast", t))?;
                 let bits: Vec<u8> = if to.is_small_float() {
-                    v.iter().map(|&i| small_float::from_f64(to, i as f64, attrs.saturate)).collect()
+                    v.iter()
+                        .map(|&i| small_float::from_f64(to, i as f64, attrs.saturate))
+                        .collect()
                 } else {
                     v.iter().map(|&i| small_float::from_i64(to, i)).collect()
                 };
-                Tensor::Small(to, ArrayD::from_shape_vec(t.shape(), bits).map_err(|e| invalid(e.to_string()))?)
+                Tensor::Small(
+                    to,
+                    ArrayD::from_shape_vec(t.shape(), bits).map_err(|e| invalid(e.to_string()))?,
+                )
             }
         });
     }
@@ -297,7 +312,9 @@ fn element_bits(t: &Tensor) -> OpResult<Vec<u64>> {
 pub(super) fn bitcast(x: &Tensor, to: DType) -> OpResult<Tensor> {
     let from = x.dtype();
     if from == DType::String || to == DType::String || from.bit_width() != to.bit_width() {
-        return Err(invalid(format!("BitCast: cannot reinterpret {from} as {to}: bit widths differ")));
+        return Err(invalid(format!(
+            "BitCast: cannot reinterpret {from} as {to}: bit widths differ"
+        )));
     }
     let bits = element_bits(x)?;
     let shape = x.shape();
@@ -337,7 +354,10 @@ mod tests {
     use super::*;
     use carbide_ir::ndarray::IxDyn;
 
-    const ATTRS: CastAttrs = CastAttrs { saturate: true, round_mode: E8M0Rounding::Up };
+    const ATTRS: CastAttrs = CastAttrs {
+        saturate: true,
+        round_mode: E8M0Rounding::Up,
+    };
 
     fn f32s(v: &[f32]) -> Tensor {
         Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap())
@@ -345,8 +365,22 @@ mod tests {
 
     #[test]
     fn floats_print_like_numpy() {
-        let x = f32s(&[123456789.0, 1e16, 1.5e-5, 1e-4, 1.0, -0.0, f32::NAN, f32::NEG_INFINITY, 0.1, 1e7, 99.5]);
-        let Tensor::String(s) = cast(&x, DType::String, ATTRS).unwrap() else { panic!() };
+        let x = f32s(&[
+            123456789.0,
+            1e16,
+            1.5e-5,
+            1e-4,
+            1.0,
+            -0.0,
+            f32::NAN,
+            f32::NEG_INFINITY,
+            0.1,
+            1e7,
+            99.5,
+        ]);
+        let Tensor::String(s) = cast(&x, DType::String, ATTRS).unwrap() else {
+            panic!()
+        };
         let want = [
             "1.2345679e+08",
             "1e+16",
@@ -361,18 +395,32 @@ mod tests {
             "99.5",
         ];
         assert_eq!(s.iter().cloned().collect::<Vec<_>>(), want);
-        let h = Tensor::F16(ArrayD::from_shape_vec(IxDyn(&[3]), vec![f16::from_f32(0.1), f16::from_f32(1000.5), f16::from_f32(999.5)]).unwrap());
-        let Tensor::String(s) = cast(&h, DType::String, ATTRS).unwrap() else { panic!() };
+        let h = Tensor::F16(
+            ArrayD::from_shape_vec(
+                IxDyn(&[3]),
+                vec![f16::from_f32(0.1), f16::from_f32(1000.5), f16::from_f32(999.5)],
+            )
+            .unwrap(),
+        );
+        let Tensor::String(s) = cast(&h, DType::String, ATTRS).unwrap() else {
+            panic!()
+        };
         assert_eq!(s.iter().cloned().collect::<Vec<_>>(), ["0.1", "1.0005e+03", "999.5"]);
         let d = Tensor::F64(ArrayD::from_shape_vec(IxDyn(&[1]), vec![123456789.0]).unwrap());
-        let Tensor::String(s) = cast(&d, DType::String, ATTRS).unwrap() else { panic!() };
+        let Tensor::String(s) = cast(&d, DType::String, ATTRS).unwrap() else {
+            panic!()
+        };
         assert_eq!(s[[0]], "123456789.0");
     }
 
     #[test]
     fn strings_parse_and_numbers_convert() {
         let s = Tensor::String(
-            ArrayD::from_shape_vec(IxDyn(&[4]), vec![" 1.5".into(), "-INF".into(), "NaN".into(), "+3".into()]).unwrap(),
+            ArrayD::from_shape_vec(
+                IxDyn(&[4]),
+                vec![" 1.5".into(), "-INF".into(), "NaN".into(), "+3".into()],
+            )
+            .unwrap(),
         );
         let f = cast(&s, DType::F32, ATTRS).unwrap().to_f64_vec().unwrap();
         assert_eq!(f[0], 1.5);
@@ -385,7 +433,15 @@ mod tests {
         let q = cast(&f32s(&[-9.0, 8.0, 0.25]), DType::I4, ATTRS).unwrap();
         let back = cast(&q, DType::I8, ATTRS).unwrap();
         assert_eq!(back.to_i64_vec().unwrap(), vec![7, -8, 0]);
-        let e = cast(&f32s(&[1e6, 0.25]), DType::F8E4M3FN, CastAttrs { saturate: false, ..ATTRS }).unwrap();
+        let e = cast(
+            &f32s(&[1e6, 0.25]),
+            DType::F8E4M3FN,
+            CastAttrs {
+                saturate: false,
+                ..ATTRS
+            },
+        )
+        .unwrap();
         let Tensor::Small(_, bits) = &e else { panic!() };
         assert_eq!(bits.iter().copied().collect::<Vec<_>>(), vec![0x7F, 0x28]);
     }

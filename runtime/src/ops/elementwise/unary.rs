@@ -13,7 +13,10 @@ pub(super) fn eval(u: &Unary, x: &Tensor) -> OpResult<Tensor> {
     let name = carbide_ir::ops::OpKind::op_type(&carbide_ir::ops::ElementwiseOp::Unary(*u));
     match u {
         Unary::IsNaN => return is_class(x, name, |v| v.is_nan()),
-        Unary::IsInf { detect_positive, detect_negative } => {
+        Unary::IsInf {
+            detect_positive,
+            detect_negative,
+        } => {
             let (p, n) = (*detect_positive, *detect_negative);
             return is_class(x, name, move |v| v.is_infinite() && ((v > 0.0 && p) || (v < 0.0 && n)));
         }
@@ -59,9 +62,7 @@ fn is_class(x: &Tensor, name: &str, f: impl Fn(f64) -> bool + Sync + Send) -> Op
             let d = *d;
             map1(a, |v| f(small_float::to_f64(d, *v)))
         }
-        t if t.dtype().is_int() => {
-            ArrayD::from_elem(t.shape(), false)
-        }
+        t if t.dtype().is_int() => ArrayD::from_elem(t.shape(), false),
         t => return Err(no_dtype(name, t)),
     }))
 }
@@ -215,7 +216,9 @@ fn float_unary<T: Float + Send + Sync>(u: &Unary, a: &ArrayD<T>, name: &str, x: 
         Gelu { tanh: false } => {
             let h = c(0.5);
             let r = c(std::f64::consts::FRAC_1_SQRT_2);
-            map1(a, move |v| h * *v * (one + c(erf((*v * r).to_f64().unwrap_or(f64::NAN)))))
+            map1(a, move |v| {
+                h * *v * (one + c(erf((*v * r).to_f64().unwrap_or(f64::NAN))))
+            })
         }
         Gelu { tanh: true } => {
             let h = c(0.5);
@@ -314,7 +317,14 @@ mod tests {
         let y = eval(&Unary::Softplus, &f32s(&[-100.0, 0.0, 100.0])).unwrap();
         assert!((vals(&y)[1] - std::f64::consts::LN_2).abs() < 1e-6);
         assert_eq!(vals(&y)[2], 100.0);
-        let y = eval(&Unary::IsInf { detect_positive: false, detect_negative: true }, &f32s(&[f32::INFINITY, f32::NEG_INFINITY])).unwrap();
+        let y = eval(
+            &Unary::IsInf {
+                detect_positive: false,
+                detect_negative: true,
+            },
+            &f32s(&[f32::INFINITY, f32::NEG_INFINITY]),
+        )
+        .unwrap();
         assert_eq!(y.to_i64_vec().unwrap(), vec![0, 1]);
     }
 

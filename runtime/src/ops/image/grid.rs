@@ -41,9 +41,7 @@ fn pixel_index(i: i64, len: usize, pm: PaddingMode, lo: f64, hi: f64) -> Option<
     match pm {
         PaddingMode::Zeros => (0..l).contains(&i).then_some(i as usize),
         PaddingMode::Border => Some(i.clamp(0, l - 1) as usize),
-        PaddingMode::Reflection => {
-            Some((reflect(i as f64, lo, hi).trunc() as i64).clamp(0, l - 1) as usize)
-        }
+        PaddingMode::Reflection => Some((reflect(i as f64, lo, hi).trunc() as i64).clamp(0, l - 1) as usize),
     }
 }
 
@@ -97,9 +95,7 @@ fn dim_taps(g: &GridSampleAttrs, nx: f64, len: usize) -> Vec<(Option<usize>, f64
         InterpMode::Cubic => {
             let x0 = x.floor();
             let c = cubic(x - x0);
-            (0..4)
-                .map(|k| (pix(x0 as i64 - 1 + k as i64), c[k]))
-                .collect()
+            (0..4).map(|k| (pix(x0 as i64 - 1 + k as i64), c[k])).collect()
         }
     }
 }
@@ -139,39 +135,35 @@ pub(super) fn grid_sample(g: &GridSampleAttrs, x: &Tensor, grid: &Tensor) -> OpR
     if out.is_empty() {
         return from_f64("GridSample", x.dtype(), &out_shape, out);
     }
-    out.par_chunks_mut(c * out_sz)
-        .enumerate()
-        .for_each(|(b, ob)| {
-            let xb = &xd[b * c * in_sz..(b + 1) * c * in_sz];
-            for p in 0..out_sz {
-                let gp = &gd[(b * out_sz + p) * k..(b * out_sz + p + 1) * k];
-                // grid's last dim lists (x, y, z): the innermost spatial dim first.
-                let taps: Vec<Vec<(Option<usize>, f64)>> = (0..k)
-                    .map(|d| dim_taps(g, gp[k - 1 - d], in_sp[d]))
-                    .collect();
-                // Flatten the tap product into (offset, weight) pairs.
-                let mut comb: Vec<(Option<usize>, f64)> = vec![(Some(0), 1.0)];
-                for (d, t) in taps.iter().enumerate() {
-                    let mut next = Vec::with_capacity(comb.len() * t.len());
-                    for &(off, w) in &comb {
-                        for &(i, tw) in t {
-                            next.push((off.zip(i).map(|(o, i)| o + i * strides[d]), w * tw));
-                        }
+    out.par_chunks_mut(c * out_sz).enumerate().for_each(|(b, ob)| {
+        let xb = &xd[b * c * in_sz..(b + 1) * c * in_sz];
+        for p in 0..out_sz {
+            let gp = &gd[(b * out_sz + p) * k..(b * out_sz + p + 1) * k];
+            // grid's last dim lists (x, y, z): the innermost spatial dim first.
+            let taps: Vec<Vec<(Option<usize>, f64)>> = (0..k).map(|d| dim_taps(g, gp[k - 1 - d], in_sp[d])).collect();
+            // Flatten the tap product into (offset, weight) pairs.
+            let mut comb: Vec<(Option<usize>, f64)> = vec![(Some(0), 1.0)];
+            for (d, t) in taps.iter().enumerate() {
+                let mut next = Vec::with_capacity(comb.len() * t.len());
+                for &(off, w) in &comb {
+                    for &(i, tw) in t {
+                        next.push((off.zip(i).map(|(o, i)| o + i * strides[d]), w * tw));
                     }
-                    comb = next;
                 }
-                for ch in 0..c {
-                    let xc = &xb[ch * in_sz..(ch + 1) * in_sz];
-                    let mut acc = 0.0;
-                    for &(off, w) in &comb {
-                        if let Some(o) = off {
-                            acc += w * xc[o];
-                        }
-                    }
-                    ob[ch * out_sz + p] = acc;
-                }
+                comb = next;
             }
-        });
+            for ch in 0..c {
+                let xc = &xb[ch * in_sz..(ch + 1) * in_sz];
+                let mut acc = 0.0;
+                for &(off, w) in &comb {
+                    if let Some(o) = off {
+                        acc += w * xc[o];
+                    }
+                }
+                ob[ch * out_sz + p] = acc;
+            }
+        }
+    });
     from_f64("GridSample", x.dtype(), &out_shape, out)
 }
 
@@ -207,19 +199,11 @@ pub(super) fn affine_grid(align_corners: bool, theta: &Tensor, size: &Tensor) ->
         if align_corners {
             let step = 2.0 / (l - 1.0);
             (0..len)
-                .map(|i| {
-                    if len == 1 {
-                        -1.0
-                    } else {
-                        -1.0 + i as f64 * step
-                    }
-                })
+                .map(|i| if len == 1 { -1.0 } else { -1.0 + i as f64 * step })
                 .collect()
         } else {
             let step = 2.0 / l;
-            (0..len)
-                .map(|i| -1.0 + step / 2.0 + i as f64 * step)
-                .collect()
+            (0..len).map(|i| -1.0 + step / 2.0 + i as f64 * step).collect()
         }
     };
     // Coordinates in (x, y, z) order: x runs along the last spatial dim.
@@ -257,9 +241,7 @@ mod tests {
 
     #[test]
     fn affine_identity_2d() {
-        let th = Tensor::F32(
-            ArrayD::from_shape_vec(IxDyn(&[1, 2, 3]), vec![1., 0., 0., 0., 1., 0.]).unwrap(),
-        );
+        let th = Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 2, 3]), vec![1., 0., 0., 0., 1., 0.]).unwrap());
         let out = affine_grid(true, &th, &Tensor::from_i64s(vec![1, 1, 2, 3])).unwrap();
         assert_eq!(out.shape(), &[1, 2, 3, 2]);
         let v = out.to_f64_vec().unwrap();
@@ -273,12 +255,8 @@ mod tests {
             padding_mode: PaddingMode::Zeros,
             align_corners: true,
         };
-        let x = Tensor::F32(
-            ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![1., 2., 3., 4.]).unwrap(),
-        );
-        let grid = Tensor::F32(
-            ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![-1., -1., 0., 0.]).unwrap(),
-        );
+        let x = Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![1., 2., 3., 4.]).unwrap());
+        let grid = Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![-1., -1., 0., 0.]).unwrap());
         let out = grid_sample(&g, &x, &grid).unwrap();
         assert_eq!(out.to_f64_vec().unwrap(), vec![1.0, 2.5]);
     }

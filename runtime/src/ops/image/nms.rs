@@ -10,12 +10,7 @@ fn corners(b: &[f64], center: bool) -> [f64; 4] {
         let (xc, yc, w, h) = (b[0], b[1], b[2], b[3]);
         [yc - h / 2.0, xc - w / 2.0, yc + h / 2.0, xc + w / 2.0]
     } else {
-        [
-            b[0].min(b[2]),
-            b[1].min(b[3]),
-            b[0].max(b[2]),
-            b[1].max(b[3]),
-        ]
+        [b[0].min(b[2]), b[1].min(b[3]), b[0].max(b[2]), b[1].max(b[3])]
     }
 }
 
@@ -45,9 +40,7 @@ fn scalar_f(t: Option<&Tensor>, what: &str) -> OpResult<Option<f64>> {
             match v.as_slice() {
                 [] => Ok(None),
                 [x] => Ok(Some(*x)),
-                _ => Err(invalid(format!(
-                    "NonMaxSuppression: {what} must be a scalar"
-                ))),
+                _ => Err(invalid(format!("NonMaxSuppression: {what} must be a scalar"))),
             }
         }
     }
@@ -96,9 +89,7 @@ pub(super) fn nms(
                 .collect();
             for cl in 0..ncls {
                 let sc = &sd[(b * ncls + cl) * nbox..(b * ncls + cl + 1) * nbox];
-                let mut cand: Vec<usize> = (0..nbox)
-                    .filter(|&i| sthr.is_none_or(|t| sc[i] > t))
-                    .collect();
+                let mut cand: Vec<usize> = (0..nbox).filter(|&i| sthr.is_none_or(|t| sc[i] > t)).collect();
                 // Highest score first; equal scores keep the lower index first.
                 cand.sort_by(|&i, &j| {
                     sc[j]

@@ -25,8 +25,7 @@ fn cubic_coeffs(r: f64, a: f64) -> Vec<f64> {
         ((a * (r + 1.0) - 5.0 * a) * (r + 1.0) + 8.0 * a) * (r + 1.0) - 4.0 * a,
         ((a + 2.0) * r - (a + 3.0)) * r * r + 1.0,
         ((a + 2.0) * (1.0 - r) - (a + 3.0)) * (1.0 - r) * (1.0 - r) + 1.0,
-        ((a * ((1.0 - r) + 1.0) - 5.0 * a) * ((1.0 - r) + 1.0) + 8.0 * a) * ((1.0 - r) + 1.0)
-            - 4.0 * a,
+        ((a * ((1.0 - r) + 1.0) - 5.0 * a) * ((1.0 - r) + 1.0) + 8.0 * a) * ((1.0 - r) + 1.0) - 4.0 * a,
     ]
 }
 
@@ -46,9 +45,7 @@ fn cubic_coeffs_antialias(r: f64, scale: f64, a: f64) -> Vec<f64> {
     };
     let i_start = (-2.0 / scale).floor() as i64 + 1;
     let i_end = 2 - i_start;
-    let c: Vec<f64> = (i_start..i_end)
-        .map(|i| f(scale * (i as f64 - r)))
-        .collect();
+    let c: Vec<f64> = (i_start..i_end).map(|i| f(scale * (i as f64 - r))).collect();
     let s: f64 = c.iter().sum();
     c.into_iter().map(|v| v / s).collect()
 }
@@ -78,20 +75,12 @@ fn nearest_coeffs(r: f64, mode: NearestMode) -> Vec<f64> {
 }
 
 /// Taps for every output index of one axis.
-fn axis_plan(
-    r: &ResizeAttrs,
-    in_len: usize,
-    out_len: usize,
-    scale: f64,
-    roi: (f64, f64),
-) -> OpResult<Vec<Taps>> {
+fn axis_plan(r: &ResizeAttrs, in_len: usize, out_len: usize, scale: f64, roi: (f64, f64)) -> OpResult<Vec<Taps>> {
     let inw = in_len as f64;
     let output_width = scale * inw;
     // Antialias footprints grow as 1/scale; keep them bounded.
     if r.antialias && scale < 1e-4 {
-        return Err(invalid(format!(
-            "Resize: antialias scale {scale} is too small"
-        )));
+        return Err(invalid(format!("Resize: antialias scale {scale} is too small")));
     }
     let mut plan = Vec::with_capacity(out_len);
     for xo in 0..out_len {
@@ -134,9 +123,7 @@ fn axis_plan(
             }
         };
         if !x_ori.is_finite() {
-            return Err(invalid(format!(
-                "Resize: source coordinate {x_ori} is not finite"
-            )));
+            return Err(invalid(format!("Resize: source coordinate {x_ori} is not finite")));
         }
         let is_int = x_ori.fract() == 0.0;
         let ratio = if is_int { 1.0 } else { x_ori - x_ori.floor() };
@@ -190,38 +177,29 @@ fn is_identity(plan: &[Taps], in_len: usize) -> bool {
 }
 
 /// Applies one axis's plan: `data` is [outer, in_len, inner].
-fn apply_axis(
-    data: &[f64],
-    outer: usize,
-    in_len: usize,
-    inner: usize,
-    plan: &[Taps],
-    extrap: f64,
-) -> Vec<f64> {
+fn apply_axis(data: &[f64], outer: usize, in_len: usize, inner: usize, plan: &[Taps], extrap: f64) -> Vec<f64> {
     let out_len = plan.len();
     let mut out = vec![0.0; outer * out_len * inner];
     if out.is_empty() {
         return out;
     }
-    out.par_chunks_mut(out_len * inner)
-        .enumerate()
-        .for_each(|(o, dst)| {
-            let src = &data[o * in_len * inner..(o + 1) * in_len * inner];
-            for (j, taps) in plan.iter().enumerate() {
-                let d = &mut dst[j * inner..(j + 1) * inner];
-                match taps {
-                    Taps::Extrapolate => d.iter_mut().for_each(|v| *v = extrap),
-                    Taps::Sum(t) => {
-                        for &(i, w) in t {
-                            let s = &src[i * inner..(i + 1) * inner];
-                            for (dv, sv) in d.iter_mut().zip(s) {
-                                *dv += w * sv;
-                            }
+    out.par_chunks_mut(out_len * inner).enumerate().for_each(|(o, dst)| {
+        let src = &data[o * in_len * inner..(o + 1) * in_len * inner];
+        for (j, taps) in plan.iter().enumerate() {
+            let d = &mut dst[j * inner..(j + 1) * inner];
+            match taps {
+                Taps::Extrapolate => d.iter_mut().for_each(|v| *v = extrap),
+                Taps::Sum(t) => {
+                    for &(i, w) in t {
+                        let s = &src[i * inner..(i + 1) * inner];
+                        for (dv, sv) in d.iter_mut().zip(s) {
+                            *dv += w * sv;
                         }
                     }
                 }
             }
-        });
+        }
+    });
     out
 }
 
@@ -239,9 +217,7 @@ pub(super) fn resize(r: &ResizeAttrs, inputs: &[Option<&Value>]) -> OpResult<Ten
             .map(|&a| {
                 let v = if a < 0 { a + rank as i64 } else { a };
                 if v < 0 || v >= rank as i64 {
-                    Err(invalid(format!(
-                        "Resize: axis {a} out of range for rank {rank}"
-                    )))
+                    Err(invalid(format!("Resize: axis {a} out of range for rank {rank}")))
                 } else {
                     Ok(v as usize)
                 }
@@ -262,27 +238,18 @@ pub(super) fn resize(r: &ResizeAttrs, inputs: &[Option<&Value>]) -> OpResult<Ten
     };
     let sizes: Option<Vec<i64>> = match r.sizes_input {
         Some(i) => non_empty(opt_tensor_in(inputs, i)?)
-            .map(|t| {
-                t.to_i64_vec()
-                    .ok_or_else(|| invalid("Resize: sizes must be int64"))
-            })
+            .map(|t| t.to_i64_vec().ok_or_else(|| invalid("Resize: sizes must be int64")))
             .transpose()?,
         None => None,
     };
     let mut full_scale = vec![1.0f64; rank];
     let mut out_shape = shape.clone();
     match (&scales, &sizes) {
-        (Some(_), Some(_)) => {
-            return Err(invalid("Resize: only one of scales and sizes may be given"))
-        }
+        (Some(_), Some(_)) => return Err(invalid("Resize: only one of scales and sizes may be given")),
         (None, None) => return Err(invalid("Resize: one of scales and sizes is required")),
         (Some(s), None) => {
             if s.len() != axes.len() {
-                return Err(invalid(format!(
-                    "Resize: {} scales for {} axes",
-                    s.len(),
-                    axes.len()
-                )));
+                return Err(invalid(format!("Resize: {} scales for {} axes", s.len(), axes.len())));
             }
             for (&a, &v) in axes.iter().zip(s) {
                 if !(v > 0.0 && v.is_finite()) {
@@ -298,16 +265,9 @@ pub(super) fn resize(r: &ResizeAttrs, inputs: &[Option<&Value>]) -> OpResult<Ten
         }
         (None, Some(sz)) => {
             if sz.len() != axes.len() {
-                return Err(invalid(format!(
-                    "Resize: {} sizes for {} axes",
-                    sz.len(),
-                    axes.len()
-                )));
+                return Err(invalid(format!("Resize: {} sizes for {} axes", sz.len(), axes.len())));
             }
-            if let Some(&bad) = sz
-                .iter()
-                .find(|&&v| v < 0 || v as u64 > super::MAX_ELEMS as u64)
-            {
+            if let Some(&bad) = sz.iter().find(|&&v| v < 0 || v as u64 > super::MAX_ELEMS as u64) {
                 return Err(invalid(format!("Resize: bad output size {bad}")));
             }
             match r.keep_aspect_ratio_policy {
@@ -318,10 +278,7 @@ pub(super) fn resize(r: &ResizeAttrs, inputs: &[Option<&Value>]) -> OpResult<Ten
                     }
                 }
                 p => {
-                    let ratios = axes
-                        .iter()
-                        .zip(sz)
-                        .map(|(&a, &v)| v as f64 / shape[a] as f64);
+                    let ratios = axes.iter().zip(sz).map(|(&a, &v)| v as f64 / shape[a] as f64);
                     let s = if p == AspectPolicy::NotLarger {
                         ratios.fold(f64::INFINITY, f64::min)
                     } else {
@@ -369,9 +326,7 @@ pub(super) fn resize(r: &ResizeAttrs, inputs: &[Option<&Value>]) -> OpResult<Ten
             if out_len == 0 {
                 continue;
             }
-            return Err(invalid(
-                "Resize: cannot resize an empty axis to a non-empty one",
-            ));
+            return Err(invalid("Resize: cannot resize an empty axis to a non-empty one"));
         }
         let plan = axis_plan(r, in_len, out_len, full_scale[a], roi[a])?;
         if is_identity(&plan, in_len) {
@@ -379,14 +334,7 @@ pub(super) fn resize(r: &ResizeAttrs, inputs: &[Option<&Value>]) -> OpResult<Ten
         }
         let outer: usize = cur[..a].iter().product();
         let inner: usize = cur[a + 1..].iter().product();
-        data = apply_axis(
-            &data,
-            outer,
-            in_len,
-            inner,
-            &plan,
-            r.extrapolation_value as f64,
-        );
+        data = apply_axis(&data, outer, in_len, inner, &plan, r.extrapolation_value as f64);
         cur[a] = out_len;
     }
     from_f64(OP, x.dtype(), &cur, data)
@@ -430,9 +378,7 @@ mod tests {
     #[test]
     fn linear_half_pixel_upsample() {
         // numpy reference: onnx test_resize_upsample_scales_linear
-        let x = Tensor::F32(
-            ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![1., 2., 3., 4.]).unwrap(),
-        );
+        let x = Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 1, 2, 2]), vec![1., 2., 3., 4.]).unwrap());
         let y = run(
             &attrs(InterpMode::Linear, CoordMode::HalfPixel),
             x,
@@ -451,10 +397,7 @@ mod tests {
         let mut r = attrs(InterpMode::Nearest, CoordMode::Asymmetric);
         r.nearest_mode = NearestMode::Floor;
         let x = Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 1, 1, 2]), vec![1., 2.]).unwrap());
-        assert_eq!(
-            run(&r, x, vec![1., 1., 1., 3.]),
-            vec![1., 1., 1., 2., 2., 2.]
-        );
+        assert_eq!(run(&r, x, vec![1., 1., 1., 3.]), vec![1., 1., 1., 2., 2., 2.]);
     }
 
     #[test]

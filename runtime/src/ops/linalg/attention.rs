@@ -8,9 +8,7 @@ use super::matmul::{gemm, MAX_ELEMS};
 use crate::error::{invalid, OpResult};
 use crate::ops::EvalCtx;
 use carbide_ir::ndarray::{ArrayD, Axis};
-use carbide_ir::ops::linalg::{
-    AttentionAttrs, FlexAttentionAttrs, LinearAttentionAttrs, LinearUpdateRule,
-};
+use carbide_ir::ops::linalg::{AttentionAttrs, FlexAttentionAttrs, LinearAttentionAttrs, LinearUpdateRule};
 use carbide_ir::{DType, Graph, Tensor, Value};
 use rayon::prelude::*;
 
@@ -52,11 +50,7 @@ fn softmax_rows(x: &mut [f64], len: usize, rs: Round, guard: bool, seq: bool) {
     }
     for row in x.chunks_mut(len) {
         let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let safe = if guard && max == f64::NEG_INFINITY {
-            0.0
-        } else {
-            max
-        };
+        let safe = if guard && max == f64::NEG_INFINITY { 0.0 } else { max };
         let mut sum = 0.0;
         for v in row.iter_mut() {
             *v = rs(rs(*v - safe).exp());
@@ -87,11 +81,7 @@ fn mask_row_offset(ms: &[usize], b: usize, h: usize, i: usize) -> usize {
     off
 }
 
-pub fn attention(
-    at: &AttentionAttrs,
-    ins: &[Option<&Tensor>],
-    cx: &EvalCtx,
-) -> OpResult<Vec<Value>> {
+pub fn attention(at: &AttentionAttrs, ins: &[Option<&Tensor>], cx: &EvalCtx) -> OpResult<Vec<Value>> {
     let get = |i: usize, n: &str| {
         ins.get(i)
             .copied()
@@ -102,10 +92,7 @@ pub fn attention(
     let dtype = qt.dtype();
     let r = rounder(dtype)?;
     if kt.dtype() != dtype {
-        return Err(invalid(format!(
-            "K has dtype {}, Q has {dtype}",
-            kt.dtype()
-        )));
+        return Err(invalid(format!("K has dtype {}, Q has {dtype}", kt.dtype())));
     }
     let mask_t = ins.get(3).copied().flatten();
     let past_k = ins.get(4).copied().flatten();
@@ -115,9 +102,7 @@ pub fn attention(
         return Err(invalid("past_key and past_value must be given together"));
     }
     if nonpad_t.is_some() && past_k.is_some() {
-        return Err(invalid(
-            "nonpad_kv_seqlen cannot be combined with past_key/past_value",
-        ));
+        return Err(invalid("nonpad_kv_seqlen cannot be combined with past_key/past_value"));
     }
     let (mut q, mut k, mut v) = (to_f64(qt, "Q")?, to_f64(kt, "K")?, to_f64(vt, "V")?);
     let rank = q.ndim();
@@ -130,9 +115,7 @@ pub fn attention(
         )));
     }
     if rank == 4 && at.opset >= 25 && (at.q_num_heads.is_some() || at.kv_num_heads.is_some()) {
-        return Err(invalid(
-            "q_num_heads and kv_num_heads must not be given for 4-D inputs",
-        ));
+        return Err(invalid("q_num_heads and kv_num_heads must not be given for 4-D inputs"));
     }
     if rank == 3 {
         let (Some(nq), Some(nkv)) = (at.q_num_heads, at.kv_num_heads) else {
@@ -154,9 +137,7 @@ pub fn attention(
         )));
     }
     if hkv == 0 || hq % hkv != 0 {
-        return Err(invalid(format!(
-            "q heads {hq} is not a multiple of kv heads {hkv}"
-        )));
+        return Err(invalid(format!("q heads {hq} is not a multiple of kv heads {hkv}")));
     }
     // KV cache: present = concat(past, new) on the sequence axis.
     let mut past_len = 0;
@@ -172,10 +153,8 @@ pub fn attention(
             )));
         }
         past_len = pl;
-        k = carbide_ir::ndarray::concatenate(Axis(2), &[pk.view(), k.view()])
-            .map_err(|e| invalid(e.to_string()))?;
-        v = carbide_ir::ndarray::concatenate(Axis(2), &[pvv.view(), v.view()])
-            .map_err(|e| invalid(e.to_string()))?;
+        k = carbide_ir::ndarray::concatenate(Axis(2), &[pk.view(), k.view()]).map_err(|e| invalid(e.to_string()))?;
+        v = carbide_ir::ndarray::concatenate(Axis(2), &[pvv.view(), v.view()]).map_err(|e| invalid(e.to_string()))?;
     }
     let total = skv + past_len;
     check_size(&[bsz, hq, sq, total], "attention scores")?;
@@ -201,29 +180,18 @@ pub fn attention(
         Some(m) => {
             let ms = m.shape().to_vec();
             if ms.is_empty() || ms.len() > 4 {
-                return Err(invalid(format!(
-                    "attn_mask must have rank 1..4, got {ms:?}"
-                )));
+                return Err(invalid(format!("attn_mask must have rank 1..4, got {ms:?}")));
             }
             let vals: Vec<f64> = match m {
-                Tensor::Bool(a) => a
-                    .iter()
-                    .map(|&b| if b { 0.0 } else { f64::NEG_INFINITY })
-                    .collect(),
-                t => to_f64(t, "attn_mask")?
-                    .as_standard_layout()
-                    .iter()
-                    .copied()
-                    .collect(),
+                Tensor::Bool(a) => a.iter().map(|&b| if b { 0.0 } else { f64::NEG_INFINITY }).collect(),
+                t => to_f64(t, "attn_mask")?.as_standard_layout().iter().copied().collect(),
             };
             let full = [bsz, hq, sq, total];
             for (k2, &dm) in ms.iter().enumerate() {
                 let want = full[4 - ms.len() + k2];
                 let last = k2 == ms.len() - 1;
                 if !(dm == 1 || dm == want || (last && dm < want)) {
-                    return Err(invalid(format!(
-                        "attn_mask {ms:?} does not broadcast to {full:?}"
-                    )));
+                    return Err(invalid(format!("attn_mask {ms:?} does not broadcast to {full:?}")));
                 }
             }
             Some((ms, vals))
@@ -252,9 +220,7 @@ pub fn attention(
         }
     };
     // Per (b, h): Y rows and the requested qk output.
-    let heads: Vec<(usize, usize)> = (0..bsz)
-        .flat_map(|b| (0..hq).map(move |h| (b, h)))
-        .collect();
+    let heads: Vec<(usize, usize)> = (0..bsz).flat_map(|b| (0..hq).map(move |h| (b, h))).collect();
     let mode = at.qk_matmul_output_mode;
     let results = heads
         .par_iter()
@@ -267,8 +233,7 @@ pub fn attention(
             s.iter_mut().for_each(|x| *x = r(*x));
             let raw = if mode == 0 { s.clone() } else { Vec::new() };
             if softcap > 0.0 {
-                s.iter_mut()
-                    .for_each(|x| *x = r(r(r(*x / cap).tanh()) * cap));
+                s.iter_mut().for_each(|x| *x = r(r(r(*x / cap).tanh()) * cap));
             }
             let capped = if mode == 1 { s.clone() } else { Vec::new() };
             let off = offset(b);
@@ -282,11 +247,7 @@ pub fn attention(
                         let ml = ms[ms.len() - 1];
                         // A short last dim is padded with -inf (as the
                         // reference does, even for length 1).
-                        bias += if j < ml {
-                            mv[ro + j]
-                        } else {
-                            f64::NEG_INFINITY
-                        };
+                        bias += if j < ml { mv[ro + j] } else { f64::NEG_INFINITY };
                     }
                     let p = (i as i64).saturating_add(off);
                     let jj = j as i64;
@@ -296,8 +257,7 @@ pub fn attention(
                     if windowed {
                         let diff = p.saturating_sub(jj);
                         let ok = (at.left_window_size < 0 || diff <= at.left_window_size)
-                            && (at.right_window_size < 0
-                                || diff.saturating_neg() <= at.right_window_size);
+                            && (at.right_window_size < 0 || diff.saturating_neg() <= at.right_window_size);
                         if !ok {
                             bias += f64::NEG_INFINITY;
                         }
@@ -324,9 +284,7 @@ pub fn attention(
             );
             for (i, m) in masked_rows.iter().enumerate() {
                 if *m {
-                    s[i * total..(i + 1) * total]
-                        .iter_mut()
-                        .for_each(|x| *x = 0.0);
+                    s[i * total..(i + 1) * total].iter_mut().for_each(|x| *x = 0.0);
                 }
             }
             s.iter_mut().for_each(|x| *x = r(*x));
@@ -361,22 +319,12 @@ pub fn attention(
         outs.push(Value::Tensor(from_f64(vt.dtype(), v)?));
     }
     if cx.num_outputs > 3 {
-        outs.push(Value::Tensor(from_f64(
-            dtype,
-            array(&[bsz, hq, sq, total], qk_all)?,
-        )?));
+        outs.push(Value::Tensor(from_f64(dtype, array(&[bsz, hq, sq, total], qk_all)?)?));
     }
     Ok(outs)
 }
 
-fn run_mod(
-    cx: &EvalCtx,
-    g: &Graph,
-    dtype: DType,
-    shape: &[usize],
-    data: Vec<f64>,
-    what: &str,
-) -> OpResult<Vec<f64>> {
+fn run_mod(cx: &EvalCtx, g: &Graph, dtype: DType, shape: &[usize], data: Vec<f64>, what: &str) -> OpResult<Vec<f64>> {
     let t = from_f64(dtype, array(shape, data)?)?;
     let outs = cx.runner.run_subgraph(g, vec![Value::Tensor(t)])?;
     let out = outs
@@ -396,11 +344,7 @@ fn run_mod(
     Ok(to_f64(t, what)?.iter().map(|&v| rc(v)).collect())
 }
 
-pub fn flex_attention(
-    fa: &FlexAttentionAttrs,
-    ins: &[Option<&Tensor>],
-    cx: &EvalCtx,
-) -> OpResult<Vec<Value>> {
+pub fn flex_attention(fa: &FlexAttentionAttrs, ins: &[Option<&Tensor>], cx: &EvalCtx) -> OpResult<Vec<Value>> {
     let get = |i: usize, n: &str| {
         ins.get(i)
             .copied()
@@ -426,15 +370,10 @@ pub fn flex_attention(
         )));
     }
     if hkv == 0 || hq % hkv != 0 {
-        return Err(invalid(format!(
-            "q heads {hq} is not a multiple of kv heads {hkv}"
-        )));
+        return Err(invalid(format!("q heads {hq} is not a multiple of kv heads {hkv}")));
     }
     check_size(&[b, hq, l, s], "attention scores")?;
-    let scale = fa
-        .scale
-        .map(|v| v as f64)
-        .unwrap_or(1.0 / (e as f64).sqrt());
+    let scale = fa.scale.map(|v| v as f64).unwrap_or(1.0 / (e as f64).sqrt());
     let ss = r(((scale as f32).sqrt()) as f64);
     let cdt = match fa.softmax_precision {
         Some(p) => p,
@@ -474,10 +413,7 @@ pub fn flex_attention(
             y.extend(o.into_iter().map(|x| r(rc(x))));
         }
     }
-    Ok(vec![Value::Tensor(from_f64(
-        dtype,
-        array(&[b, hq, l, ev], y)?,
-    )?)])
+    Ok(vec![Value::Tensor(from_f64(dtype, array(&[b, hq, l, ev], y)?)?)])
 }
 
 /// Unpacks a rank-3 (B, T, H*D) f32-rounded input to (B, H, T, D).
@@ -492,10 +428,7 @@ fn unpack(t: &Tensor, heads: usize, what: &str) -> OpResult<ArrayD<f64>> {
     split_heads(&a.mapv(|v| v as f32 as f64), heads, what)
 }
 
-pub fn linear_attention(
-    la: &LinearAttentionAttrs,
-    ins: &[Option<&Tensor>],
-) -> OpResult<Vec<Value>> {
+pub fn linear_attention(la: &LinearAttentionAttrs, ins: &[Option<&Tensor>]) -> OpResult<Vec<Value>> {
     let get = |i: usize, n: &str| {
         ins.get(i)
             .copied()
@@ -506,14 +439,8 @@ pub fn linear_attention(
     let past = ins.get(3).copied().flatten();
     let decay = ins.get(4).copied().flatten();
     let beta = ins.get(5).copied().flatten();
-    let gating = matches!(
-        la.update_rule,
-        LinearUpdateRule::Gated | LinearUpdateRule::GatedDelta
-    );
-    let delta = matches!(
-        la.update_rule,
-        LinearUpdateRule::Delta | LinearUpdateRule::GatedDelta
-    );
+    let gating = matches!(la.update_rule, LinearUpdateRule::Gated | LinearUpdateRule::GatedDelta);
+    let delta = matches!(la.update_rule, LinearUpdateRule::Delta | LinearUpdateRule::GatedDelta);
     if gating != decay.is_some() {
         return Err(invalid(format!(
             "update_rule {:?} {} the decay input",
@@ -573,9 +500,7 @@ pub fn linear_attention(
             let a = to_f64(bt, "beta")?;
             let s = a.shape().to_vec();
             if s.len() != 3 || s[0] != b || s[1] != t || !(s[2] == hkv || s[2] == 1) {
-                return Err(invalid(format!(
-                    "beta must be (B, T, {hkv} or 1), got {s:?}"
-                )));
+                return Err(invalid(format!("beta must be (B, T, {hkv} or 1), got {s:?}")));
             }
             Some((a.mapv(f), s[2]))
         }
@@ -592,10 +517,7 @@ pub fn linear_attention(
             }
             (
                 p.dtype(),
-                a.as_standard_layout()
-                    .iter()
-                    .map(|&x| f(x))
-                    .collect::<Vec<f64>>(),
+                a.as_standard_layout().iter().map(|&x| f(x)).collect::<Vec<f64>>(),
             )
         }
         None => (qt.dtype(), vec![0.0; b * hkv * dk * dv]),
@@ -620,9 +542,7 @@ pub fn linear_attention(
                             d4[[bi, h, step, 0]]
                         };
                         let e = f(g.exp());
-                        st[di * dv..(di + 1) * dv]
-                            .iter_mut()
-                            .for_each(|x| *x = f(*x * e));
+                        st[di * dv..(di + 1) * dv].iter_mut().for_each(|x| *x = f(*x * e));
                     }
                 }
                 for m in 0..dv {
@@ -726,11 +646,7 @@ mod tests {
             "{y:?}"
         );
         let mask = Tensor::Bool(
-            ArrayD::from_shape_vec(
-                carbide_ir::ndarray::IxDyn(&[2, 2]),
-                vec![true, true, false, false],
-            )
-            .unwrap(),
+            ArrayD::from_shape_vec(carbide_ir::ndarray::IxDyn(&[2, 2]), vec![true, true, false, false]).unwrap(),
         );
         let y = run(&attrs(), Some(&mask));
         assert!(
@@ -754,13 +670,7 @@ mod tests {
             t(&[1, 2, 1], vec![3., 4.]),
         );
         let out = linear_attention(&la, &[Some(&q), Some(&k), Some(&v), None, None, None]).unwrap();
-        assert_eq!(
-            out[0].as_tensor().unwrap().to_f64_vec().unwrap(),
-            vec![3.0, 11.0]
-        );
-        assert_eq!(
-            out[1].as_tensor().unwrap().to_f64_vec().unwrap(),
-            vec![11.0]
-        );
+        assert_eq!(out[0].as_tensor().unwrap().to_f64_vec().unwrap(), vec![3.0, 11.0]);
+        assert_eq!(out[1].as_tensor().unwrap().to_f64_vec().unwrap(), vec![11.0]);
     }
 }

@@ -34,9 +34,7 @@ fn expand_labels(terms: &[Term], rank: usize, ell_max: usize) -> OpResult<Vec<La
     for t in terms {
         match t {
             Term::Label(c) => out.push(*c as Label),
-            Term::Ellipsis => {
-                out.extend((0..ell_rank).map(|j| ELL + (ell_max - ell_rank + j) as Label))
-            }
+            Term::Ellipsis => out.extend((0..ell_rank).map(|j| ELL + (ell_max - ell_rank + j) as Label)),
         }
     }
     Ok(out)
@@ -64,16 +62,12 @@ fn diagonal<T: Copy + Default>(op: Operand<T>) -> OpResult<Operand<T>> {
             .map(|(_, d)| *d)
             .collect();
         if ds.iter().any(|d| *d != ds[0]) {
-            return Err(invalid(format!(
-                "repeated label has differing sizes {ds:?}"
-            )));
+            return Err(invalid(format!("repeated label has differing sizes {ds:?}")));
         }
         sizes.push(ds[0]);
     }
     let a = op.a.as_standard_layout();
-    let src = a
-        .as_slice()
-        .ok_or_else(|| invalid("non-contiguous operand"))?;
+    let src = a.as_slice().ok_or_else(|| invalid("non-contiguous operand"))?;
     let mut strides = vec![0usize; shape.len()];
     let mut s = 1;
     for i in (0..shape.len()).rev() {
@@ -96,10 +90,7 @@ fn diagonal<T: Copy + Default>(op: Operand<T>) -> OpResult<Operand<T>> {
     let mut idx = vec![0usize; sizes.len()];
     for _ in 0..n {
         let off: usize = idx.iter().zip(&ustride).map(|(i, s)| i * s).sum();
-        out.push(
-            *src.get(off)
-                .ok_or_else(|| invalid("diagonal index out of range"))?,
-        );
+        out.push(*src.get(off).ok_or_else(|| invalid("diagonal index out of range"))?);
         for d in (0..sizes.len()).rev() {
             idx[d] += 1;
             if idx[d] < sizes[d] {
@@ -113,10 +104,7 @@ fn diagonal<T: Copy + Default>(op: Operand<T>) -> OpResult<Operand<T>> {
 }
 
 /// Sums away the axes whose labels are not in `keep`.
-fn sum_unneeded<T: Copy + Default + Add<Output = T>>(
-    mut op: Operand<T>,
-    keep: &[Label],
-) -> Operand<T> {
+fn sum_unneeded<T: Copy + Default + Add<Output = T>>(mut op: Operand<T>, keep: &[Label]) -> Operand<T> {
     let mut i = op.labels.len();
     while i > 0 {
         i -= 1;
@@ -141,12 +129,9 @@ fn arrange<T: Copy>(op: &Operand<T>, order: &[Label], sizes: &[usize]) -> OpResu
         })
         .collect::<OpResult<_>>()?;
     let v = op.a.view().permuted_axes(IxDyn(&perm));
-    let v = v.broadcast(IxDyn(sizes)).ok_or_else(|| {
-        invalid(format!(
-            "einsum dims {:?} do not broadcast to {sizes:?}",
-            v.shape()
-        ))
-    })?;
+    let v = v
+        .broadcast(IxDyn(sizes))
+        .ok_or_else(|| invalid(format!("einsum dims {:?} do not broadcast to {sizes:?}", v.shape())))?;
     Ok(v.iter().copied().collect())
 }
 
@@ -216,27 +201,14 @@ fn contract<T: MatElem>(x: Operand<T>, y: Operand<T>, keep: &[Label]) -> OpResul
     let xb = arrange(&x, &xo, &xs)?;
     let yb = arrange(&y, &yo, &ys)?;
     let offs = |inner: usize| batch_offsets(&[nb], &[nb], inner);
-    let out = batched_gemm(
-        m,
-        k,
-        n,
-        &xb,
-        &offs(m * k),
-        (k, 1),
-        &yb,
-        &offs(k * n),
-        (n, 1),
-    )?;
+    let out = batched_gemm(m, k, n, &xb, &offs(m * k), (k, 1), &yb, &offs(k * n), (n, 1))?;
     let labels: Vec<Label> = batch.iter().chain(&left).chain(&right).copied().collect();
     let shape: Vec<usize> = bs.iter().chain(&ls).chain(&rs).copied().collect();
     let a = ArrayD::from_shape_vec(IxDyn(&shape), out).map_err(|e| invalid(e.to_string()))?;
     Ok(Operand { a, labels })
 }
 
-pub fn einsum_arrays<T: MatElem + Add<Output = T>>(
-    eq: &EinsumEq,
-    xs: &[&ArrayD<T>],
-) -> OpResult<ArrayD<T>> {
+pub fn einsum_arrays<T: MatElem + Add<Output = T>>(eq: &EinsumEq, xs: &[&ArrayD<T>]) -> OpResult<ArrayD<T>> {
     if xs.len() != eq.inputs.len() {
         return Err(invalid(format!(
             "equation has {} operands, got {} inputs",
@@ -315,11 +287,7 @@ pub fn einsum_arrays<T: MatElem + Add<Output = T>>(
                 .ok_or_else(|| invalid("output label lost"))
         })
         .collect::<OpResult<_>>()?;
-    Ok(cur
-        .a
-        .permuted_axes(IxDyn(&perm))
-        .as_standard_layout()
-        .into_owned())
+    Ok(cur.a.permuted_axes(IxDyn(&perm)).as_standard_layout().into_owned())
 }
 
 pub fn einsum(eq: &EinsumEq, xs: &[&Tensor]) -> OpResult<Tensor> {
@@ -392,10 +360,7 @@ mod tests {
             run("ij->ji", &[&a]).into_raw_vec_and_offset().0,
             vec![1., 4., 2., 5., 3., 6.]
         );
-        assert_eq!(
-            run("ij->i", &[&a]).into_raw_vec_and_offset().0,
-            vec![6., 15.]
-        );
+        assert_eq!(run("ij->i", &[&a]).into_raw_vec_and_offset().0, vec![6., 15.]);
         assert_eq!(
             run("ij", &[&a]).into_raw_vec_and_offset().0,
             a.clone().into_raw_vec_and_offset().0
@@ -424,9 +389,7 @@ mod tests {
         assert_eq!(r.shape(), &[2, 4, 2, 2]);
         assert_eq!(
             r[[1, 2, 0, 1]],
-            (0..3)
-                .map(|j| (6 + j) as f64 * (12 + j * 2 + 1) as f64)
-                .sum::<f64>()
+            (0..3).map(|j| (6 + j) as f64 * (12 + j * 2 + 1) as f64).sum::<f64>()
         );
         let r = run("i,ij,j->", &[&v, &arr(&[3, 3], vec![1.; 9]), &v]);
         assert_eq!(r.into_raw_vec_and_offset().0, vec![36.]);

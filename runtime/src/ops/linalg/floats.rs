@@ -15,11 +15,7 @@ pub fn rounder(d: DType) -> OpResult<Round> {
         DType::F32 => |v| v as f32 as f64,
         DType::F16 => |v| f16::from_f64(v).to_f64(),
         DType::BF16 => |v| bf16::from_f64(v).to_f64(),
-        d => {
-            return Err(unsupported(format!(
-                "{d} is not a float dtype this op computes in"
-            )))
-        }
+        d => return Err(unsupported(format!("{d} is not a float dtype this op computes in"))),
     })
 }
 

@@ -179,11 +179,7 @@ pub fn gemm<T: MatElem>(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let bad = |what: &str| {
-        invalid(format!(
-            "gemm operand {what} is too small for its {m}x{k}x{n} product"
-        ))
-    };
+    let bad = |what: &str| invalid(format!("gemm operand {what} is too small for its {m}x{k}x{n} product"));
     if k > 0 && (max_offset(m, k, rsa, csa) >= a.len() || max_offset(k, n, rsb, csb) >= b.len()) {
         return Err(bad("a or b"));
     }
@@ -219,16 +215,8 @@ pub fn broadcast_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![1; r];
     for (i, o) in out.iter_mut().enumerate() {
-        let x = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let y = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
+        let x = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let y = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
         *o = match (x, y) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -286,11 +274,7 @@ pub fn batched_gemm<T: MatElem>(
         .checked_mul(m)
         .and_then(|x| x.checked_mul(n))
         .filter(|&t| t <= MAX_ELEMS);
-    let total = total.ok_or_else(|| {
-        invalid(format!(
-            "matmul output of {nb}x{m}x{n} elements is too large"
-        ))
-    })?;
+    let total = total.ok_or_else(|| invalid(format!("matmul output of {nb}x{m}x{n} elements is too large")))?;
     let mut out = vec![T::default(); total];
     if total == 0 || k == 0 {
         return Ok(out);
@@ -345,28 +329,15 @@ pub fn matmul_arrays<T: MatElem>(a: &ArrayD<T>, b: &ArrayD<T>) -> OpResult<Array
         return Err(invalid("MatMul operands must have rank >= 1"));
     }
     let (ra, rb) = (sa.len(), sb.len());
-    let (m, k) = if ra == 1 {
-        (1, sa[0])
-    } else {
-        (sa[ra - 2], sa[ra - 1])
-    };
-    let (k2, n) = if rb == 1 {
-        (sb[0], 1)
-    } else {
-        (sb[rb - 2], sb[rb - 1])
-    };
+    let (m, k) = if ra == 1 { (1, sa[0]) } else { (sa[ra - 2], sa[ra - 1]) };
+    let (k2, n) = if rb == 1 { (sb[0], 1) } else { (sb[rb - 2], sb[rb - 1]) };
     if k != k2 {
-        return Err(invalid(format!(
-            "MatMul inner dims differ: {sa:?} x {sb:?}"
-        )));
+        return Err(invalid(format!("MatMul inner dims differ: {sa:?} x {sb:?}")));
     }
     let ba = if ra > 2 { &sa[..ra - 2] } else { &[][..] };
     let bb = if rb > 2 { &sb[..rb - 2] } else { &[][..] };
-    let batch = broadcast_dims(ba, bb).ok_or_else(|| {
-        invalid(format!(
-            "MatMul batch dims do not broadcast: {sa:?} x {sb:?}"
-        ))
-    })?;
+    let batch = broadcast_dims(ba, bb)
+        .ok_or_else(|| invalid(format!("MatMul batch dims do not broadcast: {sa:?} x {sb:?}")))?;
     let nb = batch
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -385,12 +356,8 @@ pub fn matmul_arrays<T: MatElem>(a: &ArrayD<T>, b: &ArrayD<T>) -> OpResult<Array
     }
     let a_std = a.as_standard_layout();
     let b_std = b.as_standard_layout();
-    let a_sl = a_std
-        .as_slice()
-        .ok_or_else(|| invalid("non-contiguous operand"))?;
-    let b_sl = b_std
-        .as_slice()
-        .ok_or_else(|| invalid("non-contiguous operand"))?;
+    let a_sl = a_std.as_slice().ok_or_else(|| invalid("non-contiguous operand"))?;
+    let b_sl = b_std.as_slice().ok_or_else(|| invalid("non-contiguous operand"))?;
     let a_offs = batch_offsets(ba, &batch, m * k);
     let b_offs = batch_offsets(bb, &batch, k * n);
     let out = batched_gemm(m, k, n, a_sl, &a_offs, (k, 1), b_sl, &b_offs, (n, 1))?;
@@ -434,12 +401,7 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> OpResult<Tensor> {
     })
 }
 
-fn gemm_arrays<T: MatElem>(
-    g: &GemmAttrs,
-    a: &ArrayD<T>,
-    b: &ArrayD<T>,
-    c: Option<&ArrayD<T>>,
-) -> OpResult<ArrayD<T>> {
+fn gemm_arrays<T: MatElem>(g: &GemmAttrs, a: &ArrayD<T>, b: &ArrayD<T>, c: Option<&ArrayD<T>>) -> OpResult<ArrayD<T>> {
     if a.ndim() != 2 || b.ndim() != 2 {
         return Err(invalid(format!(
             "Gemm needs 2-D A and B, got {:?} and {:?}",
@@ -471,29 +433,20 @@ fn gemm_arrays<T: MatElem>(
     let mut beta = 0.0;
     if let Some(c) = c {
         if g.beta != 0.0 {
-            let cb = c.broadcast(IxDyn(&[m, n])).ok_or_else(|| {
-                invalid(format!(
-                    "Gemm C {:?} does not broadcast to [{m}, {n}]",
-                    c.shape()
-                ))
-            })?;
+            let cb = c
+                .broadcast(IxDyn(&[m, n]))
+                .ok_or_else(|| invalid(format!("Gemm C {:?} does not broadcast to [{m}, {n}]", c.shape())))?;
             out.assign(&cb);
             beta = g.beta as f64;
         }
     }
     let a_std = a.as_standard_layout();
     let b_std = b.as_standard_layout();
-    let a_sl = a_std
-        .as_slice()
-        .ok_or_else(|| invalid("non-contiguous A"))?;
-    let b_sl = b_std
-        .as_slice()
-        .ok_or_else(|| invalid("non-contiguous B"))?;
+    let a_sl = a_std.as_slice().ok_or_else(|| invalid("non-contiguous A"))?;
+    let b_sl = b_std.as_slice().ok_or_else(|| invalid("non-contiguous B"))?;
     let sa = if g.trans_a { (1, m) } else { (k, 1) };
     let sb = if g.trans_b { (1, k) } else { (n, 1) };
-    let o = out
-        .as_slice_mut()
-        .ok_or_else(|| invalid("non-contiguous output"))?;
+    let o = out.as_slice_mut().ok_or_else(|| invalid("non-contiguous output"))?;
     // Split rows over threads for big products.
     let threads = rayon::current_num_threads().max(1);
     let rows = if m * n * k >= 1 << 16 {
@@ -502,25 +455,11 @@ fn gemm_arrays<T: MatElem>(
         m.max(1)
     };
     let alpha = g.alpha as f64;
-    o.par_chunks_mut(rows * n.max(1))
-        .enumerate()
-        .try_for_each(|(ri, oc)| {
-            let r0 = ri * rows;
-            let mr = oc.len() / n.max(1);
-            gemm(
-                mr,
-                k,
-                n,
-                alpha,
-                &a_sl[r0 * sa.0..],
-                sa,
-                b_sl,
-                sb,
-                beta,
-                oc,
-                n,
-            )
-        })?;
+    o.par_chunks_mut(rows * n.max(1)).enumerate().try_for_each(|(ri, oc)| {
+        let r0 = ri * rows;
+        let mr = oc.len() / n.max(1);
+        gemm(mr, k, n, alpha, &a_sl[r0 * sa.0..], sa, b_sl, sb, beta, oc, n)
+    })?;
     Ok(out)
 }
 
@@ -530,13 +469,7 @@ pub fn gemm_op(g: &GemmAttrs, a: &Tensor, b: &Tensor, c: Option<&Tensor>) -> OpR
             let c = match c {
                 None => None,
                 Some(Tensor::$v(c)) => Some(c),
-                Some(c) => {
-                    return Err(invalid(format!(
-                        "Gemm C has dtype {}, A has {}",
-                        c.dtype(),
-                        a.dtype()
-                    )))
-                }
+                Some(c) => return Err(invalid(format!("Gemm C has dtype {}, A has {}", c.dtype(), a.dtype()))),
             };
             Tensor::$v(gemm_arrays(g, $x, $y, c)?)
         }};
@@ -558,11 +491,7 @@ pub fn gemm_op(g: &GemmAttrs, a: &Tensor, b: &Tensor, c: Option<&Tensor>) -> OpR
             };
             let cf = match c {
                 Some(ct) if ct.dtype() != a.dtype() => {
-                    return Err(invalid(format!(
-                        "Gemm C has dtype {}, A has {}",
-                        ct.dtype(),
-                        a.dtype()
-                    )))
+                    return Err(invalid(format!("Gemm C has dtype {}, A has {}", ct.dtype(), a.dtype())))
                 }
                 Some(ct) => Some(f(ct)),
                 None => None,
@@ -589,10 +518,7 @@ fn widen(t: &Tensor, what: &str) -> OpResult<ArrayD<i32>> {
     match t {
         Tensor::I8(a) => Ok(a.mapv(i32::from)),
         Tensor::U8(a) => Ok(a.mapv(i32::from)),
-        _ => Err(unsupported(format!(
-            "{what} of dtype {} (int8/uint8 only)",
-            t.dtype()
-        ))),
+        _ => Err(unsupported(format!("{what} of dtype {} (int8/uint8 only)", t.dtype()))),
     }
 }
 
@@ -611,12 +537,7 @@ fn qparam_shape<T: Clone>(p: ArrayD<T>, row: bool) -> OpResult<ArrayD<T>> {
 }
 
 /// `x - zp` with the zero point broadcast per tensor, row or column.
-fn sub_zero_point(
-    x: ArrayD<i32>,
-    zp: Option<&Tensor>,
-    row: bool,
-    what: &str,
-) -> OpResult<ArrayD<i32>> {
+fn sub_zero_point(x: ArrayD<i32>, zp: Option<&Tensor>, row: bool, what: &str) -> OpResult<ArrayD<i32>> {
     let Some(zp) = zp else { return Ok(x) };
     let z = qparam_shape(widen(zp, what)?, row)?;
     if z.len() == 1 {
@@ -633,12 +554,7 @@ fn sub_zero_point(
     Ok(&x - &zb)
 }
 
-pub fn matmul_integer(
-    a: &Tensor,
-    b: &Tensor,
-    azp: Option<&Tensor>,
-    bzp: Option<&Tensor>,
-) -> OpResult<Tensor> {
+pub fn matmul_integer(a: &Tensor, b: &Tensor, azp: Option<&Tensor>, bzp: Option<&Tensor>) -> OpResult<Tensor> {
     let a32 = sub_zero_point(widen(a, "MatMulInteger A")?, azp, true, "a_zero_point")?;
     let b32 = sub_zero_point(widen(b, "MatMulInteger B")?, bzp, false, "b_zero_point")?;
     Ok(Tensor::I32(matmul_arrays(&a32, &b32)?))
@@ -677,21 +593,15 @@ pub fn qlinear_matmul(
     let asc = qparam_shape(asc, true)?;
     let bsc = qparam_shape(bsc, false)?;
     let fit = |s: &ArrayD<f32>, what: &str| {
-        s.broadcast(c.raw_dim())
-            .map(|v| v.to_owned())
-            .ok_or_else(|| {
-                invalid(format!(
-                    "{what} of shape {:?} does not fit output {:?}",
-                    s.shape(),
-                    c.shape()
-                ))
-            })
+        s.broadcast(c.raw_dim()).map(|v| v.to_owned()).ok_or_else(|| {
+            invalid(format!(
+                "{what} of shape {:?} does not fit output {:?}",
+                s.shape(),
+                c.shape()
+            ))
+        })
     };
-    let (asb, bsb, ysb) = (
-        fit(&asc, "a_scale")?,
-        fit(&bsc, "b_scale")?,
-        fit(&ysc, "y_scale")?,
-    );
+    let (asb, bsb, ysb) = (fit(&asc, "a_scale")?, fit(&bsc, "b_scale")?, fit(&ysc, "y_scale")?);
     let out_dtype = y_zp.map(|t| t.dtype()).unwrap_or(a.dtype());
     let yz: Vec<f64> = match y_zp {
         Some(t) => {
@@ -719,18 +629,12 @@ pub fn qlinear_matmul(
     let shape = c.raw_dim();
     Ok(match out_dtype {
         carbide_ir::DType::I8 => Tensor::I8(
-            ArrayD::from_shape_vec(
-                shape,
-                vals.iter().map(|&v| v.clamp(-128.0, 127.0) as i8).collect(),
-            )
-            .map_err(|e| invalid(e.to_string()))?,
+            ArrayD::from_shape_vec(shape, vals.iter().map(|&v| v.clamp(-128.0, 127.0) as i8).collect())
+                .map_err(|e| invalid(e.to_string()))?,
         ),
         carbide_ir::DType::U8 => Tensor::U8(
-            ArrayD::from_shape_vec(
-                shape,
-                vals.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect(),
-            )
-            .map_err(|e| invalid(e.to_string()))?,
+            ArrayD::from_shape_vec(shape, vals.iter().map(|&v| v.clamp(0.0, 255.0) as u8).collect())
+                .map_err(|e| invalid(e.to_string()))?,
         ),
         d => return Err(unsupported(format!("QLinearMatMul output of dtype {d}"))),
     })
@@ -769,14 +673,8 @@ mod tests {
     #[test]
     fn big_matmul_matches_naive() {
         let (m, k, n) = (70, 50, 40);
-        let a = arr(
-            &[m, k],
-            (0..m * k).map(|v| ((v * 7) % 13) as f32 - 6.0).collect(),
-        );
-        let b = arr(
-            &[k, n],
-            (0..k * n).map(|v| ((v * 5) % 11) as f32 - 5.0).collect(),
-        );
+        let a = arr(&[m, k], (0..m * k).map(|v| ((v * 7) % 13) as f32 - 6.0).collect());
+        let b = arr(&[k, n], (0..k * n).map(|v| ((v * 5) % 11) as f32 - 5.0).collect());
         let c = matmul_arrays(&a, &b).unwrap();
         for i in 0..m {
             for j in 0..n {

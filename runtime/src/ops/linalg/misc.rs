@@ -5,13 +5,7 @@ use crate::error::{invalid, OpResult};
 use carbide_ir::ops::linalg::RotaryAttrs;
 use carbide_ir::Tensor;
 
-pub fn rotary(
-    ra: &RotaryAttrs,
-    x: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
-    pos: Option<&Tensor>,
-) -> OpResult<Tensor> {
+pub fn rotary(ra: &RotaryAttrs, x: &Tensor, cos: &Tensor, sin: &Tensor, pos: Option<&Tensor>) -> OpResult<Tensor> {
     let dtype = x.dtype();
     let r = rounder(dtype)?;
     let xa = to_f64(x, "input")?.as_standard_layout().into_owned();
@@ -52,8 +46,7 @@ pub fn rotary(
             sa.shape()
         )));
     }
-    let (cv, sv): (Vec<f64>, Vec<f64>) =
-        (ca.iter().copied().collect(), sa.iter().copied().collect());
+    let (cv, sv): (Vec<f64>, Vec<f64>) = (ca.iter().copied().collect(), sa.iter().copied().collect());
     let cs = ca.shape().to_vec();
     if cs.last() != Some(&half) {
         return Err(invalid(format!(
@@ -63,9 +56,7 @@ pub fn rotary(
     // Row of the caches for (batch, position).
     let positions: Option<Vec<i64>> = match pos {
         Some(p) => {
-            let v = p
-                .to_i64_vec()
-                .ok_or_else(|| invalid("position_ids must be integers"))?;
+            let v = p.to_i64_vec().ok_or_else(|| invalid("position_ids must be integers"))?;
             if p.shape() != [b, s] || cs.len() != 2 {
                 return Err(invalid(format!(
                     "position_ids {:?} must be [{b}, {s}] with a 2-D cache",
@@ -90,19 +81,14 @@ pub fn rotary(
         }
     };
     let mut out: Vec<f64> = xa.iter().copied().collect();
-    let src: &[f64] = xa
-        .as_slice()
-        .ok_or_else(|| invalid("non-contiguous input"))?;
+    let src: &[f64] = xa.as_slice().ok_or_else(|| invalid("non-contiguous input"))?;
     for bi in 0..b {
         for si in 0..s {
             let row = match &positions {
                 Some(p) => p[bi * s + si] as usize,
                 None => bi * s + si,
             };
-            let (c, sn) = (
-                &cv[row * half..(row + 1) * half],
-                &sv[row * half..(row + 1) * half],
-            );
+            let (c, sn) = (&cv[row * half..(row + 1) * half], &sv[row * half..(row + 1) * half]);
             for hi in 0..h {
                 let base = bi * st[0] + si * st[1] + hi * st[2];
                 for i in 0..half {
@@ -187,9 +173,7 @@ pub fn det_op(x: &Tensor) -> OpResult<Tensor> {
     let outs: Vec<f64> = if n == 0 {
         vec![1.0; s[..s.len() - 2].iter().product()]
     } else {
-        data.chunks(n * n)
-            .map(|c| r(det(&mut c.to_vec(), n)))
-            .collect()
+        data.chunks(n * n).map(|c| r(det(&mut c.to_vec(), n))).collect()
     };
     from_f64(x.dtype(), array(&s[..s.len() - 2], outs)?)
 }
@@ -215,10 +199,7 @@ mod tests {
             .to_f64_vec()
             .unwrap();
         // a * sigmoid(a) * b
-        let e = [
-            1.0 / (1.0 + (-1f64).exp()) * 2.0,
-            -2.0 / (1.0 + 2f64.exp()) * 3.0,
-        ];
+        let e = [1.0 / (1.0 + (-1f64).exp()) * 2.0, -2.0 / (1.0 + 2f64.exp()) * 3.0];
         assert!((y[0] - e[0]).abs() < 1e-6 && (y[1] - e[1]).abs() < 1e-6);
     }
 
@@ -234,20 +215,14 @@ mod tests {
             num_heads: None,
             rotary_embedding_dim: 0,
         };
-        let y = rotary(&ra, &x, &cos, &sin, Some(&pos))
-            .unwrap()
-            .to_f64_vec()
-            .unwrap();
+        let y = rotary(&ra, &x, &cos, &sin, Some(&pos)).unwrap().to_f64_vec().unwrap();
         // x1=[1,2], x2=[3,4]: real = cos*x1 - sin*x2 = [-3, 2]; imag = sin*x1 + cos*x2 = [1, 4]
         assert_eq!(y, vec![-3., 2., 1., 4.]);
         let ra = RotaryAttrs {
             interleaved: true,
             ..ra
         };
-        let y = rotary(&ra, &x, &cos, &sin, Some(&pos))
-            .unwrap()
-            .to_f64_vec()
-            .unwrap();
+        let y = rotary(&ra, &x, &cos, &sin, Some(&pos)).unwrap().to_f64_vec().unwrap();
         // pairs (1,2),(3,4): first rotated by 90 deg -> (-2, 1), second unchanged
         assert_eq!(y, vec![-2., 1., 3., 4.]);
     }

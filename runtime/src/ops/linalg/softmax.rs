@@ -50,12 +50,7 @@ fn lane<F: Float>(kind: SoftmaxKind, x: &mut [F], len: usize, stride: usize) {
 }
 
 /// Applies `kind` to a row-major buffer viewed as [outer, len, inner].
-pub fn softmax_slice<F: Float + Send + Sync>(
-    kind: SoftmaxKind,
-    data: &mut [F],
-    len: usize,
-    inner: usize,
-) {
+pub fn softmax_slice<F: Float + Send + Sync>(kind: SoftmaxKind, data: &mut [F], len: usize, inner: usize) {
     let block = len * inner;
     if block == 0 {
         return;
@@ -98,10 +93,7 @@ fn run<F: Float + Send + Sync>(s: &SoftmaxAttrs, a: &ArrayD<F>) -> OpResult<Arra
         return Ok(out);
     }
     if axis < 0 || axis >= r {
-        return Err(invalid(format!(
-            "axis {} out of range for rank {r}",
-            s.axis
-        )));
+        return Err(invalid(format!("axis {} out of range for rank {r}", s.axis)));
     }
     let axis = axis as usize;
     let (len, inner) = if s.flatten {
@@ -110,9 +102,7 @@ fn run<F: Float + Send + Sync>(s: &SoftmaxAttrs, a: &ArrayD<F>) -> OpResult<Arra
         (shape[axis], shape[axis + 1..].iter().product())
     };
     let mut out = a.as_standard_layout().into_owned();
-    let d = out
-        .as_slice_mut()
-        .ok_or_else(|| invalid("non-contiguous buffer"))?;
+    let d = out.as_slice_mut().ok_or_else(|| invalid("non-contiguous buffer"))?;
     softmax_slice(s.kind, d, len, inner);
     Ok(out)
 }
@@ -123,13 +113,7 @@ pub fn softmax(s: &SoftmaxAttrs, x: &Tensor) -> OpResult<Tensor> {
         Tensor::F64(a) => Tensor::F64(run(s, a)?),
         Tensor::F16(a) => Tensor::F16(run(s, &a.mapv(|v| v.to_f32()))?.mapv(f16::from_f32)),
         Tensor::BF16(a) => Tensor::BF16(run(s, &a.mapv(|v| v.to_f32()))?.mapv(bf16::from_f32)),
-        _ => {
-            return Err(unsupported(format!(
-                "{:?} on {} tensors",
-                s.kind,
-                x.dtype()
-            )))
-        }
+        _ => return Err(unsupported(format!("{:?} on {} tensors", s.kind, x.dtype()))),
     })
 }
 

@@ -12,9 +12,7 @@ use std::collections::HashMap;
 /// Gathers `idx` along the last axis of `a` (rank >= 1) into `oshape`.
 fn gather_last<T: Clone>(a: &ArrayD<T>, idx: &[usize], oshape: &[usize]) -> OpResult<ArrayD<T>> {
     let a = a.as_standard_layout();
-    let s = a
-        .as_slice()
-        .ok_or_else(|| invalid("internal: non-contiguous array"))?;
+    let s = a.as_slice().ok_or_else(|| invalid("internal: non-contiguous array"))?;
     let f = a.shape().last().copied().unwrap_or(1).max(1);
     let mut out = Vec::with_capacity(s.len() / f * idx.len());
     for row in s.chunks(f) {
@@ -73,12 +71,7 @@ fn float_key(v: f64) -> u64 {
     }
 }
 
-fn pick<T: Clone>(
-    vals: &ArrayD<T>,
-    def: &ArrayD<T>,
-    hits: &[Option<usize>],
-    shape: &[usize],
-) -> OpResult<ArrayD<T>> {
+fn pick<T: Clone>(vals: &ArrayD<T>, def: &ArrayD<T>, hits: &[Option<usize>], shape: &[usize]) -> OpResult<ArrayD<T>> {
     let d = def
         .iter()
         .next()
@@ -87,19 +80,14 @@ fn pick<T: Clone>(
     let v: Vec<T> = vals.iter().cloned().collect();
     let out: Vec<T> = hits
         .iter()
-        .map(|h| {
-            h.and_then(|i| v.get(i).cloned())
-                .unwrap_or_else(|| d.clone())
-        })
+        .map(|h| h.and_then(|i| v.get(i).cloned()).unwrap_or_else(|| d.clone()))
         .collect();
     ArrayD::from_shape_vec(IxDyn(shape), out).map_err(|_| invalid("internal: shape mismatch"))
 }
 
 fn label_encoder(a: &LabelEncoderAttrs, x: &Tensor) -> OpResult<Tensor> {
     // Opset 1's reverse direction: int64 index -> class name.
-    if let (Some(ds), LabelKeys::Strings(classes), Tensor::I64(xa)) =
-        (&a.legacy_default_string, &a.keys, x)
-    {
+    if let (Some(ds), LabelKeys::Strings(classes), Tensor::I64(xa)) = (&a.legacy_default_string, &a.keys, x) {
         return Ok(Tensor::String(xa.map(|&i| {
             usize::try_from(i)
                 .ok()
@@ -110,12 +98,7 @@ fn label_encoder(a: &LabelEncoderAttrs, x: &Tensor) -> OpResult<Tensor> {
     }
     let hits: Vec<Option<usize>> = match (&a.keys, x) {
         (LabelKeys::Strings(k), Tensor::String(xa)) => {
-            let m: HashMap<&str, usize> = k
-                .iter()
-                .enumerate()
-                .rev()
-                .map(|(i, s)| (s.as_str(), i))
-                .collect();
+            let m: HashMap<&str, usize> = k.iter().enumerate().rev().map(|(i, s)| (s.as_str(), i)).collect();
             xa.iter().map(|s| m.get(s.as_str()).copied()).collect()
         }
         (LabelKeys::Ints(k), x) if x.dtype().is_int() && !x.dtype().is_small() => {
@@ -126,18 +109,8 @@ fn label_encoder(a: &LabelEncoderAttrs, x: &Tensor) -> OpResult<Tensor> {
                 .map(|v| m.get(v).copied())
                 .collect()
         }
-        (LabelKeys::Floats(k), x)
-            if matches!(
-                x.dtype(),
-                DType::F32 | DType::F64 | DType::F16 | DType::BF16
-            ) =>
-        {
-            let m: HashMap<u64, usize> = k
-                .iter()
-                .enumerate()
-                .rev()
-                .map(|(i, &v)| (float_key(v), i))
-                .collect();
+        (LabelKeys::Floats(k), x) if matches!(x.dtype(), DType::F32 | DType::F64 | DType::F16 | DType::BF16) => {
+            let m: HashMap<u64, usize> = k.iter().enumerate().rev().map(|(i, &v)| (float_key(v), i)).collect();
             f64s(x)
                 .unwrap_or_default()
                 .iter()
@@ -207,18 +180,12 @@ fn tree_ensemble(a: &TreeEnsembleAttrs, x: &Tensor) -> OpResult<Tensor> {
         s => return Err(invalid(format!("X must be [N, F], got {s:?}"))),
     };
     if let Some(&bad) = a.nodes_featureids.iter().find(|&&i| i >= f) {
-        return Err(invalid(format!(
-            "feature id {bad} out of range for {f} features"
-        )));
+        return Err(invalid(format!("feature id {bad} out of range for {f} features")));
     }
     let nt = a.n_targets;
     let nodes = a.nodes_modes.len();
     let ntrees = a.tree_roots.len();
-    let big = if dtype == DType::F64 {
-        f64::MAX
-    } else {
-        f32::MAX as f64
-    };
+    let big = if dtype == DType::F64 { f64::MAX } else { f32::MAX as f64 };
     let init = match a.aggregate_function {
         2 => big,
         3 => -big,
@@ -264,8 +231,7 @@ fn tree_ensemble(a: &TreeEnsembleAttrs, x: &Tensor) -> OpResult<Tensor> {
                     node = next;
                 }
             };
-            let (Some(&w), Some(&t)) = (a.leaf_weights.get(leaf), a.leaf_targetids.get(leaf))
-            else {
+            let (Some(&w), Some(&t)) = (a.leaf_weights.get(leaf), a.leaf_targetids.get(leaf)) else {
                 return Err(invalid(format!("leaf {leaf} out of range")));
             };
             let o = &mut out[row * nt + t];

@@ -44,12 +44,8 @@ pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpRe
             let mut r = rng(a.seed, cx);
             let (p, q) = (a.a as f64, a.b as f64);
             let v: Vec<f64> = match a.kind {
-                RandomKind::Normal | RandomKind::NormalLike => {
-                    (0..n).map(|_| p + q * normal(&mut r)).collect()
-                }
-                RandomKind::Uniform | RandomKind::UniformLike => {
-                    (0..n).map(|_| p + (q - p) * r.gen::<f64>()).collect()
-                }
+                RandomKind::Normal | RandomKind::NormalLike => (0..n).map(|_| p + q * normal(&mut r)).collect(),
+                RandomKind::Uniform | RandomKind::UniformLike => (0..n).map(|_| p + (q - p) * r.gen::<f64>()).collect(),
             };
             from_f64s(dtype, &shape, v)?
         }
@@ -82,10 +78,7 @@ pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpRe
                 }
                 for _ in 0..s {
                     let u = r.gen::<f64>() * acc;
-                    let k = cdf
-                        .iter()
-                        .position(|&c| u < c)
-                        .unwrap_or(classes.saturating_sub(1));
+                    let k = cdf.iter().position(|&c| u < c).unwrap_or(classes.saturating_sub(1));
                     out.push(k as f64);
                 }
             }
@@ -95,10 +88,7 @@ pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpRe
             let x = tensor_in(inputs, 0)?;
             let p = f64s(x).ok_or_else(|| dtype_unsupported("Bernoulli", x))?;
             let mut r = rng(*seed, cx);
-            let v: Vec<f64> = p
-                .iter()
-                .map(|&p| if r.gen::<f64>() < p { 1.0 } else { 0.0 })
-                .collect();
+            let v: Vec<f64> = p.iter().map(|&p| if r.gen::<f64>() < p { 1.0 } else { 0.0 }).collect();
             from_f64s(dtype.unwrap_or(x.dtype()), x.shape(), v)?
         }
         _ => return Err(invalid("not a random op")),

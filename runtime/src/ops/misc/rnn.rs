@@ -89,9 +89,7 @@ pub(super) fn eval(a: &RnnAttrs, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpR
             cx.num_outputs
         )));
     }
-    Ok(tensors_out(
-        outs.into_iter().take(cx.num_outputs.max(1)).collect(),
-    ))
+    Ok(tensors_out(outs.into_iter().take(cx.num_outputs.max(1)).collect()))
 }
 
 fn read<T: Io>(t: &Tensor, what: &str, dtype: DType) -> OpResult<Vec<T>> {
@@ -103,10 +101,7 @@ fn read<T: Io>(t: &Tensor, what: &str, dtype: DType) -> OpResult<Vec<T>> {
 
 fn want_shape(t: &Tensor, what: &str, want: &[usize]) -> OpResult<()> {
     if t.shape() != want {
-        return Err(invalid(format!(
-            "{what} has shape {:?}, expected {want:?}",
-            t.shape()
-        )));
+        return Err(invalid(format!("{what} has shape {:?}, expected {want:?}", t.shape())));
     }
     Ok(())
 }
@@ -165,9 +160,7 @@ fn run<T: Io>(a: &RnnAttrs, inputs: &[Option<&Value>], dtype: DType) -> OpResult
                     usize::try_from(l)
                         .ok()
                         .filter(|&l| l <= seq)
-                        .ok_or_else(|| {
-                            invalid(format!("sequence length {l} out of range 0..={seq}"))
-                        })
+                        .ok_or_else(|| invalid(format!("sequence length {l} out of range 0..={seq}")))
                 })
                 .collect::<OpResult<_>>()?
         }
@@ -189,11 +182,7 @@ fn run<T: Io>(a: &RnnAttrs, inputs: &[Option<&Value>], dtype: DType) -> OpResult
     };
     let h0 = state_in(5, "initial_h")?;
     let is_lstm = a.kind == RnnKind::Lstm;
-    let c0 = if is_lstm {
-        state_in(6, "initial_c")?
-    } else {
-        Vec::new()
-    };
+    let c0 = if is_lstm { state_in(6, "initial_c")? } else { Vec::new() };
     let peep: Vec<T> = match (is_lstm, opt_tensor_in(inputs, 7)?) {
         (true, Some(t)) => {
             want_shape(t, "P", &[dirs, 3 * h])?;
@@ -340,17 +329,9 @@ fn run<T: Io>(a: &RnnAttrs, inputs: &[Option<&Value>], dtype: DType) -> OpResult
             }
         }
         outs.push(T::write(dtype, &[batch, seq, dirs, h], yb)?);
-        outs.push(T::write(
-            dtype,
-            &[batch, dirs, h],
-            swap01(&yh, dirs, batch, h),
-        )?);
+        outs.push(T::write(dtype, &[batch, dirs, h], swap01(&yh, dirs, batch, h))?);
         if is_lstm {
-            outs.push(T::write(
-                dtype,
-                &[batch, dirs, h],
-                swap01(&yc, dirs, batch, h),
-            )?);
+            outs.push(T::write(dtype, &[batch, dirs, h], swap01(&yc, dirs, batch, h))?);
         }
     }
     Ok(outs)

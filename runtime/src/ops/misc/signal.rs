@@ -70,9 +70,7 @@ fn fft_pow2(x: &[(f64, f64)], n: usize, tw: &[(f64, f64)], out: &mut [(f64, f64)
 
 fn float_in(t: &Tensor, op: &str) -> OpResult<Vec<f64>> {
     match t.dtype() {
-        DType::F32 | DType::F64 | DType::F16 | DType::BF16 => {
-            t.to_f64_vec().ok_or_else(|| dtype_unsupported(op, t))
-        }
+        DType::F32 | DType::F64 | DType::F16 | DType::BF16 => t.to_f64_vec().ok_or_else(|| dtype_unsupported(op, t)),
         _ => Err(dtype_unsupported(op, t)),
     }
 }
@@ -87,9 +85,7 @@ fn run_dft(a: &DftAttrs, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     }
     let c = shape[r - 1];
     if c != 1 && c != 2 {
-        return Err(invalid(format!(
-            "DFT input's last dim must be 1 or 2, got {c}"
-        )));
+        return Err(invalid(format!("DFT input's last dim must be 1 or 2, got {c}")));
     }
     let axis = match (a.axis_attr, opt_tensor_in(inputs, 2)?) {
         (Some(ax), _) => ax,
@@ -187,9 +183,7 @@ fn run_stft(onesided: bool, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let data = float_in(x, "STFT")?;
     let s = x.shape();
     if s.len() != 3 || !(s[2] == 1 || s[2] == 2) {
-        return Err(invalid(format!(
-            "signal must be [batch, length, 1 or 2], got {s:?}"
-        )));
+        return Err(invalid(format!("signal must be [batch, length, 1 or 2], got {s:?}")));
     }
     let (batch, len, c) = (s[0], s[1], s[2]);
     let step = scalar_i64(tensor_in(inputs, 1)?, "frame_step")?;
@@ -258,14 +252,9 @@ fn run_stft(onesided: bool, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
 
 fn run_window(w: &WindowAttrs, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let size = scalar_i64(tensor_in(inputs, 0)?, "size")?;
-    let size = usize::try_from(size)
-        .map_err(|_| invalid(format!("size must be non-negative, got {size}")))?;
+    let size = usize::try_from(size).map_err(|_| invalid(format!("size must be non-negative, got {size}")))?;
     check_elems(&[size])?;
-    let n = if w.periodic {
-        size as f64
-    } else {
-        size as f64 - 1.0
-    };
+    let n = if w.periodic { size as f64 } else { size as f64 - 1.0 };
     let v: Vec<f64> = (0..size)
         .map(|i| {
             let x = i as f64;
@@ -275,9 +264,7 @@ fn run_window(w: &WindowAttrs, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
                     let alpha = 25.0 / 46.0;
                     alpha - (1.0 - alpha) * (2.0 * PI * x / n).cos()
                 }
-                WindowKind::Blackman => {
-                    0.42 - 0.5 * (2.0 * PI * x / n).cos() + 0.08 * (4.0 * PI * x / n).cos()
-                }
+                WindowKind::Blackman => 0.42 - 0.5 * (2.0 * PI * x / n).cos() + 0.08 * (4.0 * PI * x / n).cos(),
             }
         })
         .collect();
@@ -291,9 +278,7 @@ fn run_mel(dtype: DType, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let low = scalar_f64(tensor_in(inputs, 3)?, "lower_edge_hertz")?;
     let high = scalar_f64(tensor_in(inputs, 4)?, "upper_edge_hertz")?;
     if num_mel <= 0 || dft_length <= 0 || sample_rate <= 0 {
-        return Err(invalid(
-            "num_mel_bins, dft_length and sample_rate must be positive",
-        ));
+        return Err(invalid("num_mel_bins, dft_length and sample_rate must be positive"));
     }
     let (num_mel, dft_length) = (num_mel as usize, dft_length as usize);
     let bins = dft_length / 2 + 1;
@@ -312,7 +297,9 @@ fn run_mel(dtype: DType, inputs: &[Option<&Value>]) -> OpResult<Tensor> {
     let mut out = vec![0.0f64; total];
     let mut set = |j: i64, i: usize, v: f64| -> OpResult<()> {
         let j = usize::try_from(j).ok().filter(|&j| j < bins).ok_or_else(|| {
-            invalid(format!("frequency bin {j} out of range for {bins} spectrogram bins (check the edge frequencies)"))
+            invalid(format!(
+                "frequency bin {j} out of range for {bins} spectrogram bins (check the edge frequencies)"
+            ))
         })?;
         out[j * num_mel + i] = v;
         Ok(())
@@ -367,10 +354,7 @@ mod tests {
                         er += xr * a.cos() - xi * a.sin();
                         ei += xr * a.sin() + xi * a.cos();
                     }
-                    assert!(
-                        (re - er).abs() < 1e-9 && (im - ei).abs() < 1e-9,
-                        "n={n} k={k}"
-                    );
+                    assert!((re - er).abs() < 1e-9 && (im - ei).abs() < 1e-9, "n={n} k={k}");
                 }
             }
         }

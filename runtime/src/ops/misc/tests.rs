@@ -14,14 +14,7 @@ impl SubgraphRunner for NoRunner {
     }
 }
 
-fn parse(
-    domain: &str,
-    op_type: &str,
-    opset: i64,
-    attrs: Vec<(&str, Attr)>,
-    nin: usize,
-    nout: usize,
-) -> MiscOp {
+fn parse(domain: &str, op_type: &str, opset: i64, attrs: Vec<(&str, Attr)>, nin: usize, nout: usize) -> MiscOp {
     let items = attrs.into_iter().map(|(n, a)| (n.to_string(), a)).collect();
     let mut cx = ParseCtx {
         domain,
@@ -31,9 +24,7 @@ fn parse(
         num_inputs: nin,
         num_outputs: nout,
     };
-    MiscOp::parse(&mut cx)
-        .expect("parses")
-        .expect("is a misc op")
+    MiscOp::parse(&mut cx).expect("parses").expect("is a misc op")
 }
 
 fn run(op: &MiscOp, inputs: Vec<Option<Tensor>>, nout: usize) -> OpResult<Vec<Tensor>> {
@@ -67,9 +58,7 @@ fn scalar(v: i64) -> Tensor {
 }
 
 fn strs(shape: &[usize], v: &[&str]) -> Tensor {
-    Tensor::String(
-        ArrayD::from_shape_vec(IxDyn(shape), v.iter().map(|s| s.to_string()).collect()).unwrap(),
-    )
+    Tensor::String(ArrayD::from_shape_vec(IxDyn(shape), v.iter().map(|s| s.to_string()).collect()).unwrap())
 }
 
 fn close(got: &Tensor, shape: &[usize], want: &[f64], tol: f64) {
@@ -77,10 +66,7 @@ fn close(got: &Tensor, shape: &[usize], want: &[f64], tol: f64) {
     let g = got.to_f64_vec().unwrap();
     assert_eq!(g.len(), want.len());
     for (i, (a, b)) in g.iter().zip(want).enumerate() {
-        assert!(
-            (a - b).abs() <= tol * (1.0 + b.abs()),
-            "element {i}: got {a}, want {b}"
-        );
+        assert!((a - b).abs() <= tol * (1.0 + b.abs()), "element {i}: got {a}, want {b}");
     }
 }
 
@@ -123,16 +109,11 @@ fn gru_bidirectional_both_reset_modes() {
             Some(inp(&[2, 9, 2], 0.2, 0.5)),
             Some(inp(&[2, 9, 3], 0.3, 0.5)),
             Some(inp(&[2, 18], 0.4, 0.3)),
-            Some(Tensor::I32(
-                ArrayD::from_shape_vec(IxDyn(&[2]), vec![3, 2]).unwrap(),
-            )),
+            Some(Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[2]), vec![3, 2]).unwrap())),
             Some(inp(&[2, 2, 3], 0.5, 0.2)),
         ]
     };
-    for (lbr, y, yh) in [
-        (1, &GRU_LBR_Y[..], &GRU_LBR_YH[..]),
-        (0, &GRU_Y[..], &GRU_YH[..]),
-    ] {
+    for (lbr, y, yh) in [(1, &GRU_LBR_Y[..], &GRU_LBR_YH[..]), (0, &GRU_Y[..], &GRU_YH[..])] {
         let op = parse(
             "",
             "GRU",
@@ -166,9 +147,7 @@ fn lstm_peepholes_clip_seq_lens() {
         Some(inp(&[1, 12, 2], 0.2, 0.5)),
         Some(inp(&[1, 12, 3], 0.3, 0.5)),
         Some(inp(&[1, 24], 0.4, 0.3)),
-        Some(Tensor::I32(
-            ArrayD::from_shape_vec(IxDyn(&[2]), vec![3, 2]).unwrap(),
-        )),
+        Some(Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[2]), vec![3, 2]).unwrap())),
         Some(inp(&[1, 2, 3], 0.5, 0.2)),
         Some(inp(&[1, 2, 3], 0.6, 0.2)),
         Some(inp(&[1, 9], 0.7, 0.3)),
@@ -246,9 +225,7 @@ fn rnn_rejects_bad_shapes_and_lengths() {
         Some(inp(&[1, 3, 2], 0.2, 0.5)),
         Some(inp(&[1, 3, 3], 0.3, 0.5)),
         None,
-        Some(Tensor::I32(
-            ArrayD::from_shape_vec(IxDyn(&[2]), vec![9, -1]).unwrap(),
-        )),
+        Some(Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[2]), vec![9, -1]).unwrap())),
     ];
     assert!(run(&op, bad_len, 2).is_err());
 }
@@ -258,11 +235,7 @@ fn dft_complex_padded_opset20() {
     let op = parse("", "DFT", 20, vec![], 3, 1);
     let out = run(
         &op,
-        vec![
-            Some(inp(&[2, 4, 3, 2], 0.8, 1.0)),
-            Some(scalar(5)),
-            Some(scalar(1)),
-        ],
+        vec![Some(inp(&[2, 4, 3, 2], 0.8, 1.0)), Some(scalar(5)), Some(scalar(1))],
         1,
     )
     .unwrap();
@@ -304,12 +277,7 @@ fn stft_with_window() {
         Tensor::F32(a) => Tensor::F32(a.mapv(f32::abs)),
         _ => unreachable!(),
     };
-    let out = run(
-        &op,
-        vec![Some(inp(&[1, 20, 1], 1.1, 1.0)), Some(scalar(3)), Some(w)],
-        1,
-    )
-    .unwrap();
+    let out = run(&op, vec![Some(inp(&[1, 20, 1], 1.1, 1.0)), Some(scalar(3)), Some(w)], 1).unwrap();
     close(&out[0], &[1, 5, 4, 2], &STFT_W, 1e-5);
 }
 
@@ -318,14 +286,7 @@ fn windows_match_numpy_formulas() {
     let op = parse("", "HannWindow", 17, vec![("periodic", Attr::Int(0))], 1, 1);
     let out = run(&op, vec![Some(scalar(5))], 1).unwrap();
     close(&out[0], &[5], &[0.0, 0.5, 1.0, 0.5, 0.0], 1e-6);
-    let op = parse(
-        "",
-        "BlackmanWindow",
-        17,
-        vec![("output_datatype", Attr::Int(11))],
-        1,
-        1,
-    );
+    let op = parse("", "BlackmanWindow", 17, vec![("output_datatype", Attr::Int(11))], 1, 1);
     let out = run(&op, vec![Some(scalar(4))], 1).unwrap();
     assert_eq!(out[0].dtype(), DType::F64);
     close(&out[0], &[4], &[0.0, 0.34, 1.0, 0.34], 1e-9);
@@ -350,14 +311,7 @@ fn mel_weight_matrix_small() {
 
 #[test]
 fn string_ops() {
-    let op = parse(
-        "",
-        "StringSplit",
-        20,
-        vec![("maxsplit", Attr::Int(2))],
-        1,
-        2,
-    );
+    let op = parse("", "StringSplit", 20, vec![("maxsplit", Attr::Int(2))], 1, 2);
     let out = run(&op, vec![Some(strs(&[2], &["o n n x", "  a  b "]))], 2).unwrap();
     assert_eq!(out[0], strs(&[2, 3], &["o", "n", "n x", "a", "b", ""]));
     assert_eq!(out[1].to_i64_vec().unwrap(), vec![3, 2]);
@@ -376,12 +330,7 @@ fn string_ops() {
         1,
         1,
     );
-    let out = run(
-        &op,
-        vec![Some(strs(&[1, 3], &["Monday", "tuesday", "x"]))],
-        1,
-    )
-    .unwrap();
+    let out = run(&op, vec![Some(strs(&[1, 3], &["Monday", "tuesday", "x"]))], 1).unwrap();
     assert_eq!(out[0], strs(&[1, 2], &["TUESDAY", "X"]));
     let out = run(&op, vec![Some(strs(&[1], &["MONDAY"]))], 1).unwrap();
     assert_eq!(out[0], strs(&[1], &[""]));
@@ -405,10 +354,7 @@ fn string_ops() {
     );
     let out = run(
         &op,
-        vec![Some(strs(
-            &[3],
-            &["www.google.com", "www.bbc.co.uk", "xwww.a.com"],
-        ))],
+        vec![Some(strs(&[3], &["www.google.com", "www.bbc.co.uk", "xwww.a.com"]))],
         1,
     )
     .unwrap();
@@ -432,17 +378,12 @@ fn tfidf_uni_and_bigrams_with_skips() {
             ("mode", s("TF")),
             ("ngram_counts", Attr::Ints(vec![0, 4])),
             ("ngram_indexes", Attr::Ints(vec![0, 1, 2, 3, 4, 5, 6])),
-            (
-                "pool_int64s",
-                Attr::Ints(vec![2, 3, 5, 4, 5, 6, 7, 8, 6, 7]),
-            ),
+            ("pool_int64s", Attr::Ints(vec![2, 3, 5, 4, 5, 6, 7, 8, 6, 7])),
         ],
         1,
         1,
     );
-    let x = Tensor::I32(
-        ArrayD::from_shape_vec(IxDyn(&[2, 6]), vec![1, 1, 3, 3, 3, 7, 8, 6, 7, 5, 6, 8]).unwrap(),
-    );
+    let x = Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[2, 6]), vec![1, 1, 3, 3, 3, 7, 8, 6, 7, 5, 6, 8]).unwrap());
     let out = run(&op, vec![Some(x)], 1).unwrap();
     close(
         &out[0],
@@ -478,19 +419,9 @@ fn training_ops() {
     ];
     let out = run(&op, ins, 3).unwrap();
     // onnx backend test "test_adam".
-    close(
-        &out[0],
-        &[2],
-        &[1.025036334991455, 2.6610326766967773],
-        1e-5,
-    );
+    close(&out[0], &[2], &[1.025036334991455, 2.6610326766967773], 1e-5);
     close(&out[1], &[2], &[1.568060040473938, 3.295139789581299], 1e-5);
-    close(
-        &out[2],
-        &[2],
-        &[0.8032107949256897, 5.622406959533691],
-        1e-5,
-    );
+    close(&out[2], &[2], &[0.8032107949256897, 5.622406959533691], 1e-5);
 
     let op = parse(
         TRAIN,
@@ -516,9 +447,7 @@ fn training_ops() {
     let (x, g, v) = ([1.2f64, 2.8], [-0.94f64, -2.5], [1.7f64, 3.6]);
     let gr: Vec<f64> = (0..2).map(|i| 0.01 * x[i] + g[i]).collect();
     let vn: Vec<f64> = (0..2).map(|i| 0.95 * v[i] + gr[i]).collect();
-    let xn: Vec<f64> = (0..2)
-        .map(|i| x[i] - 0.1 * (gr[i] + 0.95 * vn[i]))
-        .collect();
+    let xn: Vec<f64> = (0..2).map(|i| x[i] - 0.1 * (gr[i] + 0.95 * vn[i])).collect();
     close(&out[0], &[2], &xn, 1e-6);
     close(&out[1], &[2], &vn, 1e-6);
 }
@@ -534,10 +463,7 @@ fn ml_ops() {
         "LabelEncoder",
         4,
         vec![
-            (
-                "keys_strings",
-                Attr::Strings(vec![b"a".to_vec(), b"b".to_vec()]),
-            ),
+            ("keys_strings", Attr::Strings(vec![b"a".to_vec(), b"b".to_vec()])),
             ("values_int64s", Attr::Ints(vec![0, 1])),
             ("default_int64", Attr::Int(42)),
         ],
@@ -556,20 +482,12 @@ fn ml_ops() {
     );
     assert!(run(&op, vec![Some(x), Some(i64s(&[3]))], 1).is_err());
 
-    let op = parse(
-        ML,
-        "Binarizer",
-        1,
-        vec![("threshold", Attr::Float(1.0))],
-        1,
-        1,
-    );
+    let op = parse(ML, "Binarizer", 1, vec![("threshold", Attr::Float(1.0))], 1, 1);
     let out = run(&op, vec![Some(Tensor::from_f32s(vec![0.5, 1.0, 1.5]))], 1).unwrap();
     close(&out[0], &[3], &[0.0, 0.0, 1.0], 0.0);
 
     // onnx backend test tree_ensemble_single_tree.
-    let tf =
-        |v: &[f64]| Tensor::F64(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap());
+    let tf = |v: &[f64]| Tensor::F64(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v.to_vec()).unwrap());
     let op = parse(
         ML,
         "TreeEnsemble",
@@ -577,19 +495,14 @@ fn ml_ops() {
         vec![
             ("aggregate_function", Attr::Int(1)),
             ("leaf_targetids", Attr::Ints(vec![0, 1, 0, 1])),
-            (
-                "leaf_weights",
-                Attr::Tensor(tf(&[5.23, 12.12, -12.23, 7.21])),
-            ),
+            ("leaf_weights", Attr::Tensor(tf(&[5.23, 12.12, -12.23, 7.21]))),
             ("n_targets", Attr::Int(2)),
             ("nodes_falseleafs", Attr::Ints(vec![0, 1, 1])),
             ("nodes_falsenodeids", Attr::Ints(vec![2, 2, 3])),
             ("nodes_featureids", Attr::Ints(vec![0, 0, 0])),
             (
                 "nodes_modes",
-                Attr::Tensor(Tensor::U8(
-                    ArrayD::from_shape_vec(IxDyn(&[3]), vec![0, 0, 0]).unwrap(),
-                )),
+                Attr::Tensor(Tensor::U8(ArrayD::from_shape_vec(IxDyn(&[3]), vec![0, 0, 0]).unwrap())),
             ),
             ("nodes_splits", Attr::Tensor(tf(&[3.14, 1.2, 4.2]))),
             ("nodes_trueleafs", Attr::Ints(vec![0, 1, 1])),
@@ -600,9 +513,7 @@ fn ml_ops() {
         1,
         1,
     );
-    let x = Tensor::F64(
-        ArrayD::from_shape_vec(IxDyn(&[3, 2]), vec![1.2, 3.4, -0.12, 1.66, 4.14, 1.77]).unwrap(),
-    );
+    let x = Tensor::F64(ArrayD::from_shape_vec(IxDyn(&[3, 2]), vec![1.2, 3.4, -0.12, 1.66, 4.14, 1.77]).unwrap());
     let out = run(&op, vec![Some(x)], 1).unwrap();
     close(&out[0], &[3, 2], &[5.23, 0.0, 5.23, 0.0, 0.0, 12.12], 1e-12);
 }
@@ -626,36 +537,15 @@ fn random_ops_shape_dtype_range_and_seed() {
     let b = run(&op, vec![], 1).unwrap();
     assert_eq!(a, b);
     assert_eq!(a[0].shape(), &[3, 4]);
-    assert!(a[0]
-        .to_f64_vec()
-        .unwrap()
-        .iter()
-        .all(|&v| (2.0..3.0).contains(&v)));
+    assert!(a[0].to_f64_vec().unwrap().iter().all(|&v| (2.0..3.0).contains(&v)));
     let op = parse("", "Bernoulli", 22, vec![("dtype", Attr::Int(7))], 1, 1);
-    let out = run(
-        &op,
-        vec![Some(Tensor::from_f32s(vec![0.0, 1.0, 0.0, 1.0]))],
-        1,
-    )
-    .unwrap();
+    let out = run(&op, vec![Some(Tensor::from_f32s(vec![0.0, 1.0, 0.0, 1.0]))], 1).unwrap();
     assert_eq!(out[0], Tensor::from_i64s(vec![0, 1, 0, 1]));
-    let op = parse(
-        "",
-        "Multinomial",
-        22,
-        vec![("sample_size", Attr::Int(5))],
-        1,
-        1,
-    );
-    let x = Tensor::F32(
-        ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0.0, -1e9, -1e9, -1e9, -1e9, 0.0]).unwrap(),
-    );
+    let op = parse("", "Multinomial", 22, vec![("sample_size", Attr::Int(5))], 1, 1);
+    let x = Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![0.0, -1e9, -1e9, -1e9, -1e9, 0.0]).unwrap());
     let out = run(&op, vec![Some(x)], 1).unwrap();
     assert_eq!(out[0].dtype(), DType::I32);
-    assert_eq!(
-        out[0].to_i64_vec().unwrap(),
-        vec![0, 0, 0, 0, 0, 2, 2, 2, 2, 2]
-    );
+    assert_eq!(out[0].to_i64_vec().unwrap(), vec![0, 0, 0, 0, 0, 2, 2, 2, 2, 2]);
     let op = parse(
         "",
         "RandomNormal",
@@ -675,10 +565,7 @@ fn infer_shapes() {
         "",
         "LSTM",
         22,
-        vec![
-            ("hidden_size", Attr::Int(4)),
-            ("direction", s("bidirectional")),
-        ],
+        vec![("hidden_size", Attr::Int(4)), ("direction", s("bidirectional"))],
         3,
         3,
     );

@@ -12,10 +12,7 @@ use std::collections::{HashMap, HashSet};
 fn strings<'a>(t: &'a Tensor, what: &str) -> OpResult<&'a ArrayD<String>> {
     match t {
         Tensor::String(a) => Ok(a),
-        t => Err(invalid(format!(
-            "{what} must be a string tensor, got {}",
-            t.dtype()
-        ))),
+        t => Err(invalid(format!("{what} must be a string tensor, got {}", t.dtype()))),
     }
 }
 
@@ -30,16 +27,8 @@ fn broadcast(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
     let r = a.len().max(b.len());
     (0..r)
         .map(|i| {
-            let da = if i + a.len() >= r {
-                a[i + a.len() - r]
-            } else {
-                1
-            };
-            let db = if i + b.len() >= r {
-                b[i + b.len() - r]
-            } else {
-                1
-            };
+            let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+            let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
             match (da, db) {
                 (x, y) if x == y => Ok(x),
                 (1, y) => Ok(y),
@@ -127,10 +116,7 @@ fn split(delimiter: &Option<String>, maxsplit: Option<i64>, x: &Tensor) -> OpRes
         .map(|s| match delimiter.as_deref() {
             None | Some("") => split_ws(s, maxsplit),
             Some(d) => match maxsplit {
-                Some(m) => s
-                    .splitn(m.saturating_add(1), d)
-                    .map(str::to_string)
-                    .collect(),
+                Some(m) => s.splitn(m.saturating_add(1), d).map(str::to_string).collect(),
                 None => s.split(d).map(str::to_string).collect(),
             },
         })
@@ -145,8 +131,7 @@ fn split(delimiter: &Option<String>, maxsplit: Option<i64>, x: &Tensor) -> OpRes
         p.resize(width, String::new());
         flat.extend(p);
     }
-    let len_t =
-        ArrayD::from_shape_vec(IxDyn(xs.shape()), lens).map_err(|_| invalid("internal: shape"))?;
+    let len_t = ArrayD::from_shape_vec(IxDyn(xs.shape()), lens).map_err(|_| invalid("internal: shape"))?;
     Ok(vec![string_tensor(&oshape, flat)?, Tensor::I64(len_t)])
 }
 
@@ -208,12 +193,9 @@ fn build_trie(a: &TfIdfAttrs) -> Gram {
 fn tfidf(a: &TfIdfAttrs, x: &Tensor) -> OpResult<Tensor> {
     let toks: Vec<Tok> = match (x, &a.pool) {
         (Tensor::String(s), TfIdfPool::Strings(_)) => s.iter().map(|v| Tok::S(v.clone())).collect(),
-        (Tensor::I32(_) | Tensor::I64(_), TfIdfPool::Ints(_)) => x
-            .to_i64_vec()
-            .unwrap_or_default()
-            .into_iter()
-            .map(Tok::I)
-            .collect(),
+        (Tensor::I32(_) | Tensor::I64(_), TfIdfPool::Ints(_)) => {
+            x.to_i64_vec().unwrap_or_default().into_iter().map(Tok::I).collect()
+        }
         (Tensor::String(_) | Tensor::I32(_) | Tensor::I64(_), _) => {
             return Err(invalid(
                 "input dtype does not match the pool (pool_int64s vs pool_strings)",
@@ -247,12 +229,10 @@ fn tfidf(a: &TfIdfAttrs, x: &Tensor) -> OpResult<Tensor> {
                         break;
                     };
                     if size >= start_size && hit.id != 0 {
-                        let col = *a.ngram_indexes.get(hit.id - 1).ok_or_else(|| {
-                            invalid(format!(
-                                "n-gram {} has no entry in ngram_indexes",
-                                hit.id - 1
-                            ))
-                        })?;
+                        let col = *a
+                            .ngram_indexes
+                            .get(hit.id - 1)
+                            .ok_or_else(|| invalid(format!("n-gram {} has no entry in ngram_indexes", hit.id - 1)))?;
                         freq[row * osize + col] += 1;
                     }
                     node = hit;
@@ -305,17 +285,10 @@ pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>]) -> OpResult<Vec<Value
                 (Some(av), Some(bv)) => (av, bv),
                 _ => return Err(unsupported("StringConcat broadcast")),
             };
-            let v: Vec<String> = av
-                .iter()
-                .zip(bv.iter())
-                .map(|(p, q)| format!("{p}{q}"))
-                .collect();
+            let v: Vec<String> = av.iter().zip(bv.iter()).map(|(p, q)| format!("{p}{q}")).collect();
             vec![string_tensor(&shape, v)?]
         }
-        MiscOp::StringSplit {
-            delimiter,
-            maxsplit,
-        } => split(delimiter, *maxsplit, x)?,
+        MiscOp::StringSplit { delimiter, maxsplit } => split(delimiter, *maxsplit, x)?,
         MiscOp::RegexFullMatch { pattern } => vec![regex_full_match(pattern, x)?],
         MiscOp::TfIdfVectorizer(a) => vec![tfidf(a, x)?],
         _ => return Err(invalid("not a string op")),

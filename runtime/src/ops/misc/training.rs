@@ -10,9 +10,7 @@ use carbide_ir::{Tensor, Value};
 // Index loops: X, G and the state tensors are parallel lists.
 #[allow(clippy::needless_range_loop)]
 pub(super) fn eval(op: &MiscOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<Value>> {
-    let (k, m) = op
-        .training_groups()
-        .ok_or_else(|| invalid("not a training op"))?;
+    let (k, m) = op.training_groups().ok_or_else(|| invalid("not a training op"))?;
     let ni = inputs.len();
     if ni < 2 + k || !(ni - 2).is_multiple_of(k) {
         return Err(invalid(format!("expected 2 + {k}*n inputs, got {ni}")));

@@ -51,9 +51,7 @@ fn check_kernel_attr(a: &ConvAttrs, kernel: &[usize]) -> OpResult<()> {
 /// Validates X [N, C, D...] against W [M, C/group, k...] and resolves the window.
 pub(super) fn conv_shape(xs: &[usize], ws: &[usize], a: &ConvAttrs) -> OpResult<ConvShape> {
     if xs.len() < 3 {
-        return Err(invalid(format!(
-            "input must have rank >= 3, got shape {xs:?}"
-        )));
+        return Err(invalid(format!("input must have rank >= 3, got shape {xs:?}")));
     }
     if ws.len() != xs.len() {
         return Err(invalid(format!(
@@ -75,23 +73,9 @@ pub(super) fn conv_shape(xs: &[usize], ws: &[usize], a: &ConvAttrs) -> OpResult<
     }
     let kernel = &ws[2..];
     check_kernel_attr(a, kernel)?;
-    let win = Window::new(
-        kernel.len(),
-        a.auto_pad,
-        &a.pads,
-        &a.strides,
-        &a.dilations,
-        false,
-    )
-    .map_err(invalid)?;
+    let win = Window::new(kernel.len(), a.auto_pad, &a.pads, &a.strides, &a.dilations, false).map_err(invalid)?;
     let geo = win.resolve(&xs[2..], kernel).map_err(invalid)?;
-    let s = ConvShape {
-        n,
-        c,
-        m,
-        group,
-        geo,
-    };
+    let s = ConvShape { n, c, m, group, geo };
     elem_count(&s.out_shape())?;
     Ok(s)
 }
@@ -110,11 +94,7 @@ fn valid_range(k: i64, s: usize, input: usize, count: usize) -> (usize, usize) {
     let s = s as i64;
     let lo = if k >= 0 { 0 } else { (-k + s - 1) / s };
     let last = input as i64 - 1 - k;
-    let hi = if last < 0 {
-        0
-    } else {
-        (last / s + 1).min(count as i64)
-    };
+    let hi = if last < 0 { 0 } else { (last / s + 1).min(count as i64) };
     let lo = lo.min(hi);
     (lo as usize, hi as usize)
 }
@@ -184,26 +164,10 @@ fn gemm_rows<T: Real>(m: usize, k: usize, n: usize, a: &[T], b: &[T], rsb: usize
     if n == 0 {
         return;
     }
-    out[..m * n]
-        .par_chunks_mut(MC * n)
-        .enumerate()
-        .for_each(|(i, chunk)| {
-            let rows = chunk.len() / n;
-            T::gemm(
-                rows,
-                k,
-                n,
-                &a[i * MC * k..],
-                k,
-                1,
-                b,
-                rsb,
-                1,
-                chunk,
-                n,
-                false,
-            );
-        });
+    out[..m * n].par_chunks_mut(MC * n).enumerate().for_each(|(i, chunk)| {
+        let rows = chunk.len() / n;
+        T::gemm(rows, k, n, &a[i * MC * k..], k, 1, b, rsb, 1, chunk, n, false);
+    });
 }
 
 /// Direct 2-D convolution for one input channel per group (depthwise).
@@ -211,38 +175,36 @@ fn depthwise_2d<T: Real>(x: &[T], w: &[T], y: &mut [T], s: &ConvShape) {
     let (gh, gw) = (s.geo[0], s.geo[1]);
     let (in_sp, out_sp, kk) = (s.in_sp(), s.out_sp(), s.kk());
     let mg = s.m / s.group;
-    y.par_chunks_mut(out_sp)
-        .enumerate()
-        .for_each(|(idx, plane)| {
-            let (b, oc) = (idx / s.m, idx % s.m);
-            let xp = &x[(b * s.c + oc / mg) * in_sp..][..in_sp];
-            let wk = &w[oc * kk..][..kk];
-            for kh in 0..gh.kernel {
-                for kw in 0..gw.kernel {
-                    let wv = wk[kh * gw.kernel + kw];
-                    let kl = (kw * gw.dilation) as i64 - gw.pad_begin;
-                    let (jlo, jhi) = valid_range(kl, gw.stride, gw.input, gw.out);
-                    for oh in 0..gh.out {
-                        let ih = (oh * gh.stride + kh * gh.dilation) as i64 - gh.pad_begin;
-                        if ih < 0 || ih >= gh.input as i64 {
-                            continue;
+    y.par_chunks_mut(out_sp).enumerate().for_each(|(idx, plane)| {
+        let (b, oc) = (idx / s.m, idx % s.m);
+        let xp = &x[(b * s.c + oc / mg) * in_sp..][..in_sp];
+        let wk = &w[oc * kk..][..kk];
+        for kh in 0..gh.kernel {
+            for kw in 0..gw.kernel {
+                let wv = wk[kh * gw.kernel + kw];
+                let kl = (kw * gw.dilation) as i64 - gw.pad_begin;
+                let (jlo, jhi) = valid_range(kl, gw.stride, gw.input, gw.out);
+                for oh in 0..gh.out {
+                    let ih = (oh * gh.stride + kh * gh.dilation) as i64 - gh.pad_begin;
+                    if ih < 0 || ih >= gh.input as i64 {
+                        continue;
+                    }
+                    let src = &xp[ih as usize * gw.input..][..gw.input];
+                    let dst = &mut plane[oh * gw.out..][..gw.out];
+                    if gw.stride == 1 {
+                        let a = (jlo as i64 + kl) as usize;
+                        for (d, &v) in dst[jlo..jhi].iter_mut().zip(&src[a..a + (jhi - jlo)]) {
+                            *d = *d + wv * v;
                         }
-                        let src = &xp[ih as usize * gw.input..][..gw.input];
-                        let dst = &mut plane[oh * gw.out..][..gw.out];
-                        if gw.stride == 1 {
-                            let a = (jlo as i64 + kl) as usize;
-                            for (d, &v) in dst[jlo..jhi].iter_mut().zip(&src[a..a + (jhi - jlo)]) {
-                                *d = *d + wv * v;
-                            }
-                        } else {
-                            for (j, d) in dst.iter_mut().enumerate().take(jhi).skip(jlo) {
-                                *d = *d + wv * src[(j as i64 * gw.stride as i64 + kl) as usize];
-                            }
+                    } else {
+                        for (j, d) in dst.iter_mut().enumerate().take(jhi).skip(jlo) {
+                            *d = *d + wv * src[(j as i64 * gw.stride as i64 + kl) as usize];
                         }
                     }
                 }
             }
-        });
+        }
+    });
 }
 
 /// Adds `bias[channel]` to each output plane.
@@ -313,18 +275,12 @@ pub(super) fn conv_core<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvS
     y
 }
 
-fn bias_data<'a, T: Real>(
-    b: Option<&'a Tensor>,
-    m: usize,
-) -> OpResult<Option<std::borrow::Cow<'a, [T]>>> {
+fn bias_data<'a, T: Real>(b: Option<&'a Tensor>, m: usize) -> OpResult<Option<std::borrow::Cow<'a, [T]>>> {
     match b {
         None => Ok(None),
         Some(b) => {
             if b.len() != m {
-                return Err(invalid(format!(
-                    "bias has {} elements, expected {m}",
-                    b.len()
-                )));
+                return Err(invalid(format!("bias has {} elements, expected {m}", b.len())));
             }
             Ok(Some(fdata::<T>(b, "bias")?))
         }
@@ -332,11 +288,7 @@ fn bias_data<'a, T: Real>(
 }
 
 pub(super) fn conv<T: Real>(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResult<Tensor> {
-    let (x, w, b) = (
-        tensor_in(inputs, 0)?,
-        tensor_in(inputs, 1)?,
-        opt_tensor_in(inputs, 2)?,
-    );
+    let (x, w, b) = (tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, opt_tensor_in(inputs, 2)?);
     if w.dtype() != x.dtype() {
         return Err(invalid(format!(
             "weight dtype {} differs from input dtype {}",
@@ -406,15 +358,8 @@ fn col2im<T: Real>(col: &[T], channels: usize, geo: &[DimGeom], y: &mut [T]) {
     }
 }
 
-pub(super) fn conv_transpose<T: Real>(
-    inputs: &[Option<&Value>],
-    a: &ConvTransposeAttrs,
-) -> OpResult<Tensor> {
-    let (x, w, b) = (
-        tensor_in(inputs, 0)?,
-        tensor_in(inputs, 1)?,
-        opt_tensor_in(inputs, 2)?,
-    );
+pub(super) fn conv_transpose<T: Real>(inputs: &[Option<&Value>], a: &ConvTransposeAttrs) -> OpResult<Tensor> {
+    let (x, w, b) = (tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, opt_tensor_in(inputs, 2)?);
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() < 3 || ws.len() != xs.len() {
         return Err(invalid(format!(
@@ -448,29 +393,14 @@ pub(super) fn conv_transpose<T: Real>(
     let bd = bias_data::<T>(b, m)?;
     let mut y = vec![T::zero(); n * m * out_sp];
     if !y.is_empty() {
-        y.par_chunks_mut(mg * out_sp)
-            .enumerate()
-            .for_each(|(idx, yg)| {
-                let (bi, gi) = (idx / g, idx % g);
-                let xg = &xd[(bi * c + gi * cg) * in_sp..][..cg * in_sp];
-                let wg = &wd[gi * cg * mg * kk..][..cg * mg * kk];
-                let mut col = vec![T::zero(); mg * kk * in_sp];
-                T::gemm(
-                    mg * kk,
-                    cg,
-                    in_sp,
-                    wg,
-                    1,
-                    mg * kk,
-                    xg,
-                    in_sp,
-                    1,
-                    &mut col,
-                    in_sp,
-                    false,
-                );
-                col2im(&col, mg, &geo, yg);
-            });
+        y.par_chunks_mut(mg * out_sp).enumerate().for_each(|(idx, yg)| {
+            let (bi, gi) = (idx / g, idx % g);
+            let xg = &xd[(bi * c + gi * cg) * in_sp..][..cg * in_sp];
+            let wg = &wd[gi * cg * mg * kk..][..cg * mg * kk];
+            let mut col = vec![T::zero(); mg * kk * in_sp];
+            T::gemm(mg * kk, cg, in_sp, wg, 1, mg * kk, xg, in_sp, 1, &mut col, in_sp, false);
+            col2im(&col, mg, &geo, yg);
+        });
     }
     add_bias(&mut y, bd.as_deref(), m, out_sp);
     build(y, &shape, x.dtype())
@@ -513,8 +443,7 @@ pub(super) fn col2im_op<T: Real>(
         )));
     }
     let c = xs[1] / kk;
-    let win =
-        Window::new(nsp, AutoPad::NotSet, pads, strides, dilations, false).map_err(invalid)?;
+    let win = Window::new(nsp, AutoPad::NotSet, pads, strides, dilations, false).map_err(invalid)?;
     let mut geo = win.resolve(&img, &blk).map_err(invalid)?;
     for g in geo.iter_mut() {
         (g.input, g.out) = (g.out, g.input);
@@ -532,11 +461,9 @@ pub(super) fn col2im_op<T: Real>(
     let xd = fdata::<T>(x, "input")?;
     let mut y = vec![T::zero(); xs[0] * c * out_sp];
     if !y.is_empty() {
-        y.par_chunks_mut(c * out_sp)
-            .enumerate()
-            .for_each(|(b, yb)| {
-                col2im(&xd[b * xs[1] * xs[2]..][..xs[1] * xs[2]], c, &geo, yb);
-            });
+        y.par_chunks_mut(c * out_sp).enumerate().for_each(|(b, yb)| {
+            col2im(&xd[b * xs[1] * xs[2]..][..xs[1] * xs[2]], c, &geo, yb);
+        });
     }
     build(y, &shape, x.dtype())
 }
@@ -566,10 +493,7 @@ fn per_channel(v: Vec<f64>, m: usize, what: &str) -> OpResult<Vec<f64>> {
 fn scalar(v: Vec<f64>, what: &str) -> OpResult<f64> {
     match v.as_slice() {
         [x] => Ok(*x),
-        _ => Err(invalid(format!(
-            "{what} must hold a single value, got {}",
-            v.len()
-        ))),
+        _ => Err(invalid(format!("{what} must hold a single value, got {}", v.len()))),
     }
 }
 
@@ -614,13 +538,9 @@ pub(super) fn conv_integer(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResult
 
 fn float_vals(t: &Tensor, what: &str) -> OpResult<Vec<f64>> {
     if !t.dtype().is_float() || t.dtype().is_small() {
-        return Err(invalid(format!(
-            "{what} must be a float tensor, got {}",
-            t.dtype()
-        )));
+        return Err(invalid(format!("{what} must be a float tensor, got {}", t.dtype())));
     }
-    t.to_f64_vec()
-        .ok_or_else(|| invalid(format!("{what} is not numeric")))
+    t.to_f64_vec().ok_or_else(|| invalid(format!("{what} is not numeric")))
 }
 
 pub(super) fn qlinear_conv(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResult<Tensor> {
@@ -628,16 +548,9 @@ pub(super) fn qlinear_conv(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResult
     let w = tensor_in(inputs, 3)?;
     let m = w.shape().first().copied().unwrap_or(0);
     let xs = scalar(float_vals(tensor_in(inputs, 1)?, "x_scale")?, "x_scale")?;
-    let xzp = scalar(
-        int_f64(tensor_in(inputs, 2)?, "x_zero_point")?,
-        "x_zero_point",
-    )?;
+    let xzp = scalar(int_f64(tensor_in(inputs, 2)?, "x_zero_point")?, "x_zero_point")?;
     let ws = per_channel(float_vals(tensor_in(inputs, 4)?, "w_scale")?, m, "w_scale")?;
-    let wzp = per_channel(
-        int_f64(tensor_in(inputs, 5)?, "w_zero_point")?,
-        m,
-        "w_zero_point",
-    )?;
+    let wzp = per_channel(int_f64(tensor_in(inputs, 5)?, "w_zero_point")?, m, "w_zero_point")?;
     let ys = scalar(float_vals(tensor_in(inputs, 6)?, "y_scale")?, "y_scale")?;
     let yzp_t = opt_tensor_in(inputs, 7)?;
     let yzp = match yzp_t {
@@ -707,16 +620,8 @@ fn bilinear<T: Real>(p: &[T], h: usize, w: usize, y: T, x: T) -> T {
         + at(y0 + 1, x0 + 1) * ly * lx
 }
 
-pub(super) fn deform_conv<T: Real>(
-    inputs: &[Option<&Value>],
-    a: &ConvAttrs,
-    offset_group: i64,
-) -> OpResult<Tensor> {
-    let (x, w, off) = (
-        tensor_in(inputs, 0)?,
-        tensor_in(inputs, 1)?,
-        tensor_in(inputs, 2)?,
-    );
+pub(super) fn deform_conv<T: Real>(inputs: &[Option<&Value>], a: &ConvAttrs, offset_group: i64) -> OpResult<Tensor> {
+    let (x, w, off) = (tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, tensor_in(inputs, 2)?);
     let (b, mask) = (opt_tensor_in(inputs, 3)?, opt_tensor_in(inputs, 4)?);
     let s = conv_shape(x.shape(), w.shape(), a)?;
     if s.geo.len() != 2 {
@@ -744,18 +649,11 @@ pub(super) fn deform_conv<T: Real>(
     let want_mask = [s.n, og * kk, gh.out, gw.out];
     if let Some(mk) = mask {
         if mk.shape() != want_mask {
-            return Err(invalid(format!(
-                "mask shape {:?}, expected {want_mask:?}",
-                mk.shape()
-            )));
+            return Err(invalid(format!("mask shape {:?}, expected {want_mask:?}", mk.shape())));
         }
     }
     elem_count(&[s.c, kk, out_sp])?;
-    let (xd, wd, od) = (
-        fdata::<T>(x, "X")?,
-        fdata::<T>(w, "W")?,
-        fdata::<T>(off, "offset")?,
-    );
+    let (xd, wd, od) = (fdata::<T>(x, "X")?, fdata::<T>(w, "W")?, fdata::<T>(off, "offset")?);
     let md = match mask {
         Some(mk) => Some(fdata::<T>(mk, "mask")?),
         None => None,
@@ -767,34 +665,28 @@ pub(super) fn deform_conv<T: Real>(
     for bi in 0..s.n {
         // Columns for all channels: (c * kk) x out_sp.
         let mut col = vec![T::zero(); s.c * kk * out_sp];
-        col.par_chunks_mut(kk * out_sp)
-            .enumerate()
-            .for_each(|(ci, rows)| {
-                let o = ci / cpg;
-                let plane = &xd[(bi * s.c + ci) * in_sp..][..in_sp];
-                for kidx in 0..kk {
-                    let (kh, kw) = (kidx / gw.kernel, kidx % gw.kernel);
-                    let oy = &od[((bi * og + o) * kk * 2 + kidx * 2) * out_sp..][..out_sp];
-                    let ox = &od[((bi * og + o) * kk * 2 + kidx * 2 + 1) * out_sp..][..out_sp];
-                    let mrow = md
-                        .as_ref()
-                        .map(|m| &m[((bi * og + o) * kk + kidx) * out_sp..][..out_sp]);
-                    for p in 0..out_sp {
-                        let (oh, ow) = (p / gw.out, p % gw.out);
-                        let py =
-                            T::c((oh * gh.stride + kh * gh.dilation) as f64 - gh.pad_begin as f64)
-                                + oy[p];
-                        let px =
-                            T::c((ow * gw.stride + kw * gw.dilation) as f64 - gw.pad_begin as f64)
-                                + ox[p];
-                        let mut v = bilinear(plane, gh.input, gw.input, py, px);
-                        if let Some(mr) = mrow {
-                            v = v * mr[p];
-                        }
-                        rows[kidx * out_sp + p] = v;
+        col.par_chunks_mut(kk * out_sp).enumerate().for_each(|(ci, rows)| {
+            let o = ci / cpg;
+            let plane = &xd[(bi * s.c + ci) * in_sp..][..in_sp];
+            for kidx in 0..kk {
+                let (kh, kw) = (kidx / gw.kernel, kidx % gw.kernel);
+                let oy = &od[((bi * og + o) * kk * 2 + kidx * 2) * out_sp..][..out_sp];
+                let ox = &od[((bi * og + o) * kk * 2 + kidx * 2 + 1) * out_sp..][..out_sp];
+                let mrow = md
+                    .as_ref()
+                    .map(|m| &m[((bi * og + o) * kk + kidx) * out_sp..][..out_sp]);
+                for p in 0..out_sp {
+                    let (oh, ow) = (p / gw.out, p % gw.out);
+                    let py = T::c((oh * gh.stride + kh * gh.dilation) as f64 - gh.pad_begin as f64) + oy[p];
+                    let px = T::c((ow * gw.stride + kw * gw.dilation) as f64 - gw.pad_begin as f64) + ox[p];
+                    let mut v = bilinear(plane, gh.input, gw.input, py, px);
+                    if let Some(mr) = mrow {
+                        v = v * mr[p];
                     }
+                    rows[kidx * out_sp + p] = v;
                 }
-            });
+            }
+        });
         for gi in 0..g {
             let wg = &wd[gi * mg * cg * kk..][..mg * cg * kk];
             let colg = &col[gi * cg * kk * out_sp..][..cg * kk * out_sp];
@@ -818,9 +710,7 @@ pub(super) fn causal_conv<T: Real>(inputs: &[Option<&Value>], silu: bool) -> OpR
     let (nb, c, l) = (xs[0], xs[1], xs[2]);
     let ws = w.shape();
     if ws.len() != 3 || ws[0] != c || ws[1] != 1 || ws[2] == 0 {
-        return Err(invalid(format!(
-            "weight shape {ws:?} must be [{c}, 1, k] with k >= 1"
-        )));
+        return Err(invalid(format!("weight shape {ws:?} must be [{c}, 1, k] with k >= 1")));
     }
     let k = ws[2];
     let st = k - 1;
@@ -864,10 +754,7 @@ pub(super) fn causal_conv<T: Real>(inputs: &[Option<&Value>], silu: bool) -> OpR
         }
         state[bc * st..][..st].copy_from_slice(&padded[l..]);
     }
-    Ok(vec![
-        build(y, xs, x.dtype())?,
-        build(state, &[nb, c, st], x.dtype())?,
-    ])
+    Ok(vec![build(y, xs, x.dtype())?, build(state, &[nb, c, st], x.dtype())?])
 }
 
 #[cfg(test)]
@@ -875,9 +762,7 @@ mod tests {
     use super::*;
 
     fn t(shape: &[usize], v: Vec<f32>) -> Value {
-        Value::Tensor(Tensor::F32(
-            ArrayD::from_shape_vec(IxDyn(shape), v).unwrap(),
-        ))
+        Value::Tensor(Tensor::F32(ArrayD::from_shape_vec(IxDyn(shape), v).unwrap()))
     }
 
     fn attrs(pads: Option<Vec<i64>>, strides: Option<Vec<i64>>, group: i64) -> ConvAttrs {
@@ -900,14 +785,10 @@ mod tests {
         // onnx test_basic_conv_with_padding
         let x = t(&[1, 1, 5, 5], (0..25).map(|v| v as f32).collect());
         let w = t(&[1, 1, 3, 3], vec![1.0; 9]);
-        let y = conv::<f32>(
-            &[Some(&x), Some(&w)],
-            &attrs(Some(vec![1, 1, 1, 1]), None, 1),
-        )
-        .unwrap();
+        let y = conv::<f32>(&[Some(&x), Some(&w)], &attrs(Some(vec![1, 1, 1, 1]), None, 1)).unwrap();
         let want = [
-            12., 21., 27., 33., 24., 33., 54., 63., 72., 51., 63., 99., 108., 117., 81., 93., 144.,
-            153., 162., 111., 72., 111., 117., 123., 84.,
+            12., 21., 27., 33., 24., 33., 54., 63., 72., 51., 63., 99., 108., 117., 81., 93., 144., 153., 162., 111.,
+            72., 111., 117., 123., 84.,
         ];
         assert_eq!(vals(&y), want);
         let y = conv::<f32>(

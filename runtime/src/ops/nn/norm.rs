@@ -15,24 +15,17 @@ fn bcast<T: Real>(t: &Tensor, to: &[usize], what: &str) -> OpResult<Vec<T>> {
     if t.shape() == to {
         return Ok(d.into_owned());
     }
-    let a = ArrayD::from_shape_vec(IxDyn(t.shape()), d.into_owned())
-        .map_err(|e| invalid(e.to_string()))?;
-    let b = a.broadcast(IxDyn(to)).ok_or_else(|| {
-        invalid(format!(
-            "{what} of shape {:?} does not broadcast to {to:?}",
-            t.shape()
-        ))
-    })?;
+    let a = ArrayD::from_shape_vec(IxDyn(t.shape()), d.into_owned()).map_err(|e| invalid(e.to_string()))?;
+    let b = a
+        .broadcast(IxDyn(to))
+        .ok_or_else(|| invalid(format!("{what} of shape {:?} does not broadcast to {to:?}", t.shape())))?;
     Ok(b.iter().copied().collect())
 }
 
 /// A per-channel parameter with exactly `n` elements.
 fn param<T: Real>(t: &Tensor, n: usize, what: &str) -> OpResult<Vec<T>> {
     if t.len() != n {
-        return Err(invalid(format!(
-            "{what} has {} elements, expected {n}",
-            t.len()
-        )));
+        return Err(invalid(format!("{what} has {} elements, expected {n}", t.len())));
     }
     Ok(fdata::<T>(t, what)?.into_owned())
 }
@@ -52,20 +45,14 @@ fn stash_dtype(stash_type: i64, x: DType) -> DType {
     }
 }
 
-pub(super) fn eval<T: Real>(
-    op: &NnOp,
-    inputs: &[Option<&Value>],
-    _cx: &EvalCtx,
-) -> OpResult<Vec<Tensor>> {
+pub(super) fn eval<T: Real>(op: &NnOp, inputs: &[Option<&Value>], _cx: &EvalCtx) -> OpResult<Vec<Tensor>> {
     let x = tensor_in(inputs, 0)?;
     let xs = x.shape();
     let dt = x.dtype();
     let xd = fdata::<T>(x, "X")?;
     let chan = |what: &str| -> OpResult<(usize, usize, usize)> {
         if xs.len() < 2 {
-            return Err(invalid(format!(
-                "{what} needs an input of rank >= 2, got {xs:?}"
-            )));
+            return Err(invalid(format!("{what} needs an input of rank >= 2, got {xs:?}")));
         }
         Ok((xs[0], xs[1], xs[2..].iter().product()))
     };
@@ -123,14 +110,8 @@ pub(super) fn eval<T: Real>(
             let one = T::one();
             let (rm, rv): (Vec<T>, Vec<T>) = if *training {
                 (
-                    mean.iter()
-                        .zip(&bm)
-                        .map(|(&r, &b)| r * mom + b * (one - mom))
-                        .collect(),
-                    var.iter()
-                        .zip(&bv)
-                        .map(|(&r, &b)| r * mom + b * (one - mom))
-                        .collect(),
+                    mean.iter().zip(&bm).map(|(&r, &b)| r * mom + b * (one - mom)).collect(),
+                    var.iter().zip(&bv).map(|(&r, &b)| r * mom + b * (one - mom)).collect(),
                 )
             } else {
                 (mean.clone(), var.clone())
@@ -193,10 +174,7 @@ pub(super) fn eval<T: Real>(
                     .zip(means.par_iter_mut().zip(invs.par_iter_mut()))
                     .for_each(|(r, (mo, io))| {
                         let (m, v) = if rms {
-                            (
-                                T::zero(),
-                                r.iter().map(|&x| x * x).sum::<T>() / T::c(cols as f64),
-                            )
+                            (T::zero(), r.iter().map(|&x| x * x).sum::<T>() / T::c(cols as f64))
                         } else {
                             mean_var(r)
                         };
@@ -231,9 +209,7 @@ pub(super) fn eval<T: Real>(
             let (_, c, sp) = chan("GroupNormalization")?;
             let g = *num_groups as usize;
             if c % g != 0 {
-                return Err(invalid(format!(
-                    "{c} channels are not divisible by num_groups {g}"
-                )));
+                return Err(invalid(format!("{c} channels are not divisible by num_groups {g}")));
             }
             let pn = if *per_channel_affine { c } else { g };
             let scale = param::<T>(tensor_in(inputs, 1)?, pn, "scale")?;
@@ -247,11 +223,7 @@ pub(super) fn eval<T: Real>(
                     let (m, v) = mean_var(blk);
                     let inv = T::one() / (v + eps).sqrt();
                     for (j, x) in blk.iter_mut().enumerate() {
-                        let k = if *per_channel_affine {
-                            gi * cg + j / sp
-                        } else {
-                            gi
-                        };
+                        let k = if *per_channel_affine { gi * cg + j / sp } else { gi };
                         *x = (*x - m) * inv * scale[k] + bias[k];
                     }
                 });
@@ -292,8 +264,8 @@ pub(super) fn eval<T: Real>(
             let r = xs.len();
             let mut red = Vec::new();
             for &ax in axes {
-                let a = normalize_axis("", ax, r)
-                    .map_err(|_| invalid(format!("axis {ax} out of range for rank {r}")))?;
+                let a =
+                    normalize_axis("", ax, r).map_err(|_| invalid(format!("axis {ax} out of range for rank {r}")))?;
                 if !red.contains(&a) {
                     red.push(a);
                 }
@@ -302,8 +274,7 @@ pub(super) fn eval<T: Real>(
             let kept: Vec<usize> = (0..r).filter(|a| !red.contains(a)).collect();
             let perm: Vec<usize> = kept.iter().chain(&red).copied().collect();
             let cols: usize = red.iter().map(|&a| xs[a]).product();
-            let arr = ArrayD::from_shape_vec(IxDyn(xs), xd.into_owned())
-                .map_err(|e| invalid(e.to_string()))?;
+            let arr = ArrayD::from_shape_vec(IxDyn(xs), xd.into_owned()).map_err(|e| invalid(e.to_string()))?;
             let pa = arr.permuted_axes(IxDyn(&perm));
             let pshape = pa.shape().to_vec();
             let mut v: Vec<T> = pa.as_standard_layout().iter().copied().collect();
@@ -346,11 +317,7 @@ pub(super) fn eval<T: Real>(
                         // A zero vector stays zero (the reference's convention).
                         for k in 0..len {
                             let v = blk[k * inner + i];
-                            blk[k * inner + i] = if norm == T::zero() {
-                                T::zero()
-                            } else {
-                                v / norm
-                            };
+                            blk[k * inner + i] = if norm == T::zero() { T::zero() } else { v / norm };
                         }
                     }
                 });
@@ -418,9 +385,7 @@ pub(super) fn dropout(
     let x = tensor_in(inputs, 0)?;
     let ratio = match opt_tensor_in(inputs, 1)? {
         Some(r) => {
-            let v = r
-                .to_f64_vec()
-                .ok_or_else(|| invalid("ratio must be numeric"))?;
+            let v = r.to_f64_vec().ok_or_else(|| invalid("ratio must be numeric"))?;
             match v.as_slice() {
                 [r] => *r,
                 _ => return Err(invalid("ratio must be a scalar")),

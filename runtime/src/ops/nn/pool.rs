@@ -22,11 +22,7 @@ struct Taps {
 /// The taps `k` in `0..kernel` with `start + k * d` inside `lo..hi`, found
 /// arithmetically so a huge kernel attribute costs nothing.
 fn tap_range(start: i64, d: i64, kernel: i64, lo: i64, hi: i64) -> (i64, i64) {
-    let k0 = if start >= lo {
-        0
-    } else {
-        (lo - start + d - 1) / d
-    };
+    let k0 = if start >= lo { 0 } else { (lo - start + d - 1) / d };
     let k1 = if hi - 1 < start {
         0
     } else {
@@ -67,15 +63,7 @@ fn pool_geom(xs: &[usize], a: &PoolAttrs) -> OpResult<PoolGeom> {
         )));
     }
     let kernel: Vec<usize> = a.kernel_shape.iter().map(|&k| k.max(1) as usize).collect();
-    let win = Window::new(
-        nsp,
-        a.auto_pad,
-        &a.pads,
-        &a.strides,
-        &a.dilations,
-        a.ceil_mode,
-    )
-    .map_err(invalid)?;
+    let win = Window::new(nsp, a.auto_pad, &a.pads, &a.strides, &a.dilations, a.ceil_mode).map_err(invalid)?;
     let geo = win.resolve(&xs[2..], &kernel).map_err(invalid)?;
     let mut out_shape = xs[..2].to_vec();
     out_shape.extend(geo.iter().map(|g| g.out));
@@ -94,10 +82,7 @@ fn pool_geom(xs: &[usize], a: &PoolAttrs) -> OpResult<PoolGeom> {
 /// Visits every output of one plane: `f(out_index, taps)` where taps are
 /// the row-major input offsets (with their per-dim positions) of the
 /// window, plus the count of taps inside the padded extent.
-fn for_each_window(
-    pg: &PoolGeom,
-    mut f: impl FnMut(usize, &mut dyn FnMut(&mut dyn FnMut(usize, &[usize])), usize),
-) {
+fn for_each_window(pg: &PoolGeom, mut f: impl FnMut(usize, &mut dyn FnMut(&mut dyn FnMut(usize, &[usize])), usize)) {
     let nsp = pg.geo.len();
     let odims: Vec<usize> = pg.geo.iter().map(|g| g.out).collect();
     let mut in_strides = vec![1usize; nsp];
@@ -109,9 +94,7 @@ fn for_each_window(
     let mut pos = vec![0usize; nsp];
     for o in 0..pg.out_sp {
         decompose(o, &odims, &mut oc);
-        let lists: Vec<&[usize]> = (0..nsp)
-            .map(|d| pg.taps[d].valid[oc[d]].as_slice())
-            .collect();
+        let lists: Vec<&[usize]> = (0..nsp).map(|d| pg.taps[d].valid[oc[d]].as_slice()).collect();
         let padded: usize = (0..nsp).map(|d| pg.taps[d].padded[oc[d]]).product();
         let mut walk = |visit: &mut dyn FnMut(usize, &[usize])| {
             if lists.iter().any(|l| l.is_empty()) {
@@ -197,10 +180,7 @@ pub(super) fn max_pool(x: &Tensor, a: &PoolAttrs, num_outputs: usize) -> OpResul
         DType::I8 | DType::U8 | DType::I16 | DType::U16 | DType::I32 | DType::U32 => {
             let xd: Vec<f64> = x.to_f64_vec().unwrap_or_default();
             let (y, i) = max_pool_t::<f64>(&xd, &pg, col_major);
-            let yt = Tensor::from(
-                ArrayD::from_shape_vec(IxDyn(&pg.out_shape), y)
-                    .map_err(|e| invalid(e.to_string()))?,
-            );
+            let yt = Tensor::from(ArrayD::from_shape_vec(IxDyn(&pg.out_shape), y).map_err(|e| invalid(e.to_string()))?);
             (cast_back(yt, x.dtype())?, i)
         }
         _ => return Err(dtype_unsupported("MaxPool", x)),
@@ -208,8 +188,7 @@ pub(super) fn max_pool(x: &Tensor, a: &PoolAttrs, num_outputs: usize) -> OpResul
     let mut out = vec![y];
     if num_outputs > 1 {
         out.push(Tensor::I64(
-            ArrayD::from_shape_vec(IxDyn(&pg.out_shape), ind)
-                .map_err(|e| invalid(e.to_string()))?,
+            ArrayD::from_shape_vec(IxDyn(&pg.out_shape), ind).map_err(|e| invalid(e.to_string()))?,
         ));
     }
     Ok(out)
@@ -236,25 +215,23 @@ pub(super) fn avg_lp_pool<T: Real>(x: &Tensor, a: &PoolAttrs, lp: bool) -> OpRes
     let p = T::c(a.p as f64);
     let mut y = vec![T::zero(); pg.planes * pg.out_sp];
     if pg.out_sp > 0 {
-        y.par_chunks_mut(pg.out_sp)
-            .enumerate()
-            .for_each(|(pi, yp)| {
-                let xp = &xd[pi * pg.in_sp..][..pg.in_sp];
-                for_each_window(&pg, |o, walk, padded| {
-                    let (mut s, mut n) = (T::zero(), 0usize);
-                    if lp {
-                        walk(&mut |off, _| s = s + xp[off].abs().powf(p));
-                        yp[o] = s.powf(T::one() / p);
-                    } else {
-                        walk(&mut |off, _| {
-                            s = s + xp[off];
-                            n += 1;
-                        });
-                        let cnt = if a.count_include_pad { padded } else { n };
-                        yp[o] = s / T::c(cnt as f64);
-                    }
-                });
+        y.par_chunks_mut(pg.out_sp).enumerate().for_each(|(pi, yp)| {
+            let xp = &xd[pi * pg.in_sp..][..pg.in_sp];
+            for_each_window(&pg, |o, walk, padded| {
+                let (mut s, mut n) = (T::zero(), 0usize);
+                if lp {
+                    walk(&mut |off, _| s = s + xp[off].abs().powf(p));
+                    yp[o] = s.powf(T::one() / p);
+                } else {
+                    walk(&mut |off, _| {
+                        s = s + xp[off];
+                        n += 1;
+                    });
+                    let cnt = if a.count_include_pad { padded } else { n };
+                    yp[o] = s / T::c(cnt as f64);
+                }
             });
+        });
     }
     build(y, &pg.out_shape, x.dtype())
 }
@@ -286,10 +263,7 @@ pub(super) fn global_pool<T: Real>(x: &Tensor, kind: Global) -> OpResult<Tensor>
                     .fold(T::neg_infinity(), |a, b| if b > a { b } else { a }),
                 Global::Lp(pp) => {
                     let pt = T::c(pp);
-                    v.iter()
-                        .map(|x| x.abs().powf(pt))
-                        .sum::<T>()
-                        .powf(T::one() / pt)
+                    v.iter().map(|x| x.abs().powf(pt)).sum::<T>().powf(T::one() / pt)
                 }
             }
         })
@@ -358,9 +332,8 @@ pub(super) fn max_unpool(
             }
         })
         .collect::<OpResult<_>>()?;
-    let corner = |ax: ndarray::AxisDescription| {
-        ndarray::Slice::from(0..inferred[ax.axis.index()].min(shape[ax.axis.index()]))
-    };
+    let corner =
+        |ax: ndarray::AxisDescription| ndarray::Slice::from(0..inferred[ax.axis.index()].min(shape[ax.axis.index()]));
     Ok(carbide_ir::tensor_map!(x, a => {
         let mut y = vec![Default::default(); total];
         for (v, &i) in a.iter().zip(&idx) {
@@ -382,13 +355,7 @@ mod tests {
     use super::*;
     use carbide_ir::ops::nn::AutoPad;
 
-    fn pool(
-        k: Vec<i64>,
-        s: Option<Vec<i64>>,
-        pads: Option<Vec<i64>>,
-        ceil: bool,
-        cip: bool,
-    ) -> PoolAttrs {
+    fn pool(k: Vec<i64>, s: Option<Vec<i64>>, pads: Option<Vec<i64>>, ceil: bool, cip: bool) -> PoolAttrs {
         PoolAttrs {
             auto_pad: AutoPad::NotSet,
             ceil_mode: ceil,
@@ -403,50 +370,24 @@ mod tests {
     }
 
     fn x44() -> Tensor {
-        Tensor::F32(
-            ArrayD::from_shape_vec(IxDyn(&[1, 1, 4, 4]), (1..=16).map(|v| v as f32).collect())
-                .unwrap(),
-        )
+        Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[1, 1, 4, 4]), (1..=16).map(|v| v as f32).collect()).unwrap())
     }
 
     #[test]
     fn maxpool_ceil_and_indices() {
-        let out = max_pool(
-            &x44(),
-            &pool(vec![3, 3], Some(vec![2, 2]), None, true, false),
-            2,
-        )
-        .unwrap();
+        let out = max_pool(&x44(), &pool(vec![3, 3], Some(vec![2, 2]), None, true, false), 2).unwrap();
         assert_eq!(out[0].to_f64_vec().unwrap(), [11., 12., 15., 16.]);
         assert_eq!(out[1].to_i64_vec().unwrap(), [10, 11, 14, 15]);
     }
 
     #[test]
     fn avgpool_pads_with_and_without_count() {
-        let a = pool(
-            vec![2, 2],
-            Some(vec![2, 2]),
-            Some(vec![1, 1, 1, 1]),
-            false,
-            false,
-        );
+        let a = pool(vec![2, 2], Some(vec![2, 2]), Some(vec![1, 1, 1, 1]), false, false);
         let y = avg_lp_pool::<f32>(&x44(), &a, false).unwrap();
-        assert_eq!(
-            y.to_f64_vec().unwrap(),
-            [1., 2.5, 4., 7., 8.5, 10., 13., 14.5, 16.]
-        );
-        let a = pool(
-            vec![2, 2],
-            Some(vec![2, 2]),
-            Some(vec![1, 1, 1, 1]),
-            false,
-            true,
-        );
+        assert_eq!(y.to_f64_vec().unwrap(), [1., 2.5, 4., 7., 8.5, 10., 13., 14.5, 16.]);
+        let a = pool(vec![2, 2], Some(vec![2, 2]), Some(vec![1, 1, 1, 1]), false, true);
         let y = avg_lp_pool::<f32>(&x44(), &a, false).unwrap();
-        assert_eq!(
-            y.to_f64_vec().unwrap(),
-            [0.25, 1.25, 1., 3.5, 8.5, 5., 3.25, 7.25, 4.]
-        );
+        assert_eq!(y.to_f64_vec().unwrap(), [0.25, 1.25, 1., 3.5, 8.5, 5., 3.25, 7.25, 4.]);
     }
 
     #[test]

@@ -96,10 +96,7 @@ where
         };
         if par && outer > 1 {
             let min_len = (PAR_MIN / r).max(1);
-            out.par_iter_mut()
-                .enumerate()
-                .with_min_len(min_len)
-                .for_each(one);
+            out.par_iter_mut().enumerate().with_min_len(min_len).for_each(one);
         } else {
             out.iter_mut().enumerate().for_each(one);
         }
@@ -132,22 +129,14 @@ where
             }
         });
     } else {
-        out.chunks_mut(inner)
-            .enumerate()
-            .for_each(|(o, row)| rows(o, 0, row));
+        out.chunks_mut(inner).enumerate().for_each(|(o, row)| rows(o, 0, row));
     }
     out
 }
 
 /// Runs the fold over `a` with the reduced `axes` (normalized, distinct);
 /// returns values in the row-major order of the kept dims.
-fn reduce_with<T, A, O, F, G>(
-    a: &ArrayD<T>,
-    axes: &[usize],
-    init: A,
-    fold: F,
-    finish: G,
-) -> OpResult<Vec<O>>
+fn reduce_with<T, A, O, F, G>(a: &ArrayD<T>, axes: &[usize], init: A, fold: F, finish: G) -> OpResult<Vec<O>>
 where
     T: Copy + Send + Sync,
     A: Copy + Send + Sync,
@@ -161,22 +150,12 @@ where
             Some(s) => Cow::Borrowed(s),
             None => Cow::Owned(a.iter().copied().collect()),
         },
-        Some(perm) => Cow::Owned(
-            a.view()
-                .permuted_axes(IxDyn(perm))
-                .iter()
-                .copied()
-                .collect(),
-        ),
+        Some(perm) => Cow::Owned(a.view().permuted_axes(IxDyn(perm)).iter().copied().collect()),
     };
     if data.len() != p.outer * p.r * p.inner {
-        return Err(invalid(
-            "internal error: reduction layout does not match the data",
-        ));
+        return Err(invalid("internal error: reduction layout does not match the data"));
     }
-    Ok(fold_groups(
-        &data, p.outer, p.r, p.inner, init, fold, finish,
-    ))
+    Ok(fold_groups(&data, p.outer, p.r, p.inner, init, fold, finish))
 }
 
 fn max_f(a: f64, x: f64) -> f64 {
@@ -229,13 +208,7 @@ fn reduce_num<T: Num>(kind: ReduceKind, a: &ArrayD<T>, axes: &[usize]) -> OpResu
     if !T::FLOAT {
         let w = |v: i128| T::from_i128(v);
         let r = match kind {
-            Sum => reduce_with(
-                a,
-                axes,
-                0i128,
-                |s, x: T, _| s.wrapping_add(x.to_i128()),
-                |s, _| w(s),
-            )?,
+            Sum => reduce_with(a, axes, 0i128, |s, x: T, _| s.wrapping_add(x.to_i128()), |s, _| w(s))?,
             Mean => reduce_with(
                 a,
                 axes,
@@ -243,13 +216,7 @@ fn reduce_num<T: Num>(kind: ReduceKind, a: &ArrayD<T>, axes: &[usize]) -> OpResu
                 |s, x: T, _| s.wrapping_add(x.to_i128()),
                 |s, n| w(if n == 0 { 0 } else { s / n as i128 }),
             )?,
-            Prod => reduce_with(
-                a,
-                axes,
-                1i128,
-                |s, x: T, _| s.wrapping_mul(x.to_i128()),
-                |s, _| w(s),
-            )?,
+            Prod => reduce_with(a, axes, 1i128, |s, x: T, _| s.wrapping_mul(x.to_i128()), |s, _| w(s))?,
             L1 => reduce_with(
                 a,
                 axes,
@@ -306,13 +273,7 @@ fn reduce_float<T: Num>(kind: ReduceKind, a: &ArrayD<T>, axes: &[usize]) -> OpRe
     let b = |v: f64| T::from_f64(v);
     Ok(match kind {
         Sum => reduce_with(a, axes, 0.0, |s, x: T, _| s + x.to_f64(), |s, _| b(s))?,
-        Mean => reduce_with(
-            a,
-            axes,
-            0.0,
-            |s, x: T, _| s + x.to_f64(),
-            |s, n| b(s / n as f64),
-        )?,
+        Mean => reduce_with(a, axes, 0.0, |s, x: T, _| s + x.to_f64(), |s, n| b(s / n as f64))?,
         Prod => reduce_with(a, axes, 1.0, |s, x: T, _| s * x.to_f64(), |s, _| b(s))?,
         L1 => reduce_with(a, axes, 0.0, |s, x: T, _| s + x.to_f64().abs(), |s, _| b(s))?,
         L2 => reduce_with(
@@ -350,13 +311,7 @@ fn reduce_float<T: Num>(kind: ReduceKind, a: &ArrayD<T>, axes: &[usize]) -> OpRe
             |s, x: T, _| max_f(s, x.to_f64()),
             |s, _| b(s),
         )?,
-        Min => reduce_with(
-            a,
-            axes,
-            f64::INFINITY,
-            |s, x: T, _| min_f(s, x.to_f64()),
-            |s, _| b(s),
-        )?,
+        Min => reduce_with(a, axes, f64::INFINITY, |s, x: T, _| min_f(s, x.to_f64()), |s, _| b(s))?,
     })
 }
 
@@ -388,11 +343,7 @@ fn resolve_axes(r: &ReduceAttrs, rank: usize, axes_in: Option<&Tensor>) -> OpRes
     Ok(out)
 }
 
-pub(crate) fn eval_reduce(
-    r: &ReduceAttrs,
-    x: &Tensor,
-    axes_in: Option<&Tensor>,
-) -> OpResult<Tensor> {
+pub(crate) fn eval_reduce(r: &ReduceAttrs, x: &Tensor, axes_in: Option<&Tensor>) -> OpResult<Tensor> {
     let shape = x.shape().to_vec();
     let axes = resolve_axes(r, shape.len(), axes_in)?;
     let out_shape: Vec<usize> = if r.keepdims {
@@ -419,13 +370,7 @@ pub(crate) fn eval_reduce(
         return Ok(Tensor::Bool(array_from(&out_shape, v)?));
     }
     num_map!(x, a => reduce_num(kind, a, &axes).and_then(|v| array_from(&out_shape, v)))
-        .unwrap_or_else(|| {
-            Err(unsupported(format!(
-                "{} on {} tensors",
-                kind.op_type(),
-                x.dtype()
-            )))
-        })
+        .unwrap_or_else(|| Err(unsupported(format!("{} on {} tensors", kind.op_type(), x.dtype()))))
 }
 
 #[cfg(test)]

@@ -38,9 +38,7 @@ pub(crate) fn loss(
     }
     let shape = x.shape().to_vec();
     if shape.len() < 2 {
-        return Err(invalid(format!(
-            "input must have rank >= 2, got shape {shape:?}"
-        )));
+        return Err(invalid(format!("input must have rank >= 2, got shape {shape:?}")));
     }
     let mut t_shape = shape.clone();
     t_shape.remove(1);
@@ -60,10 +58,7 @@ pub(crate) fn loss(
     let ws = match weight {
         Some(w) => {
             if w.shape() != [c] {
-                return Err(invalid(format!(
-                    "weight shape {:?} must be [{c}]",
-                    w.shape()
-                )));
+                return Err(invalid(format!("weight shape {:?} must be [{c}]", w.shape())));
             }
             Some(
                 w.to_f64_vec()
@@ -72,11 +67,7 @@ pub(crate) fn loss(
         }
         None => None,
     };
-    let logp = if softmax {
-        log_softmax(&xs, n, c, d)
-    } else {
-        xs
-    };
+    let logp = if softmax { log_softmax(&xs, n, c, d) } else { xs };
     let mut losses = Vec::with_capacity(n * d);
     let (mut sum, mut wsum) = (0.0f64, 0.0f64);
     for ni in 0..n {

@@ -21,12 +21,7 @@ enum ScaleMap {
 }
 
 impl ScaleMap {
-    fn new(
-        x_shape: &[usize],
-        scale_shape: &[usize],
-        axis: i64,
-        block_size: i64,
-    ) -> OpResult<ScaleMap> {
+    fn new(x_shape: &[usize], scale_shape: &[usize], axis: i64, block_size: i64) -> OpResult<ScaleMap> {
         let n: usize = scale_shape.iter().product();
         if n == 1 && scale_shape.len() <= 1 {
             return Ok(ScaleMap::PerTensor);
@@ -144,26 +139,13 @@ fn quant_tensor(d: DType, shape: &[usize], v: Vec<f64>, saturate: bool) -> OpRes
     Ok(match d {
         DType::U8 => Tensor::U8(array_from(shape, v.into_iter().map(|x| x as u8).collect())?),
         DType::I8 => Tensor::I8(array_from(shape, v.into_iter().map(|x| x as i8).collect())?),
-        DType::U16 => Tensor::U16(array_from(
-            shape,
-            v.into_iter().map(|x| x as u16).collect(),
-        )?),
-        DType::I16 => Tensor::I16(array_from(
-            shape,
-            v.into_iter().map(|x| x as i16).collect(),
-        )?),
+        DType::U16 => Tensor::U16(array_from(shape, v.into_iter().map(|x| x as u16).collect())?),
+        DType::I16 => Tensor::I16(array_from(shape, v.into_iter().map(|x| x as i16).collect())?),
         DType::U4 | DType::I4 | DType::U2 | DType::I2 => {
-            let mask: i64 = if matches!(d, DType::U4 | DType::I4) {
-                0xF
-            } else {
-                0x3
-            };
+            let mask: i64 = if matches!(d, DType::U4 | DType::I4) { 0xF } else { 0x3 };
             Tensor::Small(
                 d,
-                array_from(
-                    shape,
-                    v.into_iter().map(|x| ((x as i64) & mask) as u8).collect(),
-                )?,
+                array_from(shape, v.into_iter().map(|x| ((x as i64) & mask) as u8).collect())?,
             )
         }
         d if d.is_small_float() => {
@@ -177,12 +159,7 @@ fn quant_tensor(d: DType, shape: &[usize], v: Vec<f64>, saturate: bool) -> OpRes
     })
 }
 
-pub(crate) fn quantize(
-    q: &QuantizeAttrs,
-    x: &Tensor,
-    scale: &Tensor,
-    zp: Option<&Tensor>,
-) -> OpResult<Tensor> {
+pub(crate) fn quantize(q: &QuantizeAttrs, x: &Tensor, scale: &Tensor, zp: Option<&Tensor>) -> OpResult<Tensor> {
     let out_dtype = match zp {
         Some(z) => {
             if let Some(o) = q.output_dtype {
@@ -201,16 +178,10 @@ pub(crate) fn quantize(
         return Err(unsupported(format!("QuantizeLinear to {out_dtype}")));
     }
     if !(x.dtype().is_float() && !x.dtype().is_small() || x.dtype() == DType::I32) {
-        return Err(unsupported(format!(
-            "QuantizeLinear of {} input",
-            x.dtype()
-        )));
+        return Err(unsupported(format!("QuantizeLinear of {} input", x.dtype())));
     }
     if !scale.dtype().is_float() || scale.dtype().is_small() {
-        return Err(invalid(format!(
-            "scale must be a float tensor, got {}",
-            scale.dtype()
-        )));
+        return Err(invalid(format!("scale must be a float tensor, got {}", scale.dtype())));
     }
     let map = ScaleMap::new(x.shape(), scale.shape(), q.axis, q.block_size)?;
     if let Some(z) = zp {
@@ -257,17 +228,9 @@ pub(crate) fn quantize(
     quant_tensor(out_dtype, x.shape(), out, q.saturate)
 }
 
-pub(crate) fn dequantize(
-    d: &DequantizeAttrs,
-    x: &Tensor,
-    scale: &Tensor,
-    zp: Option<&Tensor>,
-) -> OpResult<Tensor> {
+pub(crate) fn dequantize(d: &DequantizeAttrs, x: &Tensor, scale: &Tensor, zp: Option<&Tensor>) -> OpResult<Tensor> {
     if !scale.dtype().is_float() || scale.dtype().is_small() {
-        return Err(invalid(format!(
-            "scale must be a float tensor, got {}",
-            scale.dtype()
-        )));
+        return Err(invalid(format!("scale must be a float tensor, got {}", scale.dtype())));
     }
     let map = ScaleMap::new(x.shape(), scale.shape(), d.axis, d.block_size)?;
     let xs = quant_values(x)?;
@@ -309,10 +272,7 @@ pub(crate) fn dequantize(
 /// (which is widened to include 0).
 pub(crate) fn dynamic_quantize(x: &Tensor) -> OpResult<Vec<Tensor>> {
     let Tensor::F32(a) = x else {
-        return Err(unsupported(format!(
-            "DynamicQuantizeLinear of {} input",
-            x.dtype()
-        )));
+        return Err(unsupported(format!("DynamicQuantizeLinear of {} input", x.dtype())));
     };
     let (mut lo, mut hi) = (0f32, 0f32);
     for &v in a.iter() {
@@ -370,10 +330,7 @@ mod tests {
         assert_eq!(y.dtype(), DType::I4);
         let Tensor::Small(_, a) = &y else { panic!() };
         // [1, 1, 3, 4, -8, 6]: -8 is 0b1000
-        assert_eq!(
-            a.iter().copied().collect::<Vec<_>>(),
-            vec![1, 1, 3, 4, 8, 6]
-        );
+        assert_eq!(a.iter().copied().collect::<Vec<_>>(), vec![1, 1, 3, 4, 8, 6]);
         let back = dequantize(
             &DequantizeAttrs {
                 axis: 1,
@@ -412,10 +369,7 @@ mod tests {
         // onnx test_dynamicquantizelinear: x = [0, 2, -3, -2.5, 1.34, 0.5]
         let x = f32t(&[6], vec![0., 2., -3., -2.5, 1.34, 0.5]);
         let out = dynamic_quantize(&x).unwrap();
-        assert_eq!(
-            out[0].to_i64_vec().unwrap(),
-            vec![153, 255, 0, 26, 221, 179]
-        );
+        assert_eq!(out[0].to_i64_vec().unwrap(), vec![153, 255, 0, 26, 221, 179]);
         assert!((out[1].to_f64_vec().unwrap()[0] - 0.019_607_844).abs() < 1e-7);
         assert_eq!(out[2].to_i64_vec().unwrap(), vec![153]);
     }

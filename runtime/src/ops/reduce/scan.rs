@@ -1,10 +1,7 @@
 //! Ops that walk one axis: ArgMax/ArgMin, CumSum/CumProd and TopK.
 
 use super::axes::fold_groups;
-use super::{
-    array_from, checked_len, norm_axis, num_apply, num_map, scalar_axis, split_at_axis, Num,
-    PAR_MIN,
-};
+use super::{array_from, checked_len, norm_axis, num_apply, num_map, scalar_axis, split_at_axis, Num, PAR_MIN};
 use crate::error::{invalid, unsupported, OpResult};
 use carbide_ir::ndarray::ArrayD;
 use carbide_ir::ops::reduce::{ArgAttrs, CumAttrs, TopKAttrs};
@@ -32,9 +29,7 @@ fn total_cmp<T: Num>(a: T, b: T) -> Ordering {
 fn arg_num<T: Num>(a: &ArrayD<T>, axis: usize, max: bool, last: bool) -> OpResult<Vec<i64>> {
     let (outer, r, inner) = split_at_axis(a.shape(), axis);
     if r == 0 && outer * inner > 0 {
-        return Err(invalid(format!(
-            "cannot take the arg extreme of empty axis {axis}"
-        )));
+        return Err(invalid(format!("cannot take the arg extreme of empty axis {axis}")));
     }
     let data = contiguous(a);
     // NaN wins (numpy's argmax/argmin pick it), then ties by first/last index.
@@ -104,10 +99,7 @@ fn scan_num<T: Num>(a: &ArrayD<T>, axis: usize, c: &CumAttrs, prod: bool) -> OpR
         if T::FLOAT {
             let mut acc = vec![if prod { 1.0 } else { 0.0 }; inner];
             for l in order {
-                let (s, d) = (
-                    &src[l * inner..(l + 1) * inner],
-                    &mut dst[l * inner..(l + 1) * inner],
-                );
+                let (s, d) = (&src[l * inner..(l + 1) * inner], &mut dst[l * inner..(l + 1) * inner]);
                 for ((a, &x), y) in acc.iter_mut().zip(s).zip(d.iter_mut()) {
                     if c.exclusive {
                         *y = T::from_f64(*a);
@@ -125,10 +117,7 @@ fn scan_num<T: Num>(a: &ArrayD<T>, axis: usize, c: &CumAttrs, prod: bool) -> OpR
         } else {
             let mut acc = vec![if prod { 1i128 } else { 0 }; inner];
             for l in order {
-                let (s, d) = (
-                    &src[l * inner..(l + 1) * inner],
-                    &mut dst[l * inner..(l + 1) * inner],
-                );
+                let (s, d) = (&src[l * inner..(l + 1) * inner], &mut dst[l * inner..(l + 1) * inner]);
                 for ((a, &x), y) in acc.iter_mut().zip(s).zip(d.iter_mut()) {
                     if c.exclusive {
                         *y = T::from_i128(*a);
@@ -148,13 +137,9 @@ fn scan_num<T: Num>(a: &ArrayD<T>, axis: usize, c: &CumAttrs, prod: bool) -> OpR
         }
     };
     if data.len() >= PAR_MIN && outer > 1 {
-        out.par_chunks_mut(block)
-            .enumerate()
-            .for_each(|(o, d)| run(o, d));
+        out.par_chunks_mut(block).enumerate().for_each(|(o, d)| run(o, d));
     } else {
-        out.chunks_mut(block)
-            .enumerate()
-            .for_each(|(o, d)| run(o, d));
+        out.chunks_mut(block).enumerate().for_each(|(o, d)| run(o, d));
     }
     array_from(&shape, out)
 }
@@ -171,12 +156,7 @@ pub(crate) fn cumulative(c: &CumAttrs, x: &Tensor, axis: &Tensor, prod: bool) ->
     })
 }
 
-fn topk_num<T: Num>(
-    a: &ArrayD<T>,
-    axis: usize,
-    k: usize,
-    largest: bool,
-) -> OpResult<(ArrayD<T>, ArrayD<i64>)> {
+fn topk_num<T: Num>(a: &ArrayD<T>, axis: usize, k: usize, largest: bool) -> OpResult<(ArrayD<T>, ArrayD<i64>)> {
     let mut shape = a.shape().to_vec();
     let (outer, len, inner) = split_at_axis(&shape, axis);
     shape[axis] = k;
@@ -230,9 +210,9 @@ pub(crate) fn top_k(at: &TopKAttrs, x: &Tensor, k_in: Option<&Tensor>) -> OpResu
     let axis = norm_axis(at.axis, rank)?;
     let k = match (k_in, at.k) {
         (Some(t), _) => {
-            let v = t.to_i64_vec().ok_or_else(|| {
-                invalid(format!("K must be an integer tensor, got {}", t.dtype()))
-            })?;
+            let v = t
+                .to_i64_vec()
+                .ok_or_else(|| invalid(format!("K must be an integer tensor, got {}", t.dtype())))?;
             if v.len() != 1 {
                 return Err(invalid(format!("K must hold one value, got {}", v.len())));
             }
@@ -243,9 +223,7 @@ pub(crate) fn top_k(at: &TopKAttrs, x: &Tensor, k_in: Option<&Tensor>) -> OpResu
     };
     let len = x.shape()[axis];
     if k < 0 || k as u64 > len as u64 {
-        return Err(invalid(format!(
-            "k = {k} out of range for axis {axis} of size {len}"
-        )));
+        return Err(invalid(format!("k = {k} out of range for axis {axis} of size {len}")));
     }
     let k = k as usize;
     let largest = at.largest;
@@ -287,10 +265,7 @@ mod tests {
             keepdims: false,
             select_last_index: false,
         };
-        assert_eq!(
-            arg_extreme(&a, &x, true).unwrap().to_i64_vec().unwrap(),
-            vec![0, 1]
-        );
+        assert_eq!(arg_extreme(&a, &x, true).unwrap().to_i64_vec().unwrap(), vec![0, 1]);
         let a = ArgAttrs {
             axis: -1,
             keepdims: true,
@@ -304,10 +279,7 @@ mod tests {
             keepdims: false,
             select_last_index: false,
         };
-        assert_eq!(
-            arg_extreme(&a, &x, false).unwrap().to_i64_vec().unwrap(),
-            vec![1, 0, 0]
-        );
+        assert_eq!(arg_extreme(&a, &x, false).unwrap().to_i64_vec().unwrap(), vec![1, 0, 0]);
     }
 
     #[test]
@@ -325,8 +297,7 @@ mod tests {
         assert_eq!(run(false, true, false), vec![15., 14., 12., 9., 5.]);
         assert_eq!(run(true, true, false), vec![14., 12., 9., 5., 0.]);
         assert_eq!(run(false, false, true), vec![1., 2., 6., 24., 120.]);
-        let m =
-            Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1, 2, 3, 4, 5, 6]).unwrap());
+        let m = Tensor::I32(ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1, 2, 3, 4, 5, 6]).unwrap());
         let t = cumulative(
             &CumAttrs {
                 exclusive: false,

@@ -2,8 +2,8 @@
 //! ScatterND, TensorScatter, OneHot, NonZero, Compress, Unique.
 
 use super::util::{
-    arith_zip_map, checked_numel, for_each_index, ints_in, norm_axis, norm_index, opt_ints_in,
-    strides, take_map, Arith, Elem,
+    arith_zip_map, checked_numel, for_each_index, ints_in, norm_axis, norm_index, opt_ints_in, strides, take_map,
+    Arith, Elem,
 };
 use crate::error::{invalid, unsupported, OpResult};
 use crate::ops::tensor_in;
@@ -17,12 +17,8 @@ fn out(t: Tensor) -> OpResult<Vec<Value>> {
 }
 
 fn index_vec(t: &Tensor, what: &str) -> OpResult<Vec<i64>> {
-    t.to_i64_vec().ok_or_else(|| {
-        invalid(format!(
-            "{what} must be an integer tensor, got {}",
-            t.dtype()
-        ))
-    })
+    t.to_i64_vec()
+        .ok_or_else(|| invalid(format!("{what} must be an integer tensor, got {}", t.dtype())))
 }
 
 fn to_owned_shape<T: Clone>(a: ArrayD<T>, shape: &[usize]) -> OpResult<ArrayD<T>> {
@@ -62,14 +58,8 @@ pub fn gather_elements(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Val
         )));
     }
     let ax = norm_axis(axis, s.len())?;
-    if q.iter()
-        .zip(s)
-        .enumerate()
-        .any(|(i, (a, b))| i != ax && a > b)
-    {
-        return Err(invalid(format!(
-            "indices shape {q:?} exceeds data shape {s:?}"
-        )));
+    if q.iter().zip(s).enumerate().any(|(i, (a, b))| i != ax && a > b) {
+        return Err(invalid(format!("indices shape {q:?} exceeds data shape {s:?}")));
     }
     let idx = index_vec(it, "indices")?;
     let st = strides(s);
@@ -91,18 +81,14 @@ pub fn gather_elements(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Val
 /// Flat offsets (row-major in `s`) of the blocks addressed by the index
 /// tuples of `idx` (last dim `k`), with `b` leading batch dims.
 fn nd_offsets(s: &[usize], q: &[usize], idx: &[i64], b: usize) -> OpResult<(Vec<usize>, usize)> {
-    let k = *q
-        .last()
-        .ok_or_else(|| invalid("indices must have rank >= 1"))?;
+    let k = *q.last().ok_or_else(|| invalid("indices must have rank >= 1"))?;
     if b + k > s.len() || b >= q.len() {
         return Err(invalid(format!(
             "index depth {k} with {b} batch dims does not fit data shape {s:?}"
         )));
     }
     if s[..b] != q[..b] {
-        return Err(invalid(format!(
-            "batch dims of data {s:?} and indices {q:?} differ"
-        )));
+        return Err(invalid(format!("batch dims of data {s:?} and indices {q:?} differ")));
     }
     let st = strides(s);
     let inner: usize = s[b + k..].iter().product();
@@ -178,34 +164,19 @@ fn reducer<T: Arith>(r: ScatterReduction) -> impl Fn(&mut T, &T) {
     }
 }
 
-fn scatter_dispatch(
-    x: &Tensor,
-    u: &Tensor,
-    dst: &[usize],
-    r: ScatterReduction,
-) -> OpResult<Tensor> {
+fn scatter_dispatch(x: &Tensor, u: &Tensor, dst: &[usize], r: ScatterReduction) -> OpResult<Tensor> {
     if x.dtype() != u.dtype() {
-        return Err(invalid(format!(
-            "updates are {} but data is {}",
-            u.dtype(),
-            x.dtype()
-        )));
+        return Err(invalid(format!("updates are {} but data is {}", u.dtype(), x.dtype())));
     }
     match r {
-        ScatterReduction::None => {
-            tensor_zip_map!(x, u, (a, b) => scatter_apply(a, b, dst, |d, v| d.clone_from(v))?)
-                .ok_or_else(|| invalid("dtype mismatch"))
-        }
+        ScatterReduction::None => tensor_zip_map!(x, u, (a, b) => scatter_apply(a, b, dst, |d, v| d.clone_from(v))?)
+            .ok_or_else(|| invalid("dtype mismatch")),
         r => arith_zip_map!(x, u, (a, b) => scatter_apply(a, b, dst, reducer(r))?)
             .ok_or_else(|| unsupported(format!("scatter reduction {r:?} on {}", x.dtype()))),
     }
 }
 
-pub fn scatter_elements(
-    inputs: &[Option<&Value>],
-    axis: i64,
-    r: ScatterReduction,
-) -> OpResult<Vec<Value>> {
+pub fn scatter_elements(inputs: &[Option<&Value>], axis: i64, r: ScatterReduction) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let it = tensor_in(inputs, 1)?;
     let u = tensor_in(inputs, 2)?;
@@ -222,14 +193,8 @@ pub fn scatter_elements(
         )));
     }
     let ax = norm_axis(axis, s.len())?;
-    if q.iter()
-        .zip(s)
-        .enumerate()
-        .any(|(i, (a, b))| i != ax && a > b)
-    {
-        return Err(invalid(format!(
-            "indices shape {q:?} exceeds data shape {s:?}"
-        )));
+    if q.iter().zip(s).enumerate().any(|(i, (a, b))| i != ax && a > b) {
+        return Err(invalid(format!("indices shape {q:?} exceeds data shape {s:?}")));
     }
     let idx = index_vec(it, "indices")?;
     let st = strides(s);
@@ -258,20 +223,13 @@ pub fn scatter_nd(inputs: &[Option<&Value>], r: ScatterReduction) -> OpResult<Ve
     let mut us: Vec<usize> = q[..q.len() - 1].to_vec();
     us.extend_from_slice(&s[k..]);
     if u.shape() != us.as_slice() {
-        return Err(invalid(format!(
-            "updates shape {:?} should be {us:?}",
-            u.shape()
-        )));
+        return Err(invalid(format!("updates shape {:?} should be {us:?}", u.shape())));
     }
     let dst = expand_blocks(&offs, inner)?;
     out(scatter_dispatch(x, u, &dst, r)?)
 }
 
-pub fn tensor_scatter(
-    inputs: &[Option<&Value>],
-    axis: i64,
-    circular: bool,
-) -> OpResult<Vec<Value>> {
+pub fn tensor_scatter(inputs: &[Option<&Value>], axis: i64, circular: bool) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let u = tensor_in(inputs, 1)?;
     let s = x.shape();
@@ -363,10 +321,7 @@ fn one_hot_fill<T: Clone>(
 ) -> OpResult<ArrayD<T>> {
     let vs: Vec<T> = v.iter().cloned().collect();
     if vs.len() != 2 {
-        return Err(invalid(format!(
-            "values must hold 2 elements, got {}",
-            vs.len()
-        )));
+        return Err(invalid(format!("values must hold 2 elements, got {}", vs.len())));
     }
     let mut data = vec![vs[0].clone(); n];
     for o in 0..outer {
@@ -396,12 +351,7 @@ pub fn non_zero(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
             .collect(),
     };
     let s = x.shape();
-    let pos: Vec<usize> = flags
-        .iter()
-        .enumerate()
-        .filter(|(_, &f)| f)
-        .map(|(i, _)| i)
-        .collect();
+    let pos: Vec<usize> = flags.iter().enumerate().filter(|(_, &f)| f).map(|(i, _)| i).collect();
     let r = s.len();
     let nnz = pos.len();
     let st = strides(s);
@@ -411,8 +361,7 @@ pub fn non_zero(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
             data[ax * nnz + j] = ((p / st[ax]) % s[ax].max(1)) as i64;
         }
     }
-    let a = ArrayD::from_shape_vec(IxDyn(&[r, nnz]), data)
-        .map_err(|e| invalid(format!("internal: {e}")))?;
+    let a = ArrayD::from_shape_vec(IxDyn(&[r, nnz]), data).map_err(|e| invalid(format!("internal: {e}")))?;
     out(Tensor::I64(a))
 }
 
@@ -452,11 +401,7 @@ fn key_cmp<T: Elem>(x: &[T], y: &[T]) -> Ordering {
 
 type UniqueParts<T> = (ArrayD<T>, Vec<i64>, Vec<i64>, Vec<i64>);
 
-fn unique_impl<T: Elem>(
-    a: &ArrayD<T>,
-    axis: Option<usize>,
-    sorted: bool,
-) -> OpResult<UniqueParts<T>> {
+fn unique_impl<T: Elem>(a: &ArrayD<T>, axis: Option<usize>, sorted: bool) -> OpResult<UniqueParts<T>> {
     // Keys are contiguous runs of `data`: single elements, or the slices
     // along `axis` (that axis moved to the front).
     let (data, n, len): (Vec<T>, usize, usize) = match axis {

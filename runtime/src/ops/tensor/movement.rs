@@ -2,8 +2,7 @@
 //! CenterCropPad, DepthToSpace, SpaceToDepth, Trilu, ReverseSequence.
 
 use super::util::{
-    compose_maps, ints_in, norm_axes, norm_axis, opt_ints_in, reshape as reshape_t, same,
-    scalar_of, take_map, NONE,
+    compose_maps, ints_in, norm_axes, norm_axis, opt_ints_in, reshape as reshape_t, same, scalar_of, take_map, NONE,
 };
 use crate::error::{invalid, OpResult};
 use crate::ops::{opt_tensor_in, tensor_in};
@@ -25,10 +24,7 @@ fn permute(x: &Tensor, perm: &[usize]) -> OpResult<Tensor> {
 fn permute_array<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> ArrayD<T> {
     let r = perm.len();
     let s = a.shape();
-    if let (Some(src), true) = (
-        a.as_slice(),
-        r >= 2 && perm[r - 1] == r - 1 && s[r - 1] >= 4,
-    ) {
+    if let (Some(src), true) = (a.as_slice(), r >= 2 && perm[r - 1] == r - 1 && s[r - 1] >= 4) {
         let st = super::util::strides(s);
         let out_shape: Vec<usize> = perm.iter().map(|&p| s[p]).collect();
         let inner = s[r - 1];
@@ -54,10 +50,7 @@ fn permute_array<T: Clone>(a: &ArrayD<T>, perm: &[usize]) -> ArrayD<T> {
             return o;
         }
     }
-    a.view()
-        .permuted_axes(IxDyn(perm))
-        .as_standard_layout()
-        .into_owned()
+    a.view().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned()
 }
 
 pub fn transpose(inputs: &[Option<&Value>], perm: Option<&[i64]>) -> OpResult<Vec<Value>> {
@@ -82,9 +75,7 @@ pub fn concat(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Value>> {
     let ts: Vec<&Tensor> = (0..inputs.len())
         .map(|i| tensor_in(inputs, i))
         .collect::<OpResult<_>>()?;
-    let first = *ts
-        .first()
-        .ok_or_else(|| invalid("Concat needs at least one input"))?;
+    let first = *ts.first().ok_or_else(|| invalid("Concat needs at least one input"))?;
     if let Some(t) = ts.iter().find(|t| t.dtype() != first.dtype()) {
         return Err(invalid(format!(
             "inputs mix dtypes {} and {}",
@@ -135,9 +126,7 @@ pub fn split(
     let sizes: Vec<usize> = match given {
         Some(s) => s
             .iter()
-            .map(|&v| {
-                usize::try_from(v).map_err(|_| invalid(format!("negative split size in {s:?}")))
-            })
+            .map(|&v| usize::try_from(v).map_err(|_| invalid(format!("negative split size in {s:?}"))))
             .collect::<OpResult<_>>()?,
         None => {
             let n = node_outputs.max(1);
@@ -147,15 +136,11 @@ pub fn split(
                 )));
             }
             let chunk = d.div_ceil(n);
-            (0..n)
-                .map(|i| d.saturating_sub(chunk * i).min(chunk))
-                .collect()
+            (0..n).map(|i| d.saturating_sub(chunk * i).min(chunk)).collect()
         }
     };
     if sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(d) {
-        return Err(invalid(format!(
-            "split sizes {sizes:?} do not sum to dim {d}"
-        )));
+        return Err(invalid(format!("split sizes {sizes:?} do not sum to dim {d}")));
     }
     let mut outs = Vec::with_capacity(sizes.len());
     let mut start = 0;
@@ -189,16 +174,10 @@ pub fn slice(
     let axes = axes.unwrap_or_else(|| (0..n as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; n]);
     if ends.len() != n || axes.len() != n || steps.len() != n {
-        return Err(invalid(
-            "starts, ends, axes and steps must have the same length",
-        ));
+        return Err(invalid("starts, ends, axes and steps must have the same length"));
     }
     let axes = norm_axes(&axes, x.rank())?;
-    let mut sl: Vec<Slice> = x
-        .shape()
-        .iter()
-        .map(|&d| Slice::from(0..d as isize))
-        .collect();
+    let mut sl: Vec<Slice> = x.shape().iter().map(|&d| Slice::from(0..d as isize)).collect();
     for (i, &a) in axes.iter().enumerate() {
         let step = steps[i];
         if step == 0 {
@@ -250,13 +229,7 @@ fn pad_source(i: usize, pre: i64, d: usize, mode: PadMode) -> usize {
 
 /// Pads (or, with negative pads, crops) through an index map; `fill` is a
 /// scalar tensor of `x`'s dtype.
-fn pad_with(
-    x: &Tensor,
-    pads: &[i64],
-    axes: &[usize],
-    mode: PadMode,
-    fill: &Tensor,
-) -> OpResult<Tensor> {
+fn pad_with(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, fill: &Tensor) -> OpResult<Tensor> {
     let shape = x.shape();
     let k = axes.len();
     if pads.len() != 2 * k {
@@ -270,9 +243,7 @@ fn pad_with(
             Some(i) => (pads[i], pads[i + k]),
             None => (0, 0),
         };
-        let o = (d as i64)
-            .checked_add(pre)
-            .and_then(|v| v.checked_add(post));
+        let o = (d as i64).checked_add(pre).and_then(|v| v.checked_add(post));
         let o = match o {
             Some(o) if o >= 0 => o as usize,
             _ => {
@@ -282,16 +253,10 @@ fn pad_with(
             }
         };
         if d == 0 && o > 0 && mode != PadMode::Constant {
-            return Err(invalid(format!(
-                "cannot pad an empty axis {ax} in a non-constant mode"
-            )));
+            return Err(invalid(format!("cannot pad an empty axis {ax} in a non-constant mode")));
         }
         super::util::checked_numel(&[o])?;
-        maps.push(
-            (0..o)
-                .map(|i| pad_source(i, pre, d, mode))
-                .collect::<Vec<_>>(),
-        );
+        maps.push((0..o).map(|i| pad_source(i, pre, d, mode)).collect::<Vec<_>>());
     }
     let out_shape: Vec<usize> = maps.iter().map(|m| m.len()).collect();
     let idx = compose_maps(&maps, shape)?;
@@ -301,12 +266,7 @@ fn pad_with(
     }))
 }
 
-pub fn pad(
-    inputs: &[Option<&Value>],
-    mode: PadMode,
-    attr: Option<&[i64]>,
-    value: f32,
-) -> OpResult<Vec<Value>> {
+pub fn pad(inputs: &[Option<&Value>], mode: PadMode, attr: Option<&[i64]>, value: f32) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let r = x.rank();
     let (pads, fill) = match attr {
@@ -354,8 +314,9 @@ pub fn center_crop_pad(inputs: &[Option<&Value>], axes: Option<&[i64]>) -> OpRes
     let mut maps = Vec::with_capacity(r);
     for (ax, &d) in x.shape().iter().enumerate() {
         let t = match axes.iter().position(|&a| a == ax) {
-            Some(i) => usize::try_from(target[i])
-                .map_err(|_| invalid(format!("negative target size {}", target[i])))?,
+            Some(i) => {
+                usize::try_from(target[i]).map_err(|_| invalid(format!("negative target size {}", target[i])))?
+            }
             None => d,
         };
         super::util::checked_numel(&[t])?;
@@ -400,20 +361,12 @@ fn nchw(x: &Tensor, b: i64) -> OpResult<([usize; 4], usize)> {
     Ok(([s[0], s[1], s[2], s[3]], b))
 }
 
-pub fn depth_to_space(
-    inputs: &[Option<&Value>],
-    blocksize: i64,
-    crd: bool,
-) -> OpResult<Vec<Value>> {
+pub fn depth_to_space(inputs: &[Option<&Value>], blocksize: i64, crd: bool) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let ([n, c, h, w], b) = nchw(x, blocksize)?;
-    let bb = b
-        .checked_mul(b)
-        .ok_or_else(|| invalid("blocksize too large"))?;
+    let bb = b.checked_mul(b).ok_or_else(|| invalid("blocksize too large"))?;
     if c % bb != 0 {
-        return Err(invalid(format!(
-            "channels {c} not divisible by blocksize^2 = {bb}"
-        )));
+        return Err(invalid(format!("channels {c} not divisible by blocksize^2 = {bb}")));
     }
     let c2 = c / bb;
     let s2 = [n, c2, h * b, w * b];
@@ -424,24 +377,14 @@ pub fn depth_to_space(
     })
 }
 
-pub fn space_to_depth(
-    inputs: &[Option<&Value>],
-    blocksize: i64,
-    crd: bool,
-) -> OpResult<Vec<Value>> {
+pub fn space_to_depth(inputs: &[Option<&Value>], blocksize: i64, crd: bool) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let ([n, c, h, w], b) = nchw(x, blocksize)?;
     if h % b != 0 || w % b != 0 {
-        return Err(invalid(format!(
-            "spatial dims {h}x{w} not divisible by blocksize {b}"
-        )));
+        return Err(invalid(format!("spatial dims {h}x{w} not divisible by blocksize {b}")));
     }
     let s2 = [n, c * b * b, h / b, w / b];
-    let perm: &[usize] = if crd {
-        &[0, 1, 3, 5, 2, 4]
-    } else {
-        &[0, 3, 5, 1, 2, 4]
-    };
+    let perm: &[usize] = if crd { &[0, 1, 3, 5, 2, 4] } else { &[0, 3, 5, 1, 2, 4] };
     out(reshape_permute(x, &[n, c, h / b, b, w / b, b], perm, &s2)?)
 }
 
@@ -454,9 +397,7 @@ pub fn trilu(inputs: &[Option<&Value>], upper: bool) -> OpResult<Vec<Value>> {
     };
     let s = x.shape();
     if s.len() < 2 {
-        return Err(invalid(format!(
-            "input must have rank >= 2, got shape {s:?}"
-        )));
+        return Err(invalid(format!("input must have rank >= 2, got shape {s:?}")));
     }
     let (m, n) = (s[s.len() - 2], s[s.len() - 1]);
     out(tensor_map!(x, a => {
@@ -480,18 +421,12 @@ pub fn trilu(inputs: &[Option<&Value>], upper: bool) -> OpResult<Vec<Value>> {
     }))
 }
 
-pub fn reverse_sequence(
-    inputs: &[Option<&Value>],
-    batch_axis: i64,
-    time_axis: i64,
-) -> OpResult<Vec<Value>> {
+pub fn reverse_sequence(inputs: &[Option<&Value>], batch_axis: i64, time_axis: i64) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let lens = ints_in(inputs, 1, "sequence_lens")?;
     let s = x.shape();
     if s.len() < 2 {
-        return Err(invalid(format!(
-            "input must have rank >= 2, got shape {s:?}"
-        )));
+        return Err(invalid(format!("input must have rank >= 2, got shape {s:?}")));
     }
     let (ba, ta) = (batch_axis as usize, time_axis as usize);
     let (nb, nt) = (s[ba], s[ta]);

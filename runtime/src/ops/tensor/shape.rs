@@ -2,9 +2,7 @@
 //! Reshape, Flatten, Squeeze, Unsqueeze, Shape, Size, ConstantOfShape,
 //! Range, EyeLike, Expand, Tile.
 
-use super::util::{
-    checked_numel, ints_in, norm_axes, opt_ints_in, reshape as reshape_t, same, scalar_of, to_shape,
-};
+use super::util::{checked_numel, ints_in, norm_axes, opt_ints_in, reshape as reshape_t, same, scalar_of, to_shape};
 use crate::error::{invalid, unsupported, OpResult};
 use crate::ops::tensor_in;
 use carbide_ir::ndarray::{concatenate, ArrayD, Axis, IxDyn};
@@ -28,12 +26,11 @@ pub fn reshape_target(in_shape: &[usize], target: &[i64], allowzero: bool) -> Op
     let mut infer_at = None;
     for (i, &v) in target.iter().enumerate() {
         match v {
-            0 if !allowzero => out.push(*in_shape.get(i).ok_or_else(|| {
-                invalid(format!(
-                    "shape[{i}] is 0 but the input has rank {}",
-                    in_shape.len()
-                ))
-            })?),
+            0 if !allowzero => out.push(
+                *in_shape
+                    .get(i)
+                    .ok_or_else(|| invalid(format!("shape[{i}] is 0 but the input has rank {}", in_shape.len())))?,
+            ),
             -1 => {
                 if infer_at.replace(i).is_some() {
                     return Err(invalid(format!("more than one -1 in shape {target:?}")));
@@ -48,9 +45,7 @@ pub fn reshape_target(in_shape: &[usize], target: &[i64], allowzero: bool) -> Op
     if let Some(k) = infer_at {
         let rest = checked_numel(&out)?;
         if rest == 0 || !total.is_multiple_of(rest) {
-            return Err(invalid(format!(
-                "cannot reshape {in_shape:?} to {target:?}"
-            )));
+            return Err(invalid(format!("cannot reshape {in_shape:?} to {target:?}")));
         }
         out[k] = total / rest;
     }
@@ -62,11 +57,7 @@ pub fn reshape_target(in_shape: &[usize], target: &[i64], allowzero: bool) -> Op
     Ok(out)
 }
 
-pub fn reshape(
-    inputs: &[Option<&Value>],
-    allowzero: bool,
-    attr: Option<&[i64]>,
-) -> OpResult<Vec<Value>> {
+pub fn reshape(inputs: &[Option<&Value>], allowzero: bool, attr: Option<&[i64]>) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     let target = match attr {
         Some(s) => s.to_vec(),
@@ -85,10 +76,7 @@ pub fn flatten(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Value>> {
     }
     let s = x.shape();
     let a = a as usize;
-    out(reshape_t(
-        x,
-        &[s[..a].iter().product(), s[a..].iter().product()],
-    )?)
+    out(reshape_t(x, &[s[..a].iter().product(), s[a..].iter().product()])?)
 }
 
 pub fn squeeze(inputs: &[Option<&Value>], attr: Option<&[i64]>) -> OpResult<Vec<Value>> {
@@ -103,10 +91,7 @@ pub fn squeeze(inputs: &[Option<&Value>], attr: Option<&[i64]>) -> OpResult<Vec<
             let axes = norm_axes(&axes, s.len())?;
             for &a in &axes {
                 if s[a] != 1 {
-                    return Err(invalid(format!(
-                        "cannot squeeze axis {a} of extent {}",
-                        s[a]
-                    )));
+                    return Err(invalid(format!("cannot squeeze axis {a} of extent {}", s[a])));
                 }
             }
             s.iter()
@@ -156,10 +141,7 @@ pub fn size(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
     out(Tensor::scalar_i64(tensor_in(inputs, 0)?.len() as i64))
 }
 
-pub fn constant_of_shape(
-    inputs: &[Option<&Value>],
-    value: Option<&Tensor>,
-) -> OpResult<Vec<Value>> {
+pub fn constant_of_shape(inputs: &[Option<&Value>], value: Option<&Tensor>) -> OpResult<Vec<Value>> {
     let s = to_shape(&ints_in(inputs, 0, "shape")?, "shape")?;
     let zero = Tensor::scalar_f32(0.0);
     let v = value.unwrap_or(&zero);
@@ -178,11 +160,7 @@ fn scalar_f64(t: &Tensor, what: &str) -> OpResult<f64> {
 }
 
 pub fn range(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
-    let (a, b, c) = (
-        tensor_in(inputs, 0)?,
-        tensor_in(inputs, 1)?,
-        tensor_in(inputs, 2)?,
-    );
+    let (a, b, c) = (tensor_in(inputs, 0)?, tensor_in(inputs, 1)?, tensor_in(inputs, 2)?);
     if a.dtype() != b.dtype() || a.dtype() != c.dtype() {
         return Err(invalid("start, limit and delta must have the same dtype"));
     }
@@ -216,9 +194,7 @@ pub fn range(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
         scalar_f64(c, "delta")?,
     );
     if dl == 0.0 || !dl.is_finite() || !s.is_finite() || !l.is_finite() {
-        return Err(invalid(
-            "range needs finite start/limit and a finite non-zero delta",
-        ));
+        return Err(invalid("range needs finite start/limit and a finite non-zero delta"));
     }
     let nf = ((l - s) / dl).ceil().max(0.0);
     if nf > super::util::MAX_ELEMS as f64 {
@@ -230,21 +206,15 @@ pub fn range(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
     out(match d {
         DType::F32 => {
             let (s, dl) = (s as f32, dl as f32);
-            Tensor::F32(
-                ArrayD::from_shape_vec(shape, (0..n).map(|i| s + i as f32 * dl).collect())
-                    .map_err(err)?,
-            )
+            Tensor::F32(ArrayD::from_shape_vec(shape, (0..n).map(|i| s + i as f32 * dl).collect()).map_err(err)?)
         }
-        DType::F64 => Tensor::F64(
-            ArrayD::from_shape_vec(shape, (0..n).map(|i| s + i as f64 * dl).collect())
-                .map_err(err)?,
-        ),
+        DType::F64 => {
+            Tensor::F64(ArrayD::from_shape_vec(shape, (0..n).map(|i| s + i as f64 * dl).collect()).map_err(err)?)
+        }
         DType::F16 => Tensor::F16(
             ArrayD::from_shape_vec(
                 shape,
-                (0..n)
-                    .map(|i| f16::from_f32(s as f32 + i as f32 * dl as f32))
-                    .collect(),
+                (0..n).map(|i| f16::from_f32(s as f32 + i as f32 * dl as f32)).collect(),
             )
             .map_err(err)?,
         ),
@@ -263,34 +233,18 @@ pub fn range(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
 
 /// Converts an i64 tensor to another integer dtype (values known to fit).
 fn cast_int(t: &Tensor, d: DType) -> OpResult<Tensor> {
-    let v = t
-        .to_i64_vec()
-        .ok_or_else(|| invalid("internal: not an int tensor"))?;
+    let v = t.to_i64_vec().ok_or_else(|| invalid("internal: not an int tensor"))?;
     let shape = IxDyn(t.shape());
     let err = |e| invalid(format!("internal: {e}"));
     Ok(match d {
         DType::I64 => t.clone(),
-        DType::I32 => Tensor::I32(
-            ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as i32).collect()).map_err(err)?,
-        ),
-        DType::I16 => Tensor::I16(
-            ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as i16).collect()).map_err(err)?,
-        ),
-        DType::I8 => Tensor::I8(
-            ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as i8).collect()).map_err(err)?,
-        ),
-        DType::U8 => Tensor::U8(
-            ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as u8).collect()).map_err(err)?,
-        ),
-        DType::U16 => Tensor::U16(
-            ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as u16).collect()).map_err(err)?,
-        ),
-        DType::U32 => Tensor::U32(
-            ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as u32).collect()).map_err(err)?,
-        ),
-        DType::U64 => Tensor::U64(
-            ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as u64).collect()).map_err(err)?,
-        ),
+        DType::I32 => Tensor::I32(ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as i32).collect()).map_err(err)?),
+        DType::I16 => Tensor::I16(ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as i16).collect()).map_err(err)?),
+        DType::I8 => Tensor::I8(ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as i8).collect()).map_err(err)?),
+        DType::U8 => Tensor::U8(ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as u8).collect()).map_err(err)?),
+        DType::U16 => Tensor::U16(ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as u16).collect()).map_err(err)?),
+        DType::U32 => Tensor::U32(ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as u32).collect()).map_err(err)?),
+        DType::U64 => Tensor::U64(ArrayD::from_shape_vec(shape, v.iter().map(|&x| x as u64).collect()).map_err(err)?),
         d => return Err(unsupported(format!("Range on {d}"))),
     })
 }
@@ -298,15 +252,11 @@ fn cast_int(t: &Tensor, d: DType) -> OpResult<Tensor> {
 pub fn eye_like(inputs: &[Option<&Value>], dtype: Option<DType>, k: i64) -> OpResult<Vec<Value>> {
     let x = tensor_in(inputs, 0)?;
     if x.rank() != 2 {
-        return Err(invalid(format!(
-            "input must have rank 2, got shape {:?}",
-            x.shape()
-        )));
+        return Err(invalid(format!("input must have rank 2, got shape {:?}", x.shape())));
     }
     let d = dtype.unwrap_or(x.dtype());
     let (rows, cols) = (x.shape()[0], x.shape()[1]);
-    let zeros =
-        Tensor::zeros(d, &[rows, cols]).ok_or_else(|| unsupported(format!("EyeLike to {d}")))?;
+    let zeros = Tensor::zeros(d, &[rows, cols]).ok_or_else(|| unsupported(format!("EyeLike to {d}")))?;
     let one = scalar_of(d, 1.0)?;
     out(tensor_map!(&zeros, a => {
         let v = same(a, &one)?.iter().next().cloned().unwrap_or_default();
@@ -333,16 +283,8 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut o = vec![1; r];
     for (i, o) in o.iter_mut().enumerate() {
-        let x = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let y = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
+        let x = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let y = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
         *o = match (x, y) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -358,9 +300,7 @@ pub fn expand(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
     let target = ints_in(inputs, 1, "shape")?;
     let target: Vec<usize> = target
         .iter()
-        .map(|&d| {
-            usize::try_from(d).map_err(|_| invalid(format!("negative dim in shape {target:?}")))
-        })
+        .map(|&d| usize::try_from(d).map_err(|_| invalid(format!("negative dim in shape {target:?}"))))
         .collect::<OpResult<_>>()?;
     let s = broadcast(x.shape(), &target)?;
     checked_numel(&s)?;
@@ -385,30 +325,21 @@ pub fn tile(inputs: &[Option<&Value>], legacy: bool) -> OpResult<Vec<Value>> {
     } else {
         let reps = ints_in(inputs, 1, "repeats")?;
         if reps.len() != r {
-            return Err(invalid(format!(
-                "repeats has {} entries for rank {r}",
-                reps.len()
-            )));
+            return Err(invalid(format!("repeats has {} entries for rank {r}", reps.len())));
         }
         reps.iter()
-            .map(|&v| {
-                usize::try_from(v).map_err(|_| invalid(format!("negative repeat in {reps:?}")))
-            })
+            .map(|&v| usize::try_from(v).map_err(|_| invalid(format!("negative repeat in {reps:?}"))))
             .collect::<OpResult<_>>()?
     };
     let s: Vec<usize> = x
         .shape()
         .iter()
         .zip(&reps)
-        .map(|(&d, &k)| {
-            d.checked_mul(k)
-                .ok_or_else(|| invalid("tiled shape overflows"))
-        })
+        .map(|(&d, &k)| d.checked_mul(k).ok_or_else(|| invalid("tiled shape overflows")))
         .collect::<OpResult<_>>()?;
     checked_numel(&s)?;
     if s.contains(&0) {
-        return out(Tensor::zeros(x.dtype(), &s)
-            .ok_or_else(|| unsupported(format!("Tile on {}", x.dtype())))?);
+        return out(Tensor::zeros(x.dtype(), &s).ok_or_else(|| unsupported(format!("Tile on {}", x.dtype())))?);
     }
     out(tensor_map!(x, a => {
         let mut cur: ArrayD<_> = a.as_standard_layout().into_owned();

@@ -17,10 +17,7 @@ impl SubgraphRunner for NoRunner {
 }
 
 fn run_n(op: TensorOp, inputs: &[Option<Tensor>], n: usize) -> OpResult<Vec<Tensor>> {
-    let vals: Vec<Option<Value>> = inputs
-        .iter()
-        .map(|t| t.clone().map(Value::Tensor))
-        .collect();
+    let vals: Vec<Option<Value>> = inputs.iter().map(|t| t.clone().map(Value::Tensor)).collect();
     let refs: Vec<Option<&Value>> = vals.iter().map(|v| v.as_ref()).collect();
     let cx = EvalCtx {
         num_outputs: n,
@@ -77,16 +74,9 @@ fn reshape_zero_and_infer() {
 
 #[test]
 fn transpose_and_concat() {
-    let y = run(
-        TensorOp::Transpose {
-            perm: Some(vec![1, 0]),
-        },
-        &[Some(iota(&[2, 3]))],
-    )
-    .unwrap();
+    let y = run(TensorOp::Transpose { perm: Some(vec![1, 0]) }, &[Some(iota(&[2, 3]))]).unwrap();
     assert_eq!(vals(&y), vec![0., 3., 1., 4., 2., 5.]);
-    let s =
-        Tensor::String(ArrayD::from_shape_vec(IxDyn(&[2]), vec!["a".into(), "b".into()]).unwrap());
+    let s = Tensor::String(ArrayD::from_shape_vec(IxDyn(&[2]), vec!["a".into(), "b".into()]).unwrap());
     let y = run(TensorOp::Concat { axis: 0 }, &[Some(s.clone()), Some(s)]).unwrap();
     assert_eq!(y.shape(), &[4]);
     let y = run(
@@ -110,10 +100,7 @@ fn split_uneven_and_sizes() {
         num_outputs: Some(3),
     };
     let ys = run_n(op, &[Some(iota(&[7]))], 3).unwrap();
-    assert_eq!(
-        ys.iter().map(|y| y.len()).collect::<Vec<_>>(),
-        vec![3, 3, 1]
-    );
+    assert_eq!(ys.iter().map(|y| y.len()).collect::<Vec<_>>(), vec![3, 3, 1]);
     let op = TensorOp::Split {
         axis: 1,
         split: None,
@@ -133,13 +120,7 @@ fn slice_negative_steps_and_clamping() {
     // x[::-1] via start=-1, end=INT_MIN, step=-1
     let y = run(
         op.clone(),
-        &[
-            Some(iota(&[5])),
-            ints(&[-1]),
-            ints(&[i64::MIN]),
-            None,
-            ints(&[-2]),
-        ],
+        &[Some(iota(&[5])), ints(&[-1]), ints(&[i64::MIN]), None, ints(&[-2])],
     )
     .unwrap();
     assert_eq!(vals(&y), vec![4., 2., 0.]);
@@ -163,11 +144,7 @@ fn slice_negative_steps_and_clamping() {
     };
     let y = run(old, &[Some(iota(&[2, 4]))]).unwrap();
     assert_eq!(vals(&y), vec![1., 2., 5., 6.]);
-    assert!(run(
-        op,
-        &[Some(iota(&[5])), ints(&[0]), ints(&[3]), None, ints(&[0])]
-    )
-    .is_err());
+    assert!(run(op, &[Some(iota(&[5])), ints(&[0]), ints(&[3]), None, ints(&[0])]).is_err());
 }
 
 #[test]
@@ -179,11 +156,7 @@ fn gather_family() {
     .unwrap();
     assert_eq!(y.shape(), &[2, 2, 1]);
     assert_eq!(vals(&y), vec![2., 0., 5., 3.]);
-    assert!(run(
-        TensorOp::Gather { axis: 0 },
-        &[Some(iota(&[2])), ints(&[2])]
-    )
-    .is_err());
+    assert!(run(TensorOp::Gather { axis: 0 }, &[Some(iota(&[2])), ints(&[2])]).is_err());
     let y = run(
         TensorOp::Gather { axis: 0 },
         &[Some(iota(&[3, 2])), Some(Tensor::scalar_i64(1))],
@@ -243,10 +216,7 @@ fn scatter_family() {
     };
     let s = Tensor::String(ArrayD::from_shape_vec(IxDyn(&[1]), vec!["a".to_string()]).unwrap());
     assert!(matches!(
-        run(
-            op,
-            &[Some(s.clone()), Some(i64t(&[1, 1], vec![0])), Some(s)]
-        ),
+        run(op, &[Some(s.clone()), Some(i64t(&[1, 1], vec![0])), Some(s)]),
         Err(OpError::Unsupported(_))
     ));
 }
@@ -268,10 +238,7 @@ fn pad_modes() {
         )
     };
     assert_eq!(p(PadMode::Constant, &[2, 1]), vec![0., 0., 1., 2., 3., 0.]);
-    assert_eq!(
-        p(PadMode::Reflect, &[2, 2]),
-        vec![3., 2., 1., 2., 3., 2., 1.]
-    );
+    assert_eq!(p(PadMode::Reflect, &[2, 2]), vec![3., 2., 1., 2., 3., 2., 1.]);
     assert_eq!(p(PadMode::Edge, &[2, 1]), vec![1., 1., 1., 2., 3., 3.]);
     assert_eq!(p(PadMode::Wrap, &[2, 1]), vec![2., 3., 1., 2., 3., 1.]);
     assert_eq!(p(PadMode::Constant, &[-1, 1]), vec![2., 3., 0.]);
@@ -280,10 +247,7 @@ fn pad_modes() {
         pads: Some(vec![1, 0]),
         value: 9.0,
     };
-    assert_eq!(
-        vals(&run(old, &[Some(x.clone())]).unwrap()),
-        vec![9., 1., 2., 3.]
-    );
+    assert_eq!(vals(&run(old, &[Some(x.clone())]).unwrap()), vec![9., 1., 2., 3.]);
     let big = TensorOp::Pad {
         mode: PadMode::Constant,
         pads: None,
@@ -298,11 +262,7 @@ fn huge_shapes_are_errors() {
     assert!(run(c.clone(), &[ints(&[1 << 20, 1 << 20, 1 << 20])]).is_err());
     assert!(run(c, &[ints(&[-1])]).is_err());
     assert!(run(TensorOp::Expand, &[Some(iota(&[1])), ints(&[1 << 40])]).is_err());
-    assert!(run(
-        TensorOp::Tile { legacy: false },
-        &[Some(iota(&[2])), ints(&[1 << 40])]
-    )
-    .is_err());
+    assert!(run(TensorOp::Tile { legacy: false }, &[Some(iota(&[2])), ints(&[1 << 40])]).is_err());
     let r = run(
         TensorOp::Range,
         &[
@@ -315,57 +275,28 @@ fn huge_shapes_are_errors() {
     let oh = TensorOp::OneHot { axis: -1 };
     assert!(run(
         oh,
-        &[
-            ints(&[1; 1000]),
-            Some(Tensor::scalar_i64(1 << 40)),
-            ints(&[0, 1])
-        ]
+        &[ints(&[1; 1000]), Some(Tensor::scalar_i64(1 << 40)), ints(&[0, 1])]
     )
     .is_err());
 }
 
 #[test]
 fn shape_ops() {
-    let y = run(
-        TensorOp::Shape {
-            start: -2,
-            end: None,
-        },
-        &[Some(iota(&[2, 3, 4]))],
-    )
-    .unwrap();
+    let y = run(TensorOp::Shape { start: -2, end: None }, &[Some(iota(&[2, 3, 4]))]).unwrap();
     assert_eq!(y.to_i64_vec().unwrap(), vec![3, 4]);
-    let y = run(
-        TensorOp::Unsqueeze { axes: None },
-        &[Some(iota(&[3])), ints(&[0, -1])],
-    )
-    .unwrap();
+    let y = run(TensorOp::Unsqueeze { axes: None }, &[Some(iota(&[3])), ints(&[0, -1])]).unwrap();
     assert_eq!(y.shape(), &[1, 3, 1]);
     let y = run(TensorOp::Squeeze { axes: None }, &[Some(iota(&[1, 3, 1]))]).unwrap();
     assert_eq!(y.shape(), &[3]);
-    assert!(run(
-        TensorOp::Squeeze {
-            axes: Some(vec![1])
-        },
-        &[Some(iota(&[1, 3, 1]))]
-    )
-    .is_err());
+    assert!(run(TensorOp::Squeeze { axes: Some(vec![1]) }, &[Some(iota(&[1, 3, 1]))]).is_err());
     let y = run(TensorOp::Flatten { axis: 0 }, &[Some(iota(&[2, 3]))]).unwrap();
     assert_eq!(y.shape(), &[1, 6]);
     let y = run(TensorOp::Expand, &[Some(iota(&[3, 1])), ints(&[2, 1, 2])]).unwrap();
     assert_eq!(y.shape(), &[2, 3, 2]);
-    let y = run(
-        TensorOp::Tile { legacy: false },
-        &[Some(iota(&[2])), ints(&[2])],
-    )
-    .unwrap();
+    let y = run(TensorOp::Tile { legacy: false }, &[Some(iota(&[2])), ints(&[2])]).unwrap();
     assert_eq!(vals(&y), vec![0., 1., 0., 1.]);
     let v = Tensor::I32(ArrayD::from_elem(IxDyn(&[1]), 7));
-    let y = run(
-        TensorOp::ConstantOfShape { value: Some(v) },
-        &[ints(&[2, 2])],
-    )
-    .unwrap();
+    let y = run(TensorOp::ConstantOfShape { value: Some(v) }, &[ints(&[2, 2])]).unwrap();
     assert_eq!(y.dtype(), DType::I32);
     assert_eq!(y.to_i64_vec().unwrap(), vec![7; 4]);
     let y = run(
@@ -407,20 +338,12 @@ fn misc_ops() {
     .unwrap();
     assert_eq!(y.shape(), &[3, 2]);
     assert_eq!(y.to_i64_vec().unwrap(), vec![0, 0, 5, 0, 0, 5]);
-    let y = run(
-        TensorOp::NonZero,
-        &[Some(f32t(&[2, 2], vec![1., 0., 1., 1.]))],
-    )
-    .unwrap();
+    let y = run(TensorOp::NonZero, &[Some(f32t(&[2, 2], vec![1., 0., 1., 1.]))]).unwrap();
     assert_eq!(y.to_i64_vec().unwrap(), vec![0, 1, 1, 0, 0, 1]);
     let cond = Some(Tensor::Bool(
         ArrayD::from_shape_vec(IxDyn(&[2]), vec![false, true]).unwrap(),
     ));
-    let y = run(
-        TensorOp::Compress { axis: Some(1) },
-        &[Some(iota(&[2, 2])), cond],
-    )
-    .unwrap();
+    let y = run(TensorOp::Compress { axis: Some(1) }, &[Some(iota(&[2, 2])), cond]).unwrap();
     assert_eq!(vals(&y), vec![1., 3.]);
     let x = f32t(&[6], vec![2., 1., 1., 3., 4., 3.]);
     let ys = run_n(

@@ -33,9 +33,7 @@ pub fn checked_numel(shape: &[usize]) -> OpResult<usize> {
 pub fn to_shape(v: &[i64], what: &str) -> OpResult<Vec<usize>> {
     let s = v
         .iter()
-        .map(|&d| {
-            usize::try_from(d).map_err(|_| invalid(format!("{what} {v:?} has a negative dim")))
-        })
+        .map(|&d| usize::try_from(d).map_err(|_| invalid(format!("{what} {v:?} has a negative dim"))))
         .collect::<OpResult<Vec<usize>>>()?;
     checked_numel(&s)?;
     Ok(s)
@@ -154,22 +152,12 @@ elem_float!(f32 => F32, |v: f32| v as f64, f64 => F64, |v: f64| v, f16 => F16, |
 
 /// The array of `t` with the element type of `like` (dtypes must match).
 pub fn same<'a, T: Elem>(_like: &ArrayD<T>, t: &'a Tensor) -> OpResult<&'a ArrayD<T>> {
-    T::arr(t).ok_or_else(|| {
-        invalid(format!(
-            "expected a tensor of the same dtype, got {}",
-            t.dtype()
-        ))
-    })
+    T::arr(t).ok_or_else(|| invalid(format!("expected a tensor of the same dtype, got {}", t.dtype())))
 }
 
 /// Copies `src` (any layout) through a flat index map into a new array of
 /// `shape`; indices equal to [`NONE`] take `fill`. Indices must be in range.
-pub fn take_map<T: Clone>(
-    src: &ArrayD<T>,
-    idx: &[usize],
-    fill: &T,
-    shape: &[usize],
-) -> OpResult<ArrayD<T>> {
+pub fn take_map<T: Clone>(src: &ArrayD<T>, idx: &[usize], fill: &T, shape: &[usize]) -> OpResult<ArrayD<T>> {
     let std = src.as_standard_layout();
     let s = std
         .as_slice()
@@ -199,11 +187,7 @@ pub fn compose_maps(maps: &[Vec<usize>], in_shape: &[usize]) -> OpResult<Vec<usi
         let mut next = Vec::with_capacity(idx.len() * m.len());
         for &p in &idx {
             for &c in m {
-                next.push(if p == NONE || c == NONE {
-                    NONE
-                } else {
-                    p + c * st[ax]
-                });
+                next.push(if p == NONE || c == NONE { NONE } else { p + c * st[ax] });
             }
         }
         idx = next;
@@ -245,18 +229,13 @@ pub fn scalar_of(dtype: DType, v: f64) -> OpResult<Tensor> {
         DType::U32 => Tensor::U32(ArrayD::from_elem(s, v as u32)),
         DType::U64 => Tensor::U64(ArrayD::from_elem(s, v as u64)),
         DType::Bool => Tensor::Bool(ArrayD::from_elem(s, v != 0.0)),
-        d if v == 0.0 => {
-            Tensor::zeros(d, &[]).ok_or_else(|| unsupported(format!("{d} tensors")))?
-        }
+        d if v == 0.0 => Tensor::zeros(d, &[]).ok_or_else(|| unsupported(format!("{d} tensors")))?,
         d => return Err(unsupported(format!("the value {v} as {d}"))),
     })
 }
 
 /// Calls `f(flat_index, coords)` for every position of `shape` in row-major order.
-pub fn for_each_index(
-    shape: &[usize],
-    mut f: impl FnMut(usize, &[usize]) -> OpResult<()>,
-) -> OpResult<()> {
+pub fn for_each_index(shape: &[usize], mut f: impl FnMut(usize, &[usize]) -> OpResult<()>) -> OpResult<()> {
     let n: usize = shape.iter().product();
     if n == 0 {
         return Ok(());

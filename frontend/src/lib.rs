@@ -18,12 +18,9 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum FrontendError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is part of the message, so it is not chained as a `source()`.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{context}: malformed protobuf: {reason}")]
     Decode { context: String, reason: String },
     #[error("{0}")]
@@ -40,7 +37,7 @@ pub enum FrontendError {
 pub fn load_model(path: &Path) -> Result<Model, FrontendError> {
     let bytes = std::fs::read(path).map_err(|e| FrontendError::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     })?;
     let dir = match path.parent() {
         Some(p) if p.as_os_str().is_empty() => Path::new("."),

@@ -337,7 +337,7 @@ fn read_external(tp: &TensorProto, what: &str, want: usize, base_dir: Option<&Pa
     }
     let io = |path: &Path, e: std::io::Error| FrontendError::Io {
         path: path.to_path_buf(),
-        source: e,
+        error: e,
     };
     let base_real = base.canonicalize().map_err(|e| io(base, e))?;
     let full = base.join(rel);

@@ -464,6 +464,8 @@ pub(super) fn clip(
     })
 }
 
+// The same closure serves String (needs clone) and Copy dtypes.
+#[allow(clippy::clone_on_copy)]
 pub(super) fn where_(c: &Tensor, x: &Tensor, y: &Tensor) -> OpResult<Tensor> {
     let Tensor::Bool(c) = c else {
         return Err(invalid(format!("Where: condition must be bool, got {}", c.dtype())));

@@ -7,6 +7,7 @@ pub mod dtype;
 pub mod error;
 pub mod graph;
 pub mod infer;
+pub mod kernel;
 pub mod ops;
 pub mod print;
 pub mod small_float;

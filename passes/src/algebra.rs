@@ -75,6 +75,9 @@ pub fn ones(n: usize) -> Tensor {
     f32_tensor(&[n], vec![1.0; n])
 }
 
+/// A producer's new op, inputs and the new initializers they read.
+type Rewritten = (Op, Vec<String>, Vec<(String, Tensor)>);
+
 struct Bn {
     scale: Vec<f32>,
     shift: Vec<f32>,
@@ -124,7 +127,7 @@ pub fn fold_batchnorm(g: &mut Graph, _cx: &PassCtx) -> Result<bool, PassError> {
             continue;
         };
         let m = bn.scale.len();
-        let rewritten: Option<(Op, Vec<String>, Vec<(String, Tensor)>)> = (|| match &prod.op {
+        let rewritten: Option<Rewritten> = (|| match &prod.op {
             Op::Nn(NnOp::Conv(_)) => {
                 let w = constant(g, &prod.inputs[1])?;
                 let b = match prod.inputs.get(2).filter(|s| !s.is_empty()) {
@@ -254,7 +257,7 @@ pub fn fold_scale_into_weights(g: &mut Graph, _cx: &PassCtx) -> Result<bool, Pas
             continue;
         }
         let shape = prod_shape.expect("checked");
-        let rewritten: Option<(Op, Vec<String>, Vec<(String, Tensor)>)> = (|| match (&prod.op, b) {
+        let rewritten: Option<Rewritten> = (|| match (&prod.op, b) {
             (Op::Nn(NnOp::Conv(_)), _) => {
                 let m = *shape.get(1)?;
                 let s = per_channel(c, m, 1, shape.len())?;

@@ -330,11 +330,11 @@ fn reshape_target(g: &Graph, uses: &Uses, n: &carbide_ir::Node) -> Option<Tensor
     }
     let p = partial_of(g, uses, target, 0)?;
     let data = tensor_type(g, n.inputs.first()?)?.shape?;
-    if p.scalar || p.elems.iter().any(|e| *e == Elem::Known(0)) {
+    if p.scalar || p.elems.contains(&Elem::Known(0)) {
         return None;
     }
     let mut out = Vec::with_capacity(p.elems.len());
-    let mut minus_one = p.elems.iter().any(|e| *e == Elem::Known(-1));
+    let mut minus_one = p.elems.contains(&Elem::Known(-1));
     for (k, e) in p.elems.iter().enumerate() {
         match e {
             Elem::Known(v) => out.push(*v),

@@ -355,7 +355,7 @@ fn activation_of(g: &Graph, n: &Node) -> Option<Activation> {
             Unary::Gelu { tanh } => Activation::Gelu { tanh },
             Unary::HardSwish => Activation::HardSwish,
             Unary::HardSigmoid { alpha, beta } => Activation::HardSigmoid { alpha, beta },
-            Unary::Swish { alpha } if alpha == 1.0 => Activation::Silu,
+            Unary::Swish { alpha: 1.0 } => Activation::Silu,
             _ => return None,
         }),
         Op::Elementwise(ElementwiseOp::Clip { min, max }) => {
@@ -417,7 +417,7 @@ pub fn fuse_bias_activation(g: &mut Graph, _cx: &PassCtx) -> Result<bool, PassEr
         // Adds: a bias (MatMul, constant over the last axis) then a residual.
         for _ in 0..2 {
             let Some((j, a)) = cx.next(&cur) else { break };
-            if as_binary(&a.op) != Some(Binary::Add) || inputs[3] != "" {
+            if as_binary(&a.op) != Some(Binary::Add) || !inputs[3].is_empty() {
                 break;
             }
             let Some(o) = cx.other(a, &cur).map(String::from) else {

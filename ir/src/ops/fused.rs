@@ -26,7 +26,7 @@ use crate::types::{Dim, TensorType, ValueType};
 pub const CARBIDE_DOMAIN: &str = "com.carbide";
 
 /// The elementwise activation applied last by a fused op.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     Identity,
     Relu,
@@ -183,7 +183,7 @@ fn erf_f32(x: f32) -> f32 {
 }
 
 /// Carbide's fused ops; see the module doc for their inputs.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[allow(clippy::enum_variant_names)] // the op type names, as written in ONNX form
 pub enum FusedOp {
     FusedConv { conv: ConvAttrs, activation: Activation },

@@ -6,7 +6,7 @@ use crate::graph::Graph;
 use crate::tensor::Tensor;
 use crate::types::ValueType;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Attr {
     Float(f32),
     Int(i64),

@@ -11,13 +11,13 @@ use crate::types::ValueType;
 use std::collections::BTreeMap;
 
 /// A named, typed graph input or output.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ValueInfo {
     pub name: String,
     pub ty: ValueType,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     pub name: String,
     pub op: Op,
@@ -32,7 +32,7 @@ impl Node {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Graph {
     pub name: String,
     /// Declared inputs. An input that also has an initializer is optional
@@ -75,7 +75,7 @@ impl Graph {
 }
 
 /// A whole model: the main graph plus the metadata ONNX carries with it.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Model {
     pub graph: Graph,
     /// Opset version per domain ("" is the default ONNX domain).

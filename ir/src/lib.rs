@@ -12,6 +12,7 @@ pub mod ops;
 pub mod print;
 pub mod small_float;
 pub mod tensor;
+pub mod tensor_bytes;
 pub mod types;
 pub mod value;
 pub mod verify;

@@ -10,7 +10,7 @@
 use crate::dtype::DType;
 
 /// Rounding mode of a conversion to float8e8m0 (Cast's `round_mode`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum E8M0Rounding {
     /// To the next power of two away from zero (ONNX's default).
     #[default]

@@ -4,7 +4,7 @@ use crate::dtype::DType;
 use std::fmt;
 
 /// One dimension of a static shape.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Dim {
     Known(usize),
     /// A named dim such as `batch` or `seq`, bound when inputs arrive.
@@ -41,7 +41,7 @@ pub fn shape_of(dims: &[usize]) -> Shape {
 }
 
 /// The static type of a tensor value. `None` parts are unknown.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct TensorType {
     pub dtype: Option<DType>,
     /// `None` when even the rank is unknown.
@@ -75,7 +75,7 @@ impl TensorType {
 }
 
 /// The static type of any value flowing along a graph edge.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ValueType {
     Tensor(TensorType),
     Sequence(Box<ValueType>),

@@ -14,7 +14,7 @@ use crate::DType;
 /// Scan's attributes. Opset 8 Scan has a leading `sequence_lens` input and a
 /// batch axis 0 on every input; opset 9+ has none of that but per-input and
 /// per-output axes and directions.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScanAttrs {
     pub body: Graph,
     pub num_scan_inputs: usize,
@@ -30,7 +30,7 @@ pub struct ScanAttrs {
     pub scan_output_directions: Option<Vec<i64>>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ControlOp {
     If {
         then_branch: Box<Graph>,

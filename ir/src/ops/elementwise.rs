@@ -9,7 +9,7 @@ use crate::types::{TensorType, ValueType};
 use crate::DType;
 
 /// Ops with one input and one output of the same shape.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Unary {
     Abs,
     Neg,
@@ -82,7 +82,7 @@ pub enum Unary {
 }
 
 /// Ops with two broadcasting inputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Binary {
     Add,
     Sub,
@@ -123,7 +123,7 @@ impl Binary {
 }
 
 /// Ops over any number of broadcasting inputs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Variadic {
     Max,
     Min,
@@ -132,7 +132,7 @@ pub enum Variadic {
 }
 
 /// Cast's conversion options.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CastAttrs {
     /// Clamp to the finite range when casting to float8 (opset 19+, default on).
     pub saturate: bool,
@@ -140,7 +140,7 @@ pub struct CastAttrs {
     pub round_mode: E8M0Rounding,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ElementwiseOp {
     Unary(Unary),
     /// `axis`: the legacy (opset < 7) broadcast of B into A starting at

@@ -8,7 +8,7 @@ use crate::types::{Dim, Shape, ValueType};
 use crate::DType;
 
 /// Interpolation kind shared by Resize/Upsample and GridSample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum InterpMode {
     Nearest,
     Linear,
@@ -16,7 +16,7 @@ pub enum InterpMode {
 }
 
 /// How Resize maps an output coordinate back to the input.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CoordMode {
     HalfPixel,
     HalfPixelSymmetric,
@@ -27,7 +27,7 @@ pub enum CoordMode {
 }
 
 /// Rounding of a fractional source coordinate in nearest mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NearestMode {
     RoundPreferFloor,
     RoundPreferCeil,
@@ -35,7 +35,7 @@ pub enum NearestMode {
     Ceil,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AspectPolicy {
     Stretch,
     NotLarger,
@@ -45,7 +45,7 @@ pub enum AspectPolicy {
 /// Where Resize/Upsample find roi, scales and sizes: the layout changed
 /// across opsets (Upsample-7 took scales as an attribute, Resize-10 and
 /// Upsample-9 take scales as input 1, Resize-11+ take roi, scales, sizes).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResizeAttrs {
     pub mode: InterpMode,
     pub coord: CoordMode,
@@ -64,21 +64,21 @@ pub struct ResizeAttrs {
     pub upsample: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PaddingMode {
     Zeros,
     Border,
     Reflection,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GridSampleAttrs {
     pub mode: InterpMode,
     pub padding_mode: PaddingMode,
     pub align_corners: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RoiAlignAttrs {
     /// true: max pooling of the samples, false: average.
     pub max: bool,
@@ -90,14 +90,14 @@ pub struct RoiAlignAttrs {
     pub half_pixel: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PixelFormat {
     Rgb,
     Bgr,
     Grayscale,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ImageOp {
     Resize(ResizeAttrs),
     GridSample(GridSampleAttrs),

@@ -11,7 +11,7 @@ use crate::DType;
 pub mod einsum;
 pub use einsum::{EinsumEq, Term};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GemmAttrs {
     pub alpha: f32,
     pub beta: f32,
@@ -20,14 +20,14 @@ pub struct GemmAttrs {
 }
 
 /// Which of the three row-normalizing ops.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SoftmaxKind {
     Softmax,
     LogSoftmax,
     Hardmax,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SoftmaxAttrs {
     pub kind: SoftmaxKind,
     pub axis: i64,
@@ -36,7 +36,7 @@ pub struct SoftmaxAttrs {
     pub flatten: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AttentionAttrs {
     pub is_causal: bool,
     pub q_num_heads: Option<usize>,
@@ -53,7 +53,7 @@ pub struct AttentionAttrs {
     pub opset: i64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlexAttentionAttrs {
     pub scale: Option<f32>,
     pub softmax_precision: Option<DType>,
@@ -61,7 +61,7 @@ pub struct FlexAttentionAttrs {
     pub prob_mod: Option<Box<Graph>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LinearUpdateRule {
     Linear,
     Gated,
@@ -69,7 +69,7 @@ pub enum LinearUpdateRule {
     GatedDelta,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LinearAttentionAttrs {
     pub q_num_heads: usize,
     pub kv_num_heads: usize,
@@ -80,7 +80,7 @@ pub struct LinearAttentionAttrs {
     pub chunk_size: i64,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RotaryAttrs {
     pub interleaved: bool,
     pub num_heads: Option<usize>,
@@ -88,7 +88,7 @@ pub struct RotaryAttrs {
     pub rotary_embedding_dim: usize,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LinalgOp {
     MatMul,
     Gemm(GemmAttrs),

@@ -26,7 +26,7 @@ pub use training::{AdagradAttrs, AdamAttrs, MomentumAttrs};
 pub const ML_DOMAIN: &str = "ai.onnx.ml";
 pub const TRAINING_DOMAIN: &str = "ai.onnx.preview.training";
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum MiscOp {
     /// RNN, GRU and LSTM share one attribute set (see [`RnnKind`]).
     Rnn(Box<RnnAttrs>),

@@ -110,7 +110,7 @@ pub trait OpKind {
 }
 
 /// A typed op: one variant per family.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Elementwise(ElementwiseOp),
     Tensor(TensorOp),

@@ -14,7 +14,7 @@ pub mod geom;
 pub use geom::{AutoPad, Window};
 
 /// Window attributes shared by the convolution ops.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvAttrs {
     pub auto_pad: AutoPad,
     pub dilations: Option<Vec<i64>>,
@@ -26,7 +26,7 @@ pub struct ConvAttrs {
 }
 
 /// ConvTranspose: conv attributes plus the output-size controls.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvTransposeAttrs {
     pub conv: ConvAttrs,
     pub output_padding: Option<Vec<i64>>,
@@ -35,7 +35,7 @@ pub struct ConvTransposeAttrs {
 
 /// MaxPool / AveragePool / LpPool attributes (fields unused by an op keep
 /// their defaults).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PoolAttrs {
     pub auto_pad: AutoPad,
     pub ceil_mode: bool,
@@ -51,7 +51,7 @@ pub struct PoolAttrs {
     pub p: f32,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum NnOp {
     Conv(ConvAttrs),
     ConvTranspose(ConvTransposeAttrs),

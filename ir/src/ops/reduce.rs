@@ -11,7 +11,7 @@ use crate::error::{IrError, IrResult};
 use crate::types::{Dim, Shape, TensorType, ValueType};
 
 /// Which Reduce* op.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ReduceKind {
     Sum,
     Mean,
@@ -66,7 +66,7 @@ impl ReduceKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReduceAttrs {
     pub kind: ReduceKind,
     /// The `axes` attribute of older opsets (`None` when absent or when the
@@ -77,7 +77,7 @@ pub struct ReduceAttrs {
     pub noop_with_empty_axes: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ArgAttrs {
     pub axis: i64,
     pub keepdims: bool,
@@ -85,13 +85,13 @@ pub struct ArgAttrs {
     pub select_last_index: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CumAttrs {
     pub exclusive: bool,
     pub reverse: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TopKAttrs {
     pub axis: i64,
     /// `k` as attribute (opset 1); later opsets take it as input 1.
@@ -100,7 +100,7 @@ pub struct TopKAttrs {
     pub sorted: bool,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuantizeAttrs {
     pub axis: i64,
     /// Clamp float8 overflow to the largest finite value instead of inf/NaN.
@@ -113,7 +113,7 @@ pub struct QuantizeAttrs {
     pub precision: Option<DType>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DequantizeAttrs {
     pub axis: i64,
     pub block_size: i64,
@@ -122,21 +122,21 @@ pub struct DequantizeAttrs {
 }
 
 /// How a loss reduces its per-element values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LossReduction {
     None,
     Sum,
     Mean,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossAttrs {
     pub reduction: LossReduction,
     /// Targets equal to this contribute nothing (and do not count for mean).
     pub ignore_index: Option<i64>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ReduceOp {
     Reduce(ReduceAttrs),
     ArgMax(ArgAttrs),

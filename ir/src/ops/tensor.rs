@@ -15,7 +15,7 @@ mod infer;
 pub use infer::shape_bounds;
 
 /// How ScatterElements / ScatterND combine an update with the existing value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ScatterReduction {
     None,
     Add,
@@ -25,7 +25,7 @@ pub enum ScatterReduction {
 }
 
 /// How Pad fills the border.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PadMode {
     Constant,
     Reflect,
@@ -36,7 +36,7 @@ pub enum PadMode {
 /// The ops of the tensor family, with their typed attributes. Attributes
 /// that later opsets turned into inputs are kept as `Option`s; the kernel
 /// uses them when the corresponding input is absent.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TensorOp {
     /// Passes any value (tensor, sequence, optional) through.
     Identity,

@@ -5,7 +5,7 @@ use crate::error::{IrError, IrResult};
 use std::fmt;
 
 /// One subscript of an operand or of the output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Term {
     /// A letter label (`a`-`z`, `A`-`Z`).
     Label(char),
@@ -15,7 +15,7 @@ pub enum Term {
 
 /// A parsed einsum equation: one term list per input and the output terms
 /// (explicit after `->`, or the implicit numpy order).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EinsumEq {
     pub inputs: Vec<Vec<Term>>,
     pub output: Vec<Term>,

@@ -10,7 +10,7 @@ use crate::DType;
 use ndarray::{ArrayD, IxDyn};
 
 /// The keys of a LabelEncoder, by kind (ints of any width are widened).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum LabelKeys {
     Ints(Vec<i64>),
     Floats(Vec<f64>),
@@ -31,7 +31,7 @@ impl LabelKeys {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LabelEncoderAttrs {
     pub keys: LabelKeys,
     /// Rank-1, one value per key; its dtype is the output dtype.
@@ -43,7 +43,7 @@ pub struct LabelEncoderAttrs {
     pub legacy_default_string: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TreeMode {
     Leq,
     Lt,
@@ -54,7 +54,7 @@ pub enum TreeMode {
     Member,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TreeEnsembleAttrs {
     /// 0 AVERAGE, 1 SUM, 2 MIN, 3 MAX.
     pub aggregate_function: i64,

@@ -6,7 +6,7 @@ use crate::ops::{InferCtx, ParseCtx};
 use crate::types::{shape_of, Dim, TensorType, ValueType};
 use crate::DType;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RandomKind {
     Normal,
     Uniform,
@@ -29,7 +29,7 @@ impl RandomKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RandomAttrs {
     pub kind: RandomKind,
     /// `None` for the *Like ops without `dtype`: the input's dtype.

@@ -5,7 +5,7 @@ use crate::error::{IrError, IrResult};
 use crate::ops::{InferCtx, ParseCtx};
 use crate::types::{Dim, ValueType};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RnnKind {
     Rnn,
     Gru,
@@ -48,7 +48,7 @@ impl RnnKind {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RnnDirection {
     Forward,
     Reverse,
@@ -66,7 +66,7 @@ impl RnnDirection {
 }
 
 /// An activation function of a recurrent cell, with its parameters resolved.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     Relu,
     Tanh,
@@ -117,7 +117,7 @@ impl Activation {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RnnAttrs {
     pub kind: RnnKind,
     /// `None` when the attribute is absent: the kernel reads it off R.

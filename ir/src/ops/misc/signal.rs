@@ -6,7 +6,7 @@ use crate::ops::{InferCtx, ParseCtx};
 use crate::types::{Dim, TensorType, ValueType};
 use crate::DType;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DftAttrs {
     pub inverse: bool,
     pub onesided: bool,
@@ -15,7 +15,7 @@ pub struct DftAttrs {
     pub axis_attr: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WindowKind {
     Hann,
     Hamming,
@@ -32,7 +32,7 @@ impl WindowKind {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowAttrs {
     pub kind: WindowKind,
     pub periodic: bool,

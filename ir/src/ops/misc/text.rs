@@ -7,14 +7,14 @@ use crate::ops::{broadcast_types, InferCtx, ParseCtx};
 use crate::types::{Dim, TensorType, ValueType};
 use crate::DType;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CaseChange {
     Lower,
     Upper,
     None,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StringNormalizerAttrs {
     pub case_change: CaseChange,
     pub case_sensitive: bool,
@@ -23,14 +23,14 @@ pub struct StringNormalizerAttrs {
     pub stopwords: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TfIdfMode {
     Tf,
     Idf,
     TfIdf,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TfIdfPool {
     Ints(Vec<i64>),
     Strings(Vec<String>),
@@ -49,7 +49,7 @@ impl TfIdfPool {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TfIdfAttrs {
     pub max_gram_length: usize,
     pub min_gram_length: usize,

@@ -7,14 +7,14 @@ use crate::error::{IrError, IrResult};
 use crate::ops::{InferCtx, ParseCtx};
 use crate::types::ValueType;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdagradAttrs {
     pub decay_factor: f32,
     pub epsilon: f32,
     pub norm_coefficient: f32,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamAttrs {
     pub alpha: f32,
     pub beta: f32,
@@ -23,7 +23,7 @@ pub struct AdamAttrs {
     pub norm_coefficient_post: f32,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MomentumAttrs {
     pub alpha: f32,
     pub beta: f32,

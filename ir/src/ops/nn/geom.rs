@@ -4,7 +4,7 @@
 use super::ConvTransposeAttrs;
 
 /// The ONNX `auto_pad` modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AutoPad {
     NotSet,
     SameUpper,
@@ -26,7 +26,7 @@ impl AutoPad {
 
 /// The resolved geometry of one spatial dim. Pads are signed because
 /// ConvTranspose with an explicit `output_shape` may need negative ones.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DimGeom {
     pub input: usize,
     pub kernel: usize,
@@ -38,7 +38,7 @@ pub struct DimGeom {
 }
 
 /// Window attributes with defaults filled in, checked against a spatial rank.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub auto_pad: AutoPad,
     /// Begin pads then end pads, 2 x spatial rank.

@@ -936,8 +936,8 @@ mod tests {
         assert_eq!(outs[1], t(f32s(&[2, 3], &[2.0, 1.0, 0.0, 5.0, 4.0, 0.0])));
     }
 
-    #[test]
-    fn scan8_batches_and_pads_short_sequences() {
+    /// A Scan-8 (batched) graph over `scan_body`, scanning x along axis 1.
+    fn scan8_graph() -> Graph {
         let op = ControlOp::Scan(Box::new(ScanAttrs {
             body: scan_body(),
             num_scan_inputs: 1,
@@ -947,11 +947,16 @@ mod tests {
             scan_output_axes: None,
             scan_output_directions: None,
         }));
-        let g = graph(
+        graph(
             &["lens", "init", "x"],
             vec![node(op, &["lens", "init", "x"], &["fin", "ys"])],
             &["fin", "ys"],
-        );
+        )
+    }
+
+    #[test]
+    fn scan8_batches_and_pads_short_sequences() {
+        let g = scan8_graph();
         // batch 2, sequence 3, elements of 1.
         let x = f32s(&[2, 3, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let init = f32s(&[2, 1], &[-1.0, -2.0]);
@@ -1163,20 +1168,7 @@ mod tests {
         let e = run(g, vec![("m", t(Tensor::scalar_i64(2))), ("s", seq(vec![]))]).unwrap_err();
         assert!(e.to_string().contains("must be a tensor"), "{e}");
         // Scan-8 with sequence_lens beyond the sequence length.
-        let op = ControlOp::Scan(Box::new(ScanAttrs {
-            body: scan_body(),
-            num_scan_inputs: 1,
-            batched: true,
-            scan_input_axes: vec![1],
-            scan_input_directions: vec![0],
-            scan_output_axes: None,
-            scan_output_directions: None,
-        }));
-        let g = graph(
-            &["lens", "init", "x"],
-            vec![node(op, &["lens", "init", "x"], &["fin", "ys"])],
-            &["fin", "ys"],
-        );
+        let g = scan8_graph();
         let feeds = vec![
             ("lens", t(Tensor::from_i64s(vec![4]))),
             ("init", t(f32s(&[1, 1], &[0.0]))),

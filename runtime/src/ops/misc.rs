@@ -61,75 +61,51 @@ pub(crate) trait Real: Float + Send + Sync + std::fmt::Debug + 'static {
 }
 
 fn gemm_check(m: usize, k: usize, n: usize, a: usize, b: usize, c: usize) -> OpResult<()> {
-    if a < m * k || b < n * k || c < m * n {
+    let fits = |rows: usize, cols: usize, len: usize| rows.checked_mul(cols).is_some_and(|need| need <= len);
+    if !fits(m, k, a) || !fits(n, k, b) || !fits(m, n, c) {
         return Err(invalid(format!("matrix product {m}x{k} by {k}x{n}: operand too small")));
     }
     Ok(())
 }
 
-impl Real for f32 {
-    fn gemm_abt(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], beta: f32, c: &mut [f32]) -> OpResult<()> {
-        gemm_check(m, k, n, a.len(), b.len(), c.len())?;
-        if m == 0 || n == 0 {
-            return Ok(());
+/// `Real` for a float type whose product is `matrixmultiply::$gemm`.
+macro_rules! real_impl {
+    ($t:ty, $gemm:ident) => {
+        impl Real for $t {
+            fn gemm_abt(m: usize, k: usize, n: usize, a: &[$t], b: &[$t], beta: $t, c: &mut [$t]) -> OpResult<()> {
+                gemm_check(m, k, n, a.len(), b.len(), c.len())?;
+                if m == 0 || n == 0 {
+                    return Ok(());
+                }
+                // SAFETY: the operand lengths were checked against m, k, n above.
+                unsafe {
+                    matrixmultiply::$gemm(
+                        m,
+                        k,
+                        n,
+                        1.0,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        1,
+                        k as isize,
+                        beta,
+                        c.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    );
+                }
+                Ok(())
+            }
+            fn from_f64c(v: f64) -> $t {
+                v as $t
+            }
         }
-        // SAFETY: the operand lengths were checked against m, k, n above.
-        unsafe {
-            matrixmultiply::sgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                k as isize,
-                1,
-                b.as_ptr(),
-                1,
-                k as isize,
-                beta,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
-        Ok(())
-    }
-    fn from_f64c(v: f64) -> f32 {
-        v as f32
-    }
+    };
 }
-
-impl Real for f64 {
-    fn gemm_abt(m: usize, k: usize, n: usize, a: &[f64], b: &[f64], beta: f64, c: &mut [f64]) -> OpResult<()> {
-        gemm_check(m, k, n, a.len(), b.len(), c.len())?;
-        if m == 0 || n == 0 {
-            return Ok(());
-        }
-        // SAFETY: the operand lengths were checked against m, k, n above.
-        unsafe {
-            matrixmultiply::dgemm(
-                m,
-                k,
-                n,
-                1.0,
-                a.as_ptr(),
-                k as isize,
-                1,
-                b.as_ptr(),
-                1,
-                k as isize,
-                beta,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            );
-        }
-        Ok(())
-    }
-    fn from_f64c(v: f64) -> f64 {
-        v
-    }
-}
+real_impl!(f32, sgemm);
+real_impl!(f64, dgemm);
 
 /// A float tensor's values as f32 (row-major); `None` for other dtypes.
 pub(crate) fn f32s(t: &Tensor) -> Option<Vec<f32>> {

@@ -106,7 +106,12 @@ where
     Ok(out.into())
 }
 
-fn float_binary<T: Float + Send + Sync>(op: Binary, a: &ArrayD<T>, b: &ArrayD<T>, x: &Tensor) -> OpResult<ArrayD<T>> {
+fn float_binary<T: Float + Default + Send + Sync>(
+    op: Binary,
+    a: &ArrayD<T>,
+    b: &ArrayD<T>,
+    x: &Tensor,
+) -> OpResult<ArrayD<T>> {
     use Binary::*;
     Ok(match op {
         Add => zip2(a, b, |p, q| *p + *q)?,
@@ -399,7 +404,7 @@ fn scalar_of<T: Clone>(a: &ArrayD<T>, what: &str) -> OpResult<T> {
         .ok_or_else(|| invalid(format!("{what} is empty")))
 }
 
-fn clip_arr<T: PartialOrd + Copy + Send + Sync>(a: &ArrayD<T>, lo: Option<T>, hi: Option<T>) -> ArrayD<T> {
+fn clip_arr<T: PartialOrd + Copy + Default + Send + Sync>(a: &ArrayD<T>, lo: Option<T>, hi: Option<T>) -> ArrayD<T> {
     super::map1(a, move |v| {
         let mut v = *v;
         if let Some(l) = lo {

@@ -132,7 +132,12 @@ fn round_even<T: Float>(x: T) -> T {
     }
 }
 
-fn float_unary<T: Float + Send + Sync>(u: &Unary, a: &ArrayD<T>, name: &str, x: &Tensor) -> OpResult<ArrayD<T>> {
+fn float_unary<T: Float + Default + Send + Sync>(
+    u: &Unary,
+    a: &ArrayD<T>,
+    name: &str,
+    x: &Tensor,
+) -> OpResult<ArrayD<T>> {
     use Unary::*;
     let c = |v: f64| T::from(v).unwrap_or_else(T::nan);
     let (zero, one) = (T::zero(), T::one());

@@ -33,6 +33,27 @@ fn dims4(a: &ArrayD<f64>, what: &str) -> OpResult<[usize; 4]> {
     }
 }
 
+/// Checks that 4-D Q (B, Hq, Sq, D), K (B, Hkv, Skv, D) and V (B, Hkv, Skv,
+/// Dv) agree and that the kv heads divide the q heads; returns
+/// `[B, Hq, Sq, D]` and `[Hkv, Skv, Dv]`.
+fn qkv_dims(q: &ArrayD<f64>, k: &ArrayD<f64>, v: &ArrayD<f64>) -> OpResult<([usize; 4], [usize; 3])> {
+    let [bsz, hq, sq, d] = dims4(q, "Q")?;
+    let [kb, hkv, skv, kd] = dims4(k, "K")?;
+    let [vb, vh, vs, dv] = dims4(v, "V")?;
+    if kb != bsz || vb != bsz || vh != hkv || vs != skv || kd != d {
+        return Err(invalid(format!(
+            "inconsistent Q {:?}, K {:?}, V {:?}",
+            q.shape(),
+            k.shape(),
+            v.shape()
+        )));
+    }
+    if hkv == 0 || hq % hkv != 0 {
+        return Err(invalid(format!("q heads {hq} is not a multiple of kv heads {hkv}")));
+    }
+    Ok(([bsz, hq, sq, d], [hkv, skv, dv]))
+}
+
 fn check_size(parts: &[usize], what: &str) -> OpResult<()> {
     match parts.iter().try_fold(1usize, |a, &b| a.checked_mul(b)) {
         Some(n) if n <= MAX_ELEMS => Ok(()),
@@ -125,20 +146,7 @@ pub fn attention(at: &AttentionAttrs, ins: &[Option<&Tensor>], cx: &EvalCtx) -> 
         k = split_heads(&k, nkv, "K")?;
         v = split_heads(&v, nkv, "V")?;
     }
-    let [bsz, hq, sq, d] = dims4(&q, "Q")?;
-    let [kb, hkv, skv, kd] = dims4(&k, "K")?;
-    let [vb, vh, vs, dv] = dims4(&v, "V")?;
-    if kb != bsz || vb != bsz || vh != hkv || vs != skv || kd != d {
-        return Err(invalid(format!(
-            "inconsistent Q {:?}, K {:?}, V {:?}",
-            q.shape(),
-            k.shape(),
-            v.shape()
-        )));
-    }
-    if hkv == 0 || hq % hkv != 0 {
-        return Err(invalid(format!("q heads {hq} is not a multiple of kv heads {hkv}")));
-    }
+    let ([bsz, hq, sq, d], [hkv, skv, dv]) = qkv_dims(&q, &k, &v)?;
     // KV cache: present = concat(past, new) on the sequence axis.
     let mut past_len = 0;
     if let (Some(pk), Some(pvt)) = (past_k, past_v) {
@@ -358,20 +366,7 @@ pub fn flex_attention(fa: &FlexAttentionAttrs, ins: &[Option<&Tensor>], cx: &Eva
     }
     let r = rounder(dtype)?;
     let (q, k, v) = (to_f64(qt, "Q")?, to_f64(kt, "K")?, to_f64(vt, "V")?);
-    let [b, hq, l, e] = dims4(&q, "Q")?;
-    let [kb, hkv, s, ke] = dims4(&k, "K")?;
-    let [vb, vh, vs, ev] = dims4(&v, "V")?;
-    if kb != b || vb != b || vh != hkv || vs != s || ke != e {
-        return Err(invalid(format!(
-            "inconsistent Q {:?}, K {:?}, V {:?}",
-            q.shape(),
-            k.shape(),
-            v.shape()
-        )));
-    }
-    if hkv == 0 || hq % hkv != 0 {
-        return Err(invalid(format!("q heads {hq} is not a multiple of kv heads {hkv}")));
-    }
+    let ([b, hq, l, e], [hkv, s, ev]) = qkv_dims(&q, &k, &v)?;
     check_size(&[b, hq, l, s], "attention scores")?;
     let scale = fa.scale.map(|v| v as f64).unwrap_or(1.0 / (e as f64).sqrt());
     let ss = r(((scale as f32).sqrt()) as f64);

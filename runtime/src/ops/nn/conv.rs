@@ -99,6 +99,27 @@ fn valid_range(k: i64, s: usize, input: usize, count: usize) -> (usize, usize) {
     (lo as usize, hi as usize)
 }
 
+/// Flat offset, over the leading spatial dims in `geo`, of kernel tap `kc`
+/// at window position `pos`; `None` when it lands in the padding. `extent`
+/// picks the padded side's size (the input for im2col, the output for col2im).
+fn window_offset(
+    geo: &[DimGeom],
+    pos: &[usize],
+    kc: &[usize],
+    strides: &[usize],
+    extent: impl Fn(&DimGeom) -> usize,
+) -> Option<usize> {
+    let mut off = 0usize;
+    for (((g, &o), &k), &st) in geo.iter().zip(pos).zip(kc).zip(strides) {
+        let p = (o * g.stride + k * g.dilation) as i64 - g.pad_begin;
+        if p < 0 || p >= extent(g) as i64 {
+            return None;
+        }
+        off += p as usize * st;
+    }
+    Some(off)
+}
+
 /// Unfolds the windows of output rows `r0..r1` (rows: all spatial dims but
 /// the last) of `cg` channels into a `(cg * kk) x cols` matrix.
 fn im2col<T: Real>(xg: &[T], cg: usize, geo: &[DimGeom], r0: usize, r1: usize) -> Vec<T> {
@@ -127,20 +148,9 @@ fn im2col<T: Real>(xg: &[T], cg: usize, geo: &[DimGeom], r0: usize, r1: usize) -
         }
         for (oi, o) in (r0..r1).enumerate() {
             decompose(o, &odims, &mut oc[..last]);
-            let mut off = 0usize;
-            let mut ok = true;
-            for d in 0..last {
-                let g = &geo[d];
-                let p = (oc[d] * g.stride + kc[d] * g.dilation) as i64 - g.pad_begin;
-                if p < 0 || p >= g.input as i64 {
-                    ok = false;
-                    break;
-                }
-                off += p as usize * in_strides[d];
-            }
-            if !ok {
+            let Some(off) = window_offset(&geo[..last], &oc[..last], &kc, &in_strides, |g| g.input) else {
                 continue;
-            }
+            };
             for ci in 0..cg {
                 let row = &mut col[(ci * kk + kidx) * cols + oi * inner..][..inner];
                 let src = &xg[ci * in_sp + off..][..gl.input];
@@ -332,20 +342,9 @@ fn col2im<T: Real>(col: &[T], channels: usize, geo: &[DimGeom], y: &mut [T]) {
         }
         for go in 0..grid_outer {
             decompose(go, &gdims, &mut gc[..last]);
-            let mut off = 0usize;
-            let mut ok = true;
-            for d in 0..last {
-                let g = &geo[d];
-                let p = (gc[d] * g.stride + kc[d] * g.dilation) as i64 - g.pad_begin;
-                if p < 0 || p >= g.out as i64 {
-                    ok = false;
-                    break;
-                }
-                off += p as usize * out_strides[d];
-            }
-            if !ok {
+            let Some(off) = window_offset(&geo[..last], &gc[..last], &kc, &out_strides, |g| g.out) else {
                 continue;
-            }
+            };
             for ch in 0..channels {
                 let row = &col[(ch * kk + kidx) * grid_sp + go * grid_inner..][..grid_inner];
                 let dst = &mut y[ch * out_sp + off..][..gl.out];

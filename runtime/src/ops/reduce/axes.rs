@@ -8,10 +8,10 @@
 
 use super::{array_from, num_map, Num, PAR_MIN};
 use crate::error::{invalid, unsupported, OpResult};
+use crate::ops::elementwise::for_chunks;
 use carbide_ir::ndarray::{ArrayD, IxDyn};
 use carbide_ir::ops::reduce::{ReduceAttrs, ReduceKind};
 use carbide_ir::Tensor;
-use rayon::prelude::*;
 use std::borrow::Cow;
 
 /// How the data is laid out for the fold.
@@ -89,17 +89,16 @@ where
     }
     let par = data.len() >= PAR_MIN;
     if inner == 1 {
-        let one = |(o, slot): (usize, &mut O)| {
-            let g = &data[o * r..(o + 1) * r];
-            let acc = g.iter().enumerate().fold(init, |a, (i, &x)| fold(a, x, i));
-            *slot = finish(acc, r);
-        };
-        if par && outer > 1 {
-            let min_len = (PAR_MIN / r).max(1);
-            out.par_iter_mut().enumerate().with_min_len(min_len).for_each(one);
-        } else {
-            out.iter_mut().enumerate().for_each(one);
-        }
+        // Each task folds `per_task` consecutive groups.
+        let per_task = if par && outer > 1 { (PAR_MIN / r).max(1) } else { outer };
+        for_chunks(&mut out, per_task, par && outer > 1, &|t, slots| {
+            for (j, slot) in slots.iter_mut().enumerate() {
+                let o = t * per_task + j;
+                let g = &data[o * r..(o + 1) * r];
+                let acc = g.iter().enumerate().fold(init, |a, (i, &x)| fold(a, x, i));
+                *slot = finish(acc, r);
+            }
+        });
         return out;
     }
     // Accumulate rows of `inner` elements; `i0` is the first inner index of `chunk`.
@@ -118,19 +117,14 @@ where
         }
     };
     const CHUNK: usize = 4096;
-    if par {
-        out.par_chunks_mut(inner).enumerate().for_each(|(o, row)| {
-            if outer < 8 && inner > CHUNK {
-                row.par_chunks_mut(CHUNK)
-                    .enumerate()
-                    .for_each(|(c, ch)| rows(o, c * CHUNK, ch));
-            } else {
-                rows(o, 0, row);
-            }
-        });
-    } else {
-        out.chunks_mut(inner).enumerate().for_each(|(o, row)| rows(o, 0, row));
-    }
+    let split_rows = par && outer < 8 && inner > CHUNK;
+    for_chunks(&mut out, inner, par, &|o, row| {
+        if split_rows {
+            for_chunks(row, CHUNK, true, &|c, ch| rows(o, c * CHUNK, ch));
+        } else {
+            rows(o, 0, row);
+        }
+    });
     out
 }
 

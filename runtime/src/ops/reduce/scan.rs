@@ -3,6 +3,7 @@
 use super::axes::fold_groups;
 use super::{array_from, checked_len, norm_axis, num_apply, num_map, scalar_axis, split_at_axis, Num, PAR_MIN};
 use crate::error::{invalid, unsupported, OpResult};
+use crate::ops::elementwise::for_chunks;
 use carbide_ir::ndarray::ArrayD;
 use carbide_ir::ops::reduce::{ArgAttrs, CumAttrs, TopKAttrs};
 use carbide_ir::Tensor;
@@ -136,11 +137,7 @@ fn scan_num<T: Num>(a: &ArrayD<T>, axis: usize, c: &CumAttrs, prod: bool) -> OpR
             }
         }
     };
-    if data.len() >= PAR_MIN && outer > 1 {
-        out.par_chunks_mut(block).enumerate().for_each(|(o, d)| run(o, d));
-    } else {
-        out.chunks_mut(block).enumerate().for_each(|(o, d)| run(o, d));
-    }
+    for_chunks(&mut out, block, data.len() >= PAR_MIN && outer > 1, &run);
     array_from(&shape, out)
 }
 

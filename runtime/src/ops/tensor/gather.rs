@@ -48,10 +48,11 @@ pub fn gather(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Value>> {
     out(tensor_map!(x, a => to_owned_shape(a.select(Axis(ax), &idx), &os)?))
 }
 
-pub fn gather_elements(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Value>> {
-    let x = tensor_in(inputs, 0)?;
-    let it = tensor_in(inputs, 1)?;
-    let (s, q) = (x.shape(), it.shape());
+/// For GatherElements / ScatterElements: the flat offset into data (shape
+/// `s`) that each element of `it` addresses along `axis`, checking that the
+/// ranks agree and the other dims of the indices fit the data.
+fn element_offsets(s: &[usize], it: &Tensor, axis: i64) -> OpResult<Vec<usize>> {
+    let q = it.shape();
     if s.len() != q.len() {
         return Err(invalid(format!(
             "data shape {s:?} and indices shape {q:?} differ in rank"
@@ -63,10 +64,10 @@ pub fn gather_elements(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Val
     }
     let idx = index_vec(it, "indices")?;
     let st = strides(s);
-    let mut map = Vec::with_capacity(idx.len());
+    let mut offsets = Vec::with_capacity(idx.len());
     for_each_index(q, |flat, c| {
         let j = norm_index(idx[flat], s[ax], "index")?;
-        map.push(
+        offsets.push(
             c.iter()
                 .zip(&st)
                 .enumerate()
@@ -75,6 +76,14 @@ pub fn gather_elements(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Val
         );
         Ok(())
     })?;
+    Ok(offsets)
+}
+
+pub fn gather_elements(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Value>> {
+    let x = tensor_in(inputs, 0)?;
+    let it = tensor_in(inputs, 1)?;
+    let (s, q) = (x.shape(), it.shape());
+    let map = element_offsets(s, it, axis)?;
     out(tensor_map!(x, a => take_map(a, &map, &Default::default(), q)?))
 }
 
@@ -187,29 +196,7 @@ pub fn scatter_elements(inputs: &[Option<&Value>], axis: i64, r: ScatterReductio
             u.shape()
         )));
     }
-    if s.len() != q.len() {
-        return Err(invalid(format!(
-            "data shape {s:?} and indices shape {q:?} differ in rank"
-        )));
-    }
-    let ax = norm_axis(axis, s.len())?;
-    if q.iter().zip(s).enumerate().any(|(i, (a, b))| i != ax && a > b) {
-        return Err(invalid(format!("indices shape {q:?} exceeds data shape {s:?}")));
-    }
-    let idx = index_vec(it, "indices")?;
-    let st = strides(s);
-    let mut dst = Vec::with_capacity(idx.len());
-    for_each_index(q, |flat, c| {
-        let j = norm_index(idx[flat], s[ax], "index")?;
-        dst.push(
-            c.iter()
-                .zip(&st)
-                .enumerate()
-                .map(|(i, (&ci, &si))| if i == ax { j * si } else { ci * si })
-                .sum(),
-        );
-        Ok(())
-    })?;
+    let dst = element_offsets(s, it, axis)?;
     out(scatter_dispatch(x, u, &dst, r)?)
 }
 

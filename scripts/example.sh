@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release
+# --workspace: the same features as the Python wheel's build, so the two share artifacts.
+cargo build --release --workspace
 target/release/carbide inspect models/example/tiny_cnn.onnx
 target/release/carbide run models/example/tiny_cnn.onnx \
     --inputs models/example/tiny_cnn.inputs.npz --out out/example

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test: set-up (idempotent), formatting and lints, the ONNX node
 # conformance suite against its recorded floor, then the Rust test suites
-# (unit, CLI, and the zoo models against onnxruntime).
+# (unit, CLI, and the zoo models against onnxruntime), then the Python
+# package's pytest suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+# The Python wheel is built with the dev profile here: it shares this script's cargo build.
+CARBIDE_WHEEL_PROFILE=dev scripts/setup.sh
 
 # One build profile (dev: our crates at opt-level 1, dependencies at 3) for
 # everything, so CI compiles the workspace once for use and once for tests.
@@ -26,3 +28,6 @@ if [ "$passed" -lt "$floor" ]; then
 fi
 
 CARBIDE_REQUIRE_DATA=1 cargo test --workspace
+
+# The Python package (installed by setup.sh): its pytest suite, zoo models included.
+CARBIDE_REQUIRE_DATA=1 .venv/bin/python -m pytest -q python/tests

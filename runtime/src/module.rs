@@ -25,7 +25,7 @@ pub enum Step {
     /// Unsqueeze, Identity): its output shares the input's data.
     Alias { node: usize },
     /// A generated kernel computing the graph nodes `nodes`.
-    Kernel(KernelStep),
+    Kernel(Box<KernelStep>),
 }
 
 /// A generated kernel and the graph values it reads and writes.
@@ -503,7 +503,7 @@ impl Module {
         // Inputs the kernel reads through a buffer; the others (weights it
         // took pre-packed) only lend their static shape to the parameters.
         let bound: Vec<bool> = (0..k.inputs.len())
-            .map(|i| k.call.buffers.iter().any(|b| *b == BufferArg::Input(i)))
+            .map(|i| k.call.buffers.contains(&BufferArg::Input(i)))
             .collect();
         let mut copies: Vec<Option<Tensor>> = Vec::with_capacity(k.inputs.len());
         let mut in_shapes_owned: Vec<Vec<usize>> = Vec::with_capacity(k.inputs.len());

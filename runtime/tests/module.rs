@@ -171,7 +171,7 @@ fn kernel_module(library: Vec<u8>, target: TargetInfo) -> Result<Module, Artifac
     };
     Module::from_parts(ModuleParts {
         model: model(),
-        steps: vec![Step::Kernel(step)],
+        steps: vec![Step::Kernel(Box::new(step))],
         library,
         target,
     })

@@ -197,7 +197,7 @@ pub fn partition(graph: &Graph, gen: &mut dyn KernelGen) -> Result<Vec<Step>, Co
                 for &x in &nodes {
                     taken[x] = true;
                 }
-                at[last].push(Step::Kernel(k));
+                at[last].push(Step::Kernel(Box::new(k)));
                 placed = true;
                 break;
             }

@@ -5,6 +5,7 @@
 //! [`runtime::Session`] runs it on the reference runtime.
 
 pub mod compare;
+pub mod compile;
 pub mod conformance;
 pub mod inspect;
 pub mod npy;
@@ -15,4 +16,5 @@ pub use carbide_passes as passes;
 pub use carbide_runtime as runtime;
 
 pub use carbide_frontend::{load_model, FrontendError};
-pub use carbide_runtime::Session;
+pub use carbide_runtime::{ArtifactError, Module, Session};
+pub use compile::{compile, CompileError, CompileOptions};

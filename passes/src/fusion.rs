@@ -119,6 +119,11 @@ fn half_x_times(cx: &Cx, a: &str, x: &str) -> Option<usize> {
         let (i2, m2) = cx.next(&m1.outputs[0])?;
         return (cx.with_scalar(m2, Binary::Mul, 0.5)? == m1.outputs[0]).then_some(i2);
     }
+    if scalar(cx.g, o).is_some_and(|c| c == 0.5) {
+        // (0.5 * a) * x
+        let (i2, m2) = cx.next(&m1.outputs[0])?;
+        return (as_binary(&m2.op)? == Binary::Mul && cx.other(m2, &m1.outputs[0])? == x).then_some(i2);
+    }
     let h = cx.inner(o)?;
     (cx.with_scalar(h, Binary::Mul, 0.5)? == x).then_some(i1)
 }
@@ -493,6 +498,20 @@ mod tests {
             .node(binary(Binary::Add), &["e", "one"], &["a"])
             .node(binary(Binary::Mul), &["x", "a"], &["m"])
             .node(binary(Binary::Mul), &["m", "half"], &["y"])
+            .output("y");
+        assert_eq!(op_types(&t.check_pass(fuse_activations)), ["Gelu"]);
+
+        // PyTorch's export: x * ((1 + erf(x / sqrt 2)) * 0.5).
+        let mut t = G::new();
+        t.input("x", &[2, 8])
+            .init("sqrt2", Tensor::scalar_f32(std::f32::consts::SQRT_2))
+            .init("one", Tensor::scalar_f32(1.0))
+            .init("half", Tensor::scalar_f32(0.5))
+            .node(binary(Binary::Div), &["x", "sqrt2"], &["d"])
+            .node(unary(Unary::Erf), &["d"], &["e"])
+            .node(binary(Binary::Add), &["e", "one"], &["a"])
+            .node(binary(Binary::Mul), &["half", "a"], &["m"])
+            .node(binary(Binary::Mul), &["x", "m"], &["y"])
             .output("y");
         assert_eq!(op_types(&t.check_pass(fuse_activations)), ["Gelu"]);
 

@@ -108,7 +108,10 @@ fn module_is_send_and_sync_and_runs_from_many_threads() {
 
 /// Compiles a C kernel `y[i] = 2 * x[i] + w[i % 4]` (w packed) with the system compiler.
 fn kernel_library() -> Option<Vec<u8>> {
-    let dir = std::env::temp_dir().join(format!("carbide-module-test-{}", std::process::id()));
+    // One directory per call: tests run in parallel and each removes its own.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("carbide-module-test-{}-{call}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("k.c");
     std::fs::write(

@@ -5,6 +5,7 @@
 //! [`runtime::Session`] runs it on the reference runtime.
 
 pub mod compare;
+pub mod compile;
 pub mod conformance;
 pub mod inspect;
 pub mod npy;
@@ -14,4 +15,5 @@ pub use carbide_ir as ir;
 pub use carbide_runtime as runtime;
 
 pub use carbide_frontend::{load_model, FrontendError};
-pub use carbide_runtime::Session;
+pub use carbide_runtime::{ArtifactError, Module, Session};
+pub use compile::{compile, CompileError, CompileOptions};

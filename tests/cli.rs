@@ -118,3 +118,75 @@ fn usage_error_is_exit_code_2() {
     let out = carbide().args(["no-such-command"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn compile_then_run_inspect_and_bench_an_artifact() {
+    let dir = temp_dir("compile");
+    let artifact = dir.join("tiny_cnn.carbide");
+    let out = carbide()
+        .args(["compile", example().to_str().unwrap(), "--target", "native", "-O2", "--json", "-o"])
+        .arg(&artifact)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["artifact_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["report"]["nodes_in"].as_u64().unwrap() > 0, "{v}");
+
+    let outdir = dir.join("out");
+    let example_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/example");
+    let run = carbide()
+        .arg("run")
+        .arg(&artifact)
+        .arg("--inputs")
+        .arg(example_dir.join("tiny_cnn.inputs.npz"))
+        .args(["--threads", "2", "--out"])
+        .arg(&outdir)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("compiled"));
+    let probs = carbide::npy::read_npy(&outdir.join("probs.npy")).unwrap();
+    let reference = carbide::npy::read_npz(&example_dir.join("tiny_cnn.ort.npz")).unwrap();
+    for (x, y) in probs.to_f64_vec().unwrap().iter().zip(&reference[0].1.to_f64_vec().unwrap()) {
+        assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
+    }
+
+    let inspect = carbide().arg("inspect").arg(&artifact).arg("--json").output().unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert!(!v["steps"].as_array().unwrap().is_empty(), "{v}");
+
+    let bench = carbide()
+        .arg("bench")
+        .arg(&artifact)
+        .args(["--warmup", "1", "--runs", "3", "--json", "--dim", "batch=2"])
+        .output()
+        .unwrap();
+    assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    let (p10, med, p90) = (v["p10_ms"].as_f64().unwrap(), v["median_ms"].as_f64().unwrap(), v["p90_ms"].as_f64().unwrap());
+    assert!(p10 <= med && med <= p90, "{v}");
+}
+
+#[test]
+fn bad_artifacts_and_targets_fail_with_exit_code_1_or_2() {
+    let dir = temp_dir("badart");
+    let bad = dir.join("bad.carbide");
+    let mut bytes = b"CARBIDE\0".to_vec();
+    bytes.extend_from_slice(&[1, 0, 0, 0, 128, 0, 0, 0]);
+    bytes.extend_from_slice(&[0xAB; 200]);
+    std::fs::write(&bad, bytes).unwrap();
+    let out = carbide().arg("run").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("artifact"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = carbide()
+        .args(["compile", example().to_str().unwrap(), "--target", "riscv-magic", "-o"])
+        .arg(dir.join("x.carbide"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown target"));
+    let out = carbide().args(["compile", example().to_str().unwrap(), "-O7", "-o", "x"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -37,6 +37,9 @@ pub enum RuntimeError {
     MissingInput(String),
     #[error("value '{0}' is used but never computed")]
     Undefined(String),
+    /// A compiled kernel could not be called with the values at hand.
+    #[error("kernel '{entry}': {reason}")]
+    Kernel { entry: String, reason: String },
     #[error(transparent)]
     Ir(#[from] carbide_ir::IrError),
 }

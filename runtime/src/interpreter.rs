@@ -5,18 +5,18 @@
 
 use crate::error::{invalid, OpResult, RuntimeError};
 use crate::ops::{eval, EvalCtx, SubgraphRunner};
-use carbide_ir::{Dim, Graph, Model, TensorType, Value, ValueType};
+use carbide_ir::{Dim, Graph, Model, Node, TensorType, Value, ValueType};
 use std::collections::HashMap;
 
-struct Scope<'p> {
-    values: HashMap<String, Value>,
+pub(crate) struct Scope<'p> {
+    pub(crate) values: HashMap<String, Value>,
     /// Values owned elsewhere (the session's weights), read after `values`.
-    borrowed: Option<&'p HashMap<String, Value>>,
-    parent: Option<&'p Scope<'p>>,
+    pub(crate) borrowed: Option<&'p HashMap<String, Value>>,
+    pub(crate) parent: Option<&'p Scope<'p>>,
 }
 
 impl Scope<'_> {
-    fn get(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         if let Some(v) = self.values.get(name) {
             return Some(v);
         }
@@ -90,7 +90,7 @@ impl Session {
 }
 
 /// Checks a fed value against the declared input type, binding symbolic dims.
-fn check_input(
+pub(crate) fn check_input(
     name: &str,
     declared: &ValueType,
     v: &Value,
@@ -136,39 +136,7 @@ fn check_input(
 fn run_graph(graph: &Graph, mut scope: Scope<'_>, seed: u64) -> Result<Vec<Value>, RuntimeError> {
     let last_use = last_uses(graph);
     for (i, node) in graph.nodes.iter().enumerate() {
-        let op_type = node.op.op_type();
-        let node_err = |cause| RuntimeError::Node {
-            node: node.name.clone(),
-            op: op_type.to_string(),
-            cause,
-        };
-        let outs = {
-            let inputs = node
-                .inputs
-                .iter()
-                .map(|n| {
-                    if n.is_empty() {
-                        Ok(None)
-                    } else {
-                        scope.get(n).map(Some).ok_or_else(|| RuntimeError::Undefined(n.clone()))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let runner = ScopeRunner { scope: &scope, seed };
-            let cx = EvalCtx {
-                num_outputs: node.outputs.len(),
-                runner: &runner,
-                seed,
-            };
-            eval(&node.op, &inputs, &cx).map_err(node_err)?
-        };
-        let wanted = node.outputs.iter().rposition(|o| !o.is_empty()).map_or(0, |p| p + 1);
-        if outs.len() < wanted {
-            return Err(node_err(invalid(format!(
-                "produced {} outputs, the node names {wanted}",
-                outs.len()
-            ))));
-        }
+        let outs = eval_node(node, &scope, seed)?;
         for (name, v) in node.outputs.iter().zip(outs) {
             if !name.is_empty() {
                 scope.values.insert(name.clone(), v);
@@ -190,6 +158,43 @@ fn run_graph(graph: &Graph, mut scope: Scope<'_>, seed: u64) -> Result<Vec<Value
                 .ok_or_else(|| RuntimeError::Undefined(o.name.clone()))
         })
         .collect()
+}
+
+/// Runs one node's host kernel on values from `scope`; returns its outputs
+/// (at least as many as the node names).
+pub(crate) fn eval_node(node: &Node, scope: &Scope<'_>, seed: u64) -> Result<Vec<Value>, RuntimeError> {
+    let op_type = node.op.op_type();
+    let node_err = |cause| RuntimeError::Node {
+        node: node.name.clone(),
+        op: op_type.to_string(),
+        cause,
+    };
+    let inputs = node
+        .inputs
+        .iter()
+        .map(|n| {
+            if n.is_empty() {
+                Ok(None)
+            } else {
+                scope.get(n).map(Some).ok_or_else(|| RuntimeError::Undefined(n.clone()))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let runner = ScopeRunner { scope, seed };
+    let cx = EvalCtx {
+        num_outputs: node.outputs.len(),
+        runner: &runner,
+        seed,
+    };
+    let outs = eval(&node.op, &inputs, &cx).map_err(node_err)?;
+    let wanted = node.outputs.iter().rposition(|o| !o.is_empty()).map_or(0, |p| p + 1);
+    if outs.len() < wanted {
+        return Err(node_err(invalid(format!(
+            "produced {} outputs, the node names {wanted}",
+            outs.len()
+        ))));
+    }
+    Ok(outs)
 }
 
 /// For each name, the index of the last node that reads it (directly or

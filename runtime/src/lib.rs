@@ -3,9 +3,13 @@
 //! It is the semantic ground truth every optimization and backend is tested
 //! against. It depends only on `carbide-ir`.
 
+pub mod artifact;
 pub mod error;
 pub mod interpreter;
+pub mod module;
 pub mod ops;
 
 pub use error::{OpError, RuntimeError};
+pub use artifact::ArtifactError;
 pub use interpreter::Session;
+pub use module::{KernelStep, Module, ModuleParts, Step};

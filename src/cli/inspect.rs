@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct InspectArgs {
-    /// The ONNX model.
+    /// The ONNX model or a compiled .carbide artifact.
     model: PathBuf,
     /// Print the summary as JSON (for scripts).
     #[arg(long)]
@@ -20,6 +20,9 @@ pub struct InspectArgs {
 }
 
 pub fn run(a: InspectArgs) -> Result<ExitCode> {
+    if super::run::is_artifact(&a.model) {
+        return inspect_artifact(&a);
+    }
     let model = carbide::load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     let summary = summarize(&model);
     if a.json {
@@ -35,6 +38,83 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
         if !a.json {
             println!("wrote {}", path.display());
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Target, steps (kernel, host or alias, with the graph nodes each covers)
+/// and weights of a compiled artifact.
+fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
+    use carbide::runtime::Step;
+    let m = carbide::Module::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let g = &m.model().graph;
+    let node_desc = |i: usize| format!("{} ({})", g.nodes[i].name, g.nodes[i].op.op_type());
+    let steps: Vec<serde_json::Value> = m
+        .steps()
+        .iter()
+        .map(|s| match s {
+            Step::Host { node } => serde_json::json!({"kind": "host", "nodes": [node_desc(*node)]}),
+            Step::Alias { node } => serde_json::json!({"kind": "alias", "nodes": [node_desc(*node)]}),
+            Step::Kernel(k) => serde_json::json!({
+                "kind": "kernel",
+                "entry": k.call.entry,
+                "nodes": k.nodes.iter().map(|&n| node_desc(n)).collect::<Vec<_>>(),
+                "inputs": k.inputs,
+                "outputs": k.outputs,
+            }),
+        })
+        .collect();
+    let count = |kind: &str| steps.iter().filter(|s| s["kind"] == kind).count();
+    let weight_bytes: usize = m
+        .weight_names()
+        .iter()
+        .filter_map(|n| m.weight(n))
+        .filter_map(|v| v.as_tensor())
+        .map(|t| t.len() * carbide::ir::tensor_bytes::element_size(t.dtype()).unwrap_or(0))
+        .sum();
+    let summary = serde_json::json!({
+        "target": m.target(),
+        "library_bytes": m.library_len(),
+        "weight_bytes": weight_bytes,
+        "inputs": m.inputs().iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
+        "outputs": m.outputs().iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
+        "kernel_steps": count("kernel"),
+        "host_steps": count("host"),
+        "alias_steps": count("alias"),
+        "steps": steps,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("artifact  {}", a.model.display());
+    println!(
+        "target    {} ({}; needs {})",
+        m.target().name,
+        m.target().arch,
+        if m.target().required_features.is_empty() {
+            "no special CPU features".to_string()
+        } else {
+            m.target().required_features.join(", ")
+        }
+    );
+    println!("library   {} bytes; weights {} bytes", m.library_len(), weight_bytes);
+    for i in m.inputs() {
+        println!("input     {}: {}", i.name, i.ty);
+    }
+    for o in m.outputs() {
+        println!("output    {}: {}", o.name, o.ty);
+    }
+    println!(
+        "steps     {} kernels, {} host, {} aliases",
+        count("kernel"),
+        count("host"),
+        count("alias")
+    );
+    for (i, s) in summary["steps"].as_array().into_iter().flatten().enumerate() {
+        let nodes: Vec<&str> = s["nodes"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).collect();
+        let entry = s["entry"].as_str().map(|e| format!(" {e}:")).unwrap_or_default();
+        println!("  {i:>4} {:<6}{entry} {}", s["kind"].as_str().unwrap_or(""), nodes.join(" + "));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,8 @@
 //! Command-line interface: argument parsing and the exit-code policy
 //! (0 success, 1 model or input error, 2 usage error).
 
+mod bench;
+mod compile;
 mod conformance;
 mod inspect;
 mod run;
@@ -29,13 +31,21 @@ enum Command {
     ///
     /// Example: carbide inspect resnet50.onnx --dot resnet50.dot && dot -Tsvg resnet50.dot -o r.svg
     Inspect(inspect::InspectArgs),
-    /// Run a model on the reference runtime and write its outputs as .npy.
+    /// Run a model (ONNX on the reference runtime, or a .carbide artifact) and write its outputs as .npy.
     ///
     /// Inputs come from an .npz archive (--inputs), single .npy files
     /// (--input NAME=FILE.npy), or are drawn at random (--seed).
     ///
     /// Example: carbide run model.onnx --inputs sample.npz --out outputs/
     Run(run::RunArgs),
+    /// Compile a model to a .carbide artifact (native kernels + weights).
+    ///
+    /// Example: carbide compile resnet50.onnx --target native -O3 -o resnet50.carbide
+    Compile(compile::CompileArgs),
+    /// Measure a model's latency: median, p10 and p90 in ms.
+    ///
+    /// Example: carbide bench resnet50.carbide --threads 2 --warmup 3 --runs 20
+    Bench(bench::BenchArgs),
     /// Run the ONNX backend node tests and report a per-op table.
     ///
     /// DIR holds one folder per case (model.onnx + test_data_set_*/); write
@@ -53,6 +63,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::Run(a) => run::run(a),
+        Command::Compile(a) => compile::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Conformance(a) => conformance::run(a),
         Command::ConformanceCase(a) => conformance::run_case(a),
     };

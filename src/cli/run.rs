@@ -1,26 +1,22 @@
 use anyhow::{anyhow, bail, Context, Result};
 use carbide::ir::ndarray::{ArrayD, IxDyn};
-use carbide::ir::{bf16, f16, DType, Dim, Tensor, Value, ValueType};
+use carbide::ir::{bf16, f16, DType, Dim, Tensor, Value, ValueInfo, ValueType};
 use carbide::npy;
 use clap::Args;
 use rand::{Rng, SeedableRng};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+/// Where a model's inputs come from (shared by `run` and `bench`).
 #[derive(Args)]
-pub struct RunArgs {
-    /// The ONNX model.
-    model: PathBuf,
+pub struct FeedArgs {
     /// An .npz archive whose array names are the model's input names.
     #[arg(long, value_name = "FILE.npz")]
     inputs: Option<PathBuf>,
     /// One input from an .npy file (repeatable): NAME=FILE.npy.
     #[arg(long = "input", value_name = "NAME=FILE.npy")]
     input: Vec<String>,
-    /// Write each output to DIR/<output name>.npy.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
     /// Seed for random inputs (inputs not given are drawn at random).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -29,8 +25,73 @@ pub struct RunArgs {
     dims: Vec<String>,
 }
 
-pub fn run(a: RunArgs) -> Result<ExitCode> {
-    let model = carbide::load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+#[derive(Args)]
+pub struct RunArgs {
+    /// The ONNX model or a compiled .carbide artifact.
+    model: PathBuf,
+    #[command(flatten)]
+    feeds: FeedArgs,
+    /// Write each output to DIR/<output name>.npy.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Worker threads for a compiled artifact (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// A model ready to run: an ONNX model on the reference runtime, or a
+/// compiled artifact.
+pub enum Runner {
+    Reference(Box<carbide::Session>),
+    Compiled(Box<carbide::Module>),
+}
+
+/// Whether `path` starts with the artifact magic bytes.
+pub fn is_artifact(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|_| &head == carbide::runtime::artifact::MAGIC)
+}
+
+impl Runner {
+    pub fn open(path: &Path, threads: Option<usize>) -> Result<Runner> {
+        if is_artifact(path) {
+            let mut m = carbide::Module::load(path).with_context(|| format!("loading {}", path.display()))?;
+            if let Some(t) = threads {
+                m.set_threads(t)?;
+            }
+            return Ok(Runner::Compiled(Box::new(m)));
+        }
+        let model = carbide::load_model(path).with_context(|| format!("loading {}", path.display()))?;
+        Ok(Runner::Reference(Box::new(carbide::Session::new(model))))
+    }
+
+    pub fn inputs(&self) -> Vec<ValueInfo> {
+        match self {
+            Runner::Reference(s) => s.model().graph.required_inputs().cloned().collect(),
+            Runner::Compiled(m) => m.inputs(),
+        }
+    }
+
+    pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<(String, Value)>> {
+        Ok(match self {
+            Runner::Reference(s) => s.run(feeds)?,
+            Runner::Compiled(m) => m.run(feeds)?,
+        })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Runner::Reference(_) => "reference runtime",
+            Runner::Compiled(_) => "compiled",
+        }
+    }
+}
+
+/// Builds the feeds for `inputs` from files, drawing the rest at random.
+pub fn build_feeds(inputs: &[ValueInfo], a: &FeedArgs, quiet: bool) -> Result<Vec<(String, Value)>> {
     let mut given: Vec<(String, Tensor)> = Vec::new();
     if let Some(p) = &a.inputs {
         given.extend(npy::read_npz(p)?);
@@ -53,22 +114,29 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
     let mut feeds: Vec<(String, Value)> = Vec::new();
-    for input in model.graph.required_inputs() {
+    for input in inputs {
         if let Some(pos) = given.iter().position(|(n, _)| n == &input.name) {
             let (n, t) = given.remove(pos);
             feeds.push((n, Value::Tensor(t)));
         } else {
             let t = random_input(&input.name, &input.ty, &sym, &mut rng)?;
-            println!("input  {:<24} random {} {:?}", input.name, t.dtype(), t.shape());
+            if !quiet {
+                println!("input  {:<24} random {} {:?}", input.name, t.dtype(), t.shape());
+            }
             feeds.push((input.name.clone(), Value::Tensor(t)));
         }
     }
     if let Some((name, _)) = given.first() {
         bail!("the model has no input named '{name}'");
     }
-    let session = carbide::Session::new(model);
+    Ok(feeds)
+}
+
+pub fn run(a: RunArgs) -> Result<ExitCode> {
+    let runner = Runner::open(&a.model, a.threads)?;
+    let feeds = build_feeds(&runner.inputs(), &a.feeds, false)?;
     let start = Instant::now();
-    let outputs = session.run(feeds)?;
+    let outputs = runner.run(feeds)?;
     let elapsed = start.elapsed();
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -85,7 +153,7 @@ pub fn run(a: RunArgs) -> Result<ExitCode> {
             other => println!("output {name:<24} {}", other.value_type()),
         }
     }
-    println!("ran in {:.2} ms (reference runtime)", elapsed.as_secs_f64() * 1e3);
+    println!("ran in {:.2} ms ({})", elapsed.as_secs_f64() * 1e3, runner.kind());
     Ok(ExitCode::SUCCESS)
 }
 

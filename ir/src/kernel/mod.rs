@@ -20,6 +20,12 @@
 //! kernel never allocates, keeps no global state, and is safe to call for
 //! different parts concurrently.
 
+pub mod loops;
+pub mod schedule;
+
+pub use loops::{Access, BinaryFn, Expr, Loop, LoopKind, LoopNest, UnaryFn};
+pub use schedule::{MicroTile, Schedule, WeightLayout, WorkloadKey};
+
 use serde::{Deserialize, Serialize};
 
 /// Where one entry of a kernel's `buffers` array points.
@@ -35,7 +41,10 @@ pub enum BufferArg {
     Packed(usize),
     /// Scratch memory of `bytes` bytes (an expression, so it can grow with
     /// symbolic dims): one region per part when `per_part`, else one region
-    /// shared by all parts.
+    /// shared by all parts. With `per_part`, the runtime binds one block of
+    /// `bytes * num_parts` bytes (64-byte aligned) and part `p` uses bytes
+    /// `[p * bytes, (p + 1) * bytes)`; generated kernels keep `bytes` a
+    /// multiple of 64 so every region stays aligned.
     Scratch { bytes: ParamExpr, per_part: bool },
 }
 

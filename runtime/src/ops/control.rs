@@ -3,6 +3,7 @@
 //! [`SubgraphRunner`](super::SubgraphRunner): inputs bind positionally to the
 //! body's declared inputs, outer names resolve in the enclosing scopes.
 
+use super::MAX_ELEMS;
 use super::{opt_tensor_in, tensor_in, EvalCtx};
 use crate::error::{invalid, OpResult};
 use carbide_ir::ndarray::{self, ArrayD, ArrayViewD, Axis, IxDyn, Slice};
@@ -10,9 +11,6 @@ use carbide_ir::ops::control::ScanAttrs;
 use carbide_ir::ops::ControlOp;
 use carbide_ir::{tensor_map, DType, Graph, Tensor, Value, ValueType};
 
-/// The most elements an op may accumulate (scan outputs, sequences built
-/// from a split) before it refuses, so hostile inputs cannot exhaust memory.
-const MAX_ELEMS: usize = 1 << 31;
 /// The most iterations a Loop without a finite trip count may run.
 const MAX_ITERS: i64 = 1 << 31;
 

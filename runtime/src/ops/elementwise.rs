@@ -6,6 +6,7 @@
 //! (broadcast planning, rayon), which keeps compile time proportional to
 //! dtypes rather than dtypes x ops.
 
+use super::check_elems;
 use super::{opt_tensor_in, tensor_in, tensors_out, EvalCtx};
 use crate::error::{invalid, unsupported, OpResult};
 use carbide_ir::ndarray::{ArrayD, CowArray, IxDyn};
@@ -17,8 +18,6 @@ mod binary;
 mod cast;
 mod unary;
 
-/// Largest element count a kernel will allocate.
-pub(crate) const MAX_ELEMS: usize = 1 << 31;
 /// Element count from which kernels split work across threads.
 const PAR_MIN: usize = 1 << 16;
 
@@ -69,18 +68,6 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> 
         };
     }
     Ok(out)
-}
-
-/// Errors if a shape has more elements than a kernel will allocate.
-pub(crate) fn check_len(shape: &[usize]) -> OpResult<usize> {
-    let mut n: usize = 1;
-    for &d in shape {
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= MAX_ELEMS)
-            .ok_or_else(|| invalid(format!("output shape {shape:?} has more than {MAX_ELEMS} elements")))?;
-    }
-    Ok(n)
 }
 
 /// Output elements per parallel task.
@@ -288,7 +275,7 @@ fn zip2_driver<A: Sync + Clone, B: Sync + Clone, O: Send + Clone + Default>(
     lp: &Loop2<A, B, O>,
 ) -> OpResult<ArrayD<O>> {
     let shape = broadcast_shape(a.shape(), b.shape())?;
-    let n = check_len(&shape)?;
+    let n = check_elems(&shape)?;
     let mut out = vec![O::default(); n];
     if n > 0 {
         let plan = Broadcast::new(&shape, &[a.shape(), b.shape()]);
@@ -334,7 +321,7 @@ fn zip3_driver<A: Sync + Clone, B: Sync + Clone, C: Sync + Clone, O: Send + Clon
     lp: &Loop3<A, B, C, O>,
 ) -> OpResult<ArrayD<O>> {
     let shape = broadcast_shape(&broadcast_shape(a.shape(), b.shape())?, c.shape())?;
-    let n = check_len(&shape)?;
+    let n = check_elems(&shape)?;
     let mut out = vec![O::default(); n];
     if n > 0 {
         let plan = Broadcast::new(&shape, &[a.shape(), b.shape(), c.shape()]);

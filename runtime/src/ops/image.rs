@@ -2,6 +2,7 @@
 //! buffers and rounded back to the input dtype, which matches the ONNX
 //! reference (numpy, f64 coefficients) closely for every float width.
 
+pub(crate) use super::{check_elems, MAX_ELEMS};
 use super::{opt_tensor_in, tensor_in, tensors_out, EvalCtx};
 use crate::error::{invalid, unsupported, OpResult};
 use carbide_ir::ops::image::ImageOp;
@@ -14,9 +15,6 @@ mod grid;
 mod nms;
 mod resize;
 mod roi;
-
-/// Upper bound on elements any kernel here allocates.
-pub(crate) const MAX_ELEMS: usize = 1 << 31;
 
 pub fn eval(op: &ImageOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<Value>> {
     let out = match op {
@@ -84,16 +82,4 @@ pub(crate) fn from_f64(op: &str, dtype: DType, shape: &[usize], v: Vec<f64>) -> 
         DType::U64 => Tensor::U64(arr(shape, v.into_iter().map(|x| x.round() as u64).collect())?),
         d => return Err(unsupported(format!("{op} producing {d} tensors"))),
     })
-}
-
-/// Product of dims, failing above [`MAX_ELEMS`].
-pub(crate) fn checked_count(op: &str, shape: &[usize]) -> OpResult<usize> {
-    let mut n: usize = 1;
-    for &d in shape {
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= MAX_ELEMS)
-            .ok_or_else(|| invalid(format!("{op}: output shape {shape:?} has too many elements")))?;
-    }
-    Ok(n)
 }

@@ -2,6 +2,7 @@
 //! nets, signal processing, strings, random generators, training optimizers
 //! and the `ai.onnx.ml` ops. Shared numeric helpers live here.
 
+pub(crate) use super::check_elems;
 use super::EvalCtx;
 use crate::error::{invalid, unsupported, OpResult};
 use carbide_ir::ops::MiscOp;
@@ -35,21 +36,6 @@ pub fn eval(op: &MiscOp, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Ve
         | MiscOp::LabelEncoder(_)
         | MiscOp::TreeEnsemble(_) => ml::eval(op, inputs),
     }
-}
-
-/// Largest element count a kernel allocates for an output.
-pub(crate) const MAX_ELEMS: usize = 1 << 31;
-
-/// Checks an element count derived from input values before allocating.
-pub(crate) fn check_elems(shape: &[usize]) -> OpResult<usize> {
-    let mut n: usize = 1;
-    for &d in shape {
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= MAX_ELEMS)
-            .ok_or_else(|| invalid(format!("output shape {shape:?} has more than {MAX_ELEMS} elements")))?;
-    }
-    Ok(n)
 }
 
 /// Float element types the numeric kernels compute in (f32 for f32/f16/bf16,

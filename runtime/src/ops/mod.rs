@@ -73,3 +73,19 @@ pub fn tensors_out(ts: Vec<Tensor>) -> Vec<Value> {
 pub fn dtype_unsupported(op: &str, t: &Tensor) -> OpError {
     OpError::Unsupported(format!("{op} on {} tensors", t.dtype()))
 }
+
+/// Largest element count a kernel allocates from input-controlled shapes.
+pub const MAX_ELEMS: usize = 1 << 31;
+
+/// Element count of `shape`; an error on overflow or above [`MAX_ELEMS`].
+/// Kernels check output shapes that input values control before allocating.
+pub fn check_elems(shape: &[usize]) -> OpResult<usize> {
+    let mut n: usize = 1;
+    for &d in shape {
+        n = n
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_ELEMS)
+            .ok_or_else(|| invalid(format!("output shape {shape:?} has more than {MAX_ELEMS} elements")))?;
+    }
+    Ok(n)
+}

@@ -4,6 +4,7 @@
 //! Float kernels are generic over [`Real`] (f32 or f64); f16/bf16 inputs are
 //! computed in f32 and rounded back.
 
+pub(crate) use super::check_elems;
 use super::{dtype_unsupported, tensor_in, tensors_out, EvalCtx};
 use crate::error::{invalid, OpResult};
 use carbide_ir::ops::NnOp;
@@ -15,25 +16,6 @@ use std::borrow::Cow;
 mod conv;
 mod norm;
 mod pool;
-
-/// Most elements a kernel allocates for one tensor.
-const MAX_ELEMS: usize = 1 << 31;
-
-/// Product of extents, failing on overflow or above [`MAX_ELEMS`].
-pub(crate) fn elem_count(dims: &[usize]) -> OpResult<usize> {
-    let mut n: usize = 1;
-    for &d in dims {
-        n = n
-            .checked_mul(d)
-            .ok_or_else(|| invalid(format!("shape {dims:?} is too large")))?;
-    }
-    if n > MAX_ELEMS {
-        return Err(invalid(format!(
-            "shape {dims:?} has {n} elements, more than the {MAX_ELEMS} allowed"
-        )));
-    }
-    Ok(n)
-}
 
 /// The float types kernels compute in.
 pub(crate) trait Real:
@@ -58,7 +40,7 @@ pub(crate) trait Real:
         c: &mut [Self],
         rsc: usize,
         accumulate: bool,
-    );
+    ) -> OpResult<()>;
 }
 
 fn slice_or_owned<T: Clone>(a: &ArrayD<T>) -> Cow<'_, [T]> {
@@ -73,7 +55,10 @@ fn span(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
     if rows == 0 || cols == 0 {
         0
     } else {
-        (rows - 1) * rs + (cols - 1) * cs + 1
+        // Saturates so absurd strides fail the bounds check instead of wrapping.
+        ((rows - 1).saturating_mul(rs))
+            .saturating_add((cols - 1).saturating_mul(cs))
+            .saturating_add(1)
     }
 }
 
@@ -108,23 +93,24 @@ macro_rules! impl_real {
                 c: &mut [Self],
                 rsc: usize,
                 accumulate: bool,
-            ) {
+            ) -> OpResult<()> {
                 if m == 0 || n == 0 {
-                    return;
+                    return Ok(());
                 }
-                assert!(
-                    span(m, k, rsa, csa) <= a.len() && span(k, n, rsb, csb) <= b.len() && span(m, n, rsc, 1) <= c.len(),
-                    "gemm operands out of bounds"
-                );
+                if span(m, k, rsa, csa) > a.len() || span(k, n, rsb, csb) > b.len() || span(m, n, rsc, 1) > c.len() {
+                    return Err(invalid(format!(
+                        "internal error: {m}x{k} by {k}x{n} product out of operand bounds"
+                    )));
+                }
                 if k == 0 {
                     if !accumulate {
                         for i in 0..m {
                             c[i * rsc..i * rsc + n].fill(0.0);
                         }
                     }
-                    return;
+                    return Ok(());
                 }
-                // SAFETY: the assert above bounds every index the kernel touches.
+                // SAFETY: the check above bounds every index the kernel touches.
                 unsafe {
                     matrixmultiply::$gemm(
                         m,
@@ -143,6 +129,7 @@ macro_rules! impl_real {
                         1,
                     )
                 }
+                Ok(())
             }
         }
     };

@@ -16,9 +16,6 @@ mod quant;
 mod scan;
 mod small;
 
-/// Largest element count a kernel allocates for an output.
-pub(crate) const MAX_ELEMS: usize = 1 << 31;
-
 /// Below this many input elements kernels stay on one thread.
 pub(crate) const PAR_MIN: usize = 1 << 15;
 
@@ -160,19 +157,8 @@ macro_rules! num_apply {
         }
     }};
 }
+pub(crate) use super::check_elems;
 pub(crate) use {num_apply, num_map};
-
-/// Product of dims, or an error if it exceeds [`MAX_ELEMS`].
-pub(crate) fn checked_len(shape: &[usize]) -> OpResult<usize> {
-    let mut n: usize = 1;
-    for &d in shape {
-        n = n
-            .checked_mul(d)
-            .filter(|&n| n <= MAX_ELEMS)
-            .ok_or_else(|| invalid(format!("output shape {shape:?} has too many elements")))?;
-    }
-    Ok(n)
-}
 
 /// Builds an array from a row-major vector whose length matches `shape`.
 pub(crate) fn array_from<T>(shape: &[usize], v: Vec<T>) -> OpResult<ArrayD<T>> {

@@ -1,7 +1,7 @@
 //! GridSample (N-D, nearest/linear/cubic, zeros/border/reflection padding)
 //! and AffineGrid (2-D and 3-D), following the ONNX reference semantics.
 
-use super::{checked_count, from_f64, to_f64};
+use super::{check_elems, from_f64, to_f64};
 use crate::error::{invalid, OpResult};
 use carbide_ir::ops::image::{GridSampleAttrs, InterpMode, PaddingMode};
 use carbide_ir::Tensor;
@@ -121,7 +121,7 @@ pub(super) fn grid_sample(g: &GridSampleAttrs, x: &Tensor, grid: &Tensor) -> OpR
     let out_sp = &gs[1..gs.len() - 1];
     let mut out_shape = vec![n, c];
     out_shape.extend_from_slice(out_sp);
-    checked_count("GridSample", &out_shape)?;
+    check_elems(&out_shape)?;
     let xd = to_f64("GridSample", x)?;
     let gd = to_f64("GridSample", grid)?;
     let in_sz: usize = in_sp.iter().product();
@@ -192,7 +192,7 @@ pub(super) fn affine_grid(align_corners: bool, theta: &Tensor, size: &Tensor) ->
     let mut out_shape = vec![n];
     out_shape.extend_from_slice(&sp);
     out_shape.push(k);
-    checked_count("AffineGrid", &out_shape)?;
+    check_elems(&out_shape)?;
     let th = to_f64("AffineGrid", theta)?;
     let base = |len: usize| -> Vec<f64> {
         let l = len as f64;

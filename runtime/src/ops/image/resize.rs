@@ -4,7 +4,7 @@
 //! edge-padded neighbour selection, antialiasing and tf_crop_and_resize
 //! extrapolation (which, like the reference, is applied per axis pass).
 
-use super::{checked_count, from_f64, to_f64};
+use super::{check_elems, from_f64, to_f64};
 use crate::error::{invalid, OpResult};
 use crate::ops::{opt_tensor_in, tensor_in};
 use carbide_ir::ops::image::{AspectPolicy, CoordMode, InterpMode, NearestMode, ResizeAttrs};
@@ -313,7 +313,7 @@ pub(super) fn resize(r: &ResizeAttrs, inputs: &[Option<&Value>]) -> OpResult<Ten
             }
         }
     }
-    checked_count(OP, &out_shape)?;
+    check_elems(&out_shape)?;
     let mut data = to_f64(OP, x)?;
     let mut cur = shape.clone();
     for a in (0..rank).rev() {

@@ -1,7 +1,7 @@
 //! RoiAlign (ORT/ONNX-reference bilinear sampling, avg or max) and
 //! MaxRoiPool (Caffe-style max pooling over quantized ROI bins).
 
-use super::{checked_count, from_f64, to_f64};
+use super::{check_elems, from_f64, to_f64};
 use crate::error::{invalid, OpResult};
 use carbide_ir::ops::image::RoiAlignAttrs;
 use carbide_ir::Tensor;
@@ -69,7 +69,7 @@ pub(super) fn roi_align(r: &RoiAlignAttrs, x: &Tensor, rois: &Tensor, bi: &Tenso
     }
     let (oh, ow) = (r.output_height, r.output_width);
     let out_shape = [nr, c, oh, ow];
-    checked_count("RoiAlign", &out_shape)?;
+    check_elems(&out_shape)?;
     let xd = to_f64("RoiAlign", x)?;
     let rd = to_f64("RoiAlign", rois)?;
     let scale = r.spatial_scale as f64;
@@ -159,7 +159,7 @@ pub(super) fn max_roi_pool(pooled: [usize; 2], spatial_scale: f32, x: &Tensor, r
     let nr = rs[0];
     let [ph_n, pw_n] = pooled;
     let out_shape = [nr, c, ph_n, pw_n];
-    checked_count("MaxRoiPool", &out_shape)?;
+    check_elems(&out_shape)?;
     let xd = to_f64("MaxRoiPool", x)?;
     let rd = to_f64("MaxRoiPool", rois)?;
     let scale = spatial_scale as f64;

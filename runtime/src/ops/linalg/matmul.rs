@@ -9,7 +9,7 @@ use carbide_ir::{bf16, f16, Tensor};
 use rayon::prelude::*;
 
 /// Largest element count a kernel will allocate for one output.
-pub const MAX_ELEMS: usize = 1 << 31;
+pub use crate::ops::MAX_ELEMS;
 
 /// Element types with a GEMM kernel.
 pub trait MatElem: Copy + Send + Sync + Default + std::fmt::Debug + 'static {

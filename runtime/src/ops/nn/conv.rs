@@ -2,8 +2,8 @@
 //! parallel over (batch, group, output row tiles) and output-channel blocks;
 //! depthwise 2-D convs run a direct kernel. ConvTranspose is gemm + col2im.
 
-use super::{build, elem_count, fdata, Real};
-use crate::error::{invalid, unsupported, OpResult};
+use super::{build, check_elems, fdata, Real};
+use crate::error::{invalid, unsupported, OpError, OpResult};
 use crate::ops::{opt_tensor_in, tensor_in};
 use carbide_ir::ops::nn::geom::{conv_transpose_dim, DimGeom};
 use carbide_ir::ops::nn::{AutoPad, ConvAttrs, ConvTransposeAttrs, Window};
@@ -76,7 +76,7 @@ pub(super) fn conv_shape(xs: &[usize], ws: &[usize], a: &ConvAttrs) -> OpResult<
     let win = Window::new(kernel.len(), a.auto_pad, &a.pads, &a.strides, &a.dilations, false).map_err(invalid)?;
     let geo = win.resolve(&xs[2..], kernel).map_err(invalid)?;
     let s = ConvShape { n, c, m, group, geo };
-    elem_count(&s.out_shape())?;
+    check_elems(&s.out_shape())?;
     Ok(s)
 }
 
@@ -169,15 +169,18 @@ fn im2col<T: Real>(xg: &[T], cg: usize, geo: &[DimGeom], r0: usize, r1: usize) -
 }
 
 /// out (m x n) = a (m x k, row-major) * b (k x n, row stride rsb), parallel over row blocks.
-fn gemm_rows<T: Real>(m: usize, k: usize, n: usize, a: &[T], b: &[T], rsb: usize, out: &mut [T]) {
+fn gemm_rows<T: Real>(m: usize, k: usize, n: usize, a: &[T], b: &[T], rsb: usize, out: &mut [T]) -> OpResult<()> {
     const MC: usize = 64;
     if n == 0 {
-        return;
+        return Ok(());
     }
-    out[..m * n].par_chunks_mut(MC * n).enumerate().for_each(|(i, chunk)| {
-        let rows = chunk.len() / n;
-        T::gemm(rows, k, n, &a[i * MC * k..], k, 1, b, rsb, 1, chunk, n, false);
-    });
+    out[..m * n]
+        .par_chunks_mut(MC * n)
+        .enumerate()
+        .try_for_each(|(i, chunk)| {
+            let rows = chunk.len() / n;
+            T::gemm(rows, k, n, &a[i * MC * k..], k, 1, b, rsb, 1, chunk, n, false)
+        })
 }
 
 /// Direct 2-D convolution for one input channel per group (depthwise).
@@ -233,13 +236,13 @@ fn add_bias<T: Real>(y: &mut [T], bias: Option<&[T]>, m: usize, plane: usize) {
 }
 
 /// Y = conv(X, W) + B on row-major data already checked by [`conv_shape`].
-pub(super) fn conv_core<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvShape) -> Vec<T> {
+pub(super) fn conv_core<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvShape) -> OpResult<Vec<T>> {
     let (g, cg, mg) = (s.group, s.c / s.group, s.m / s.group);
     let (in_sp, out_sp, kk) = (s.in_sp(), s.out_sp(), s.kk());
     let ckk = cg * kk;
     let mut y = vec![T::zero(); s.n * s.m * out_sp];
     if y.is_empty() {
-        return y;
+        return Ok(y);
     }
     if cg == 1 && g > 1 && s.geo.len() == 2 {
         depthwise_2d(x, w, &mut y, s);
@@ -264,14 +267,14 @@ pub(super) fn conv_core<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvS
                 let wg = &w[gi * mg * ckk..][..mg * ckk];
                 let mut out = vec![T::zero(); mg * cols];
                 if pointwise {
-                    gemm_rows(mg, ckk, cols, wg, &xg[p0..], in_sp, &mut out);
+                    gemm_rows(mg, ckk, cols, wg, &xg[p0..], in_sp, &mut out)?;
                 } else {
                     let col = im2col(xg, cg, &s.geo, r0, r1);
-                    gemm_rows(mg, ckk, cols, wg, &col, cols, &mut out);
+                    gemm_rows(mg, ckk, cols, wg, &col, cols, &mut out)?;
                 }
-                out
+                Ok(out)
             })
-            .collect();
+            .collect::<OpResult<_>>()?;
         for (&(b, gi, t), out) in tasks.iter().zip(results) {
             let (r0, r1) = (t * rows, ((t + 1) * rows).min(outer));
             let (cols, p0) = ((r1 - r0) * inner, r0 * inner);
@@ -282,7 +285,7 @@ pub(super) fn conv_core<T: Real>(x: &[T], w: &[T], bias: Option<&[T]>, s: &ConvS
         }
     }
     add_bias(&mut y, bias, s.m, out_sp);
-    y
+    Ok(y)
 }
 
 fn bias_data<'a, T: Real>(b: Option<&'a Tensor>, m: usize) -> OpResult<Option<std::borrow::Cow<'a, [T]>>> {
@@ -309,7 +312,7 @@ pub(super) fn conv<T: Real>(inputs: &[Option<&Value>], a: &ConvAttrs) -> OpResul
     let s = conv_shape(x.shape(), w.shape(), a)?;
     let (xd, wd) = (fdata::<T>(x, "X")?, fdata::<T>(w, "W")?);
     let bd = bias_data::<T>(b, s.m)?;
-    let y = conv_core(&xd, &wd, bd.as_deref(), &s);
+    let y = conv_core(&xd, &wd, bd.as_deref(), &s)?;
     build(y, &s.out_shape(), x.dtype())
 }
 
@@ -383,23 +386,24 @@ pub(super) fn conv_transpose<T: Real>(inputs: &[Option<&Value>], a: &ConvTranspo
         .map_err(invalid)?;
     let mut shape = vec![n, m];
     shape.extend(geo.iter().map(|g| g.out));
-    elem_count(&shape)?;
+    check_elems(&shape)?;
     let kk: usize = kernel.iter().product();
     let in_sp: usize = xs[2..].iter().product();
     let out_sp: usize = geo.iter().map(|g| g.out).product();
-    elem_count(&[mg, kk, in_sp])?;
+    check_elems(&[mg, kk, in_sp])?;
     let (xd, wd) = (fdata::<T>(x, "X")?, fdata::<T>(w, "W")?);
     let bd = bias_data::<T>(b, m)?;
     let mut y = vec![T::zero(); n * m * out_sp];
     if !y.is_empty() {
-        y.par_chunks_mut(mg * out_sp).enumerate().for_each(|(idx, yg)| {
+        y.par_chunks_mut(mg * out_sp).enumerate().try_for_each(|(idx, yg)| {
             let (bi, gi) = (idx / g, idx % g);
             let xg = &xd[(bi * c + gi * cg) * in_sp..][..cg * in_sp];
             let wg = &wd[gi * cg * mg * kk..][..cg * mg * kk];
             let mut col = vec![T::zero(); mg * kk * in_sp];
-            T::gemm(mg * kk, cg, in_sp, wg, 1, mg * kk, xg, in_sp, 1, &mut col, in_sp, false);
+            T::gemm(mg * kk, cg, in_sp, wg, 1, mg * kk, xg, in_sp, 1, &mut col, in_sp, false)?;
             col2im(&col, mg, &geo, yg);
-        });
+            Ok::<_, OpError>(())
+        })?;
     }
     add_bias(&mut y, bd.as_deref(), m, out_sp);
     build(y, &shape, x.dtype())
@@ -434,7 +438,7 @@ pub(super) fn col2im_op<T: Real>(
         )));
     }
     let nsp = img.len();
-    let kk = elem_count(&blk)?;
+    let kk = check_elems(&blk)?;
     if xs[1] % kk != 0 {
         return Err(invalid(format!(
             "input dim 1 ({}) is not a multiple of the block size {kk}",
@@ -456,7 +460,7 @@ pub(super) fn col2im_op<T: Real>(
     }
     let mut shape = vec![xs[0], c];
     shape.extend(&img);
-    let out_sp = elem_count(&shape)? / (xs[0] * c).max(1);
+    let out_sp = check_elems(&shape)? / (xs[0] * c).max(1);
     let xd = fdata::<T>(x, "input")?;
     let mut y = vec![T::zero(); xs[0] * c * out_sp];
     if !y.is_empty() {
@@ -513,7 +517,7 @@ fn int_conv(
         .enumerate()
         .map(|(i, v)| v - wzp[i / per.max(1)])
         .collect();
-    let y = conv_core(&xd, &wd, bias, &s);
+    let y = conv_core(&xd, &wd, bias, &s)?;
     Ok((y, s))
 }
 
@@ -651,7 +655,7 @@ pub(super) fn deform_conv<T: Real>(inputs: &[Option<&Value>], a: &ConvAttrs, off
             return Err(invalid(format!("mask shape {:?}, expected {want_mask:?}", mk.shape())));
         }
     }
-    elem_count(&[s.c, kk, out_sp])?;
+    check_elems(&[s.c, kk, out_sp])?;
     let (xd, wd, od) = (fdata::<T>(x, "X")?, fdata::<T>(w, "W")?, fdata::<T>(off, "offset")?);
     let md = match mask {
         Some(mk) => Some(fdata::<T>(mk, "mask")?),
@@ -690,7 +694,7 @@ pub(super) fn deform_conv<T: Real>(inputs: &[Option<&Value>], a: &ConvAttrs, off
             let wg = &wd[gi * mg * cg * kk..][..mg * cg * kk];
             let colg = &col[gi * cg * kk * out_sp..][..cg * kk * out_sp];
             let yg = &mut y[(bi * s.m + gi * mg) * out_sp..][..mg * out_sp];
-            gemm_rows(mg, cg * kk, out_sp, wg, colg, out_sp, yg);
+            gemm_rows(mg, cg * kk, out_sp, wg, colg, out_sp, yg)?;
         }
     }
     add_bias(&mut y, bd.as_deref(), s.m, out_sp);
@@ -722,7 +726,7 @@ pub(super) fn causal_conv<T: Real>(inputs: &[Option<&Value>], silu: bool) -> OpR
             )));
         }
     }
-    let len = elem_count(&[nb, c, st + l])?;
+    let len = check_elems(&[nb, c, st + l])?;
     let (xd, wd) = (fdata::<T>(x, "input")?, fdata::<T>(w, "weight")?);
     let bd = bias_data::<T>(b, c)?;
     let pd = match past {

@@ -1,7 +1,7 @@
 //! Normalizations (batch, instance, layer, group, RMS, LRN, MVN, Lp) and
 //! Dropout. Statistics are computed per contiguous row in the compute type.
 
-use super::{build, elem_count, fdata, Real};
+use super::{build, check_elems, fdata, Real};
 use crate::error::{invalid, OpResult};
 use crate::ops::{opt_tensor_in, tensor_in, EvalCtx};
 use carbide_ir::ops::{normalize_axis, NnOp};
@@ -403,7 +403,7 @@ pub(super) fn dropout(
         None => false,
     };
     let shape = x.shape().to_vec();
-    let n = elem_count(&shape)?;
+    let n = check_elems(&shape)?;
     if !training || ratio == 0.0 {
         let mut out = vec![x.clone()];
         if cx.num_outputs > 1 {

@@ -3,7 +3,7 @@
 //! dilation and ceil_mode never need bounds checks in the inner loop.
 
 use super::conv::decompose;
-use super::{build, elem_count, fdata, Real};
+use super::{build, check_elems, fdata, Real};
 use crate::error::{invalid, OpResult};
 use crate::ops::{dtype_unsupported, opt_tensor_in, tensor_in};
 use carbide_ir::ops::nn::geom::{unpool_dim, DimGeom};
@@ -67,7 +67,7 @@ fn pool_geom(xs: &[usize], a: &PoolAttrs) -> OpResult<PoolGeom> {
     let geo = win.resolve(&xs[2..], &kernel).map_err(invalid)?;
     let mut out_shape = xs[..2].to_vec();
     out_shape.extend(geo.iter().map(|g| g.out));
-    elem_count(&out_shape)?;
+    check_elems(&out_shape)?;
     let taps = geo.iter().map(taps).collect();
     Ok(PoolGeom {
         planes: xs[0] * xs[1],
@@ -316,8 +316,8 @@ pub(super) fn max_unpool(
         }
         None => inferred.clone(),
     };
-    elem_count(&shape)?;
-    let total = elem_count(&inferred)?;
+    check_elems(&shape)?;
+    let total = check_elems(&inferred)?;
     let idx: Vec<usize> = ind
         .to_i64_vec()
         .ok_or_else(|| invalid("indices must be an integer tensor"))?

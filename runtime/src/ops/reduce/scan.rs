@@ -1,7 +1,7 @@
 //! Ops that walk one axis: ArgMax/ArgMin, CumSum/CumProd and TopK.
 
 use super::axes::fold_groups;
-use super::{array_from, checked_len, norm_axis, num_apply, num_map, scalar_axis, split_at_axis, Num, PAR_MIN};
+use super::{array_from, check_elems, norm_axis, num_apply, num_map, scalar_axis, split_at_axis, Num, PAR_MIN};
 use crate::error::{invalid, unsupported, OpResult};
 use crate::ops::elementwise::for_chunks;
 use carbide_ir::ndarray::ArrayD;
@@ -157,7 +157,7 @@ fn topk_num<T: Num>(a: &ArrayD<T>, axis: usize, k: usize, largest: bool) -> OpRe
     let mut shape = a.shape().to_vec();
     let (outer, len, inner) = split_at_axis(&shape, axis);
     shape[axis] = k;
-    let n = checked_len(&shape)?;
+    let n = check_elems(&shape)?;
     let data = contiguous(a);
     let mut vals = vec![T::default(); n];
     let mut idxs = vec![0i64; n];

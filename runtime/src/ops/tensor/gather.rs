@@ -2,8 +2,8 @@
 //! ScatterND, TensorScatter, OneHot, NonZero, Compress, Unique.
 
 use super::util::{
-    arith_zip_map, checked_numel, for_each_index, ints_in, norm_axis, norm_index, opt_ints_in, strides, take_map,
-    Arith, Elem,
+    arith_zip_map, check_elems, for_each_index, ints_in, norm_axis, norm_index, opt_ints_in, strides, take_map, Arith,
+    Elem,
 };
 use crate::error::{invalid, unsupported, OpResult};
 use crate::ops::tensor_in;
@@ -44,7 +44,7 @@ pub fn gather(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Value>> {
     let mut os: Vec<usize> = s[..ax].to_vec();
     os.extend_from_slice(it.shape());
     os.extend_from_slice(&s[ax + 1..]);
-    checked_numel(&os)?;
+    check_elems(&os)?;
     out(tensor_map!(x, a => to_owned_shape(a.select(Axis(ax), &idx), &os)?))
 }
 
@@ -117,7 +117,7 @@ fn nd_offsets(s: &[usize], q: &[usize], idx: &[i64], b: usize) -> OpResult<(Vec<
 }
 
 fn expand_blocks(offs: &[usize], inner: usize) -> OpResult<Vec<usize>> {
-    checked_numel(&[offs.len(), inner])?;
+    check_elems(&[offs.len(), inner])?;
     Ok(offs.iter().flat_map(|&o| o..o + inner).collect())
 }
 
@@ -290,7 +290,7 @@ pub fn one_hot(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Value>> {
     let ax = norm_axis(axis, q.len() + 1)?;
     let mut os = q.to_vec();
     os.insert(ax, d as usize);
-    let n = checked_numel(&os)?;
+    let n = check_elems(&os)?;
     let outer: usize = q[..ax].iter().product();
     let inner: usize = q[ax..].iter().product();
     out(tensor_map!(vals, v => one_hot_fill(v, &idx, d, outer, inner, &os, n)?))

@@ -102,7 +102,7 @@ pub fn concat(inputs: &[Option<&Value>], axis: i64) -> OpResult<Vec<Value>> {
     let total: usize = ts.iter().map(|t| t.shape()[ax]).sum();
     let mut s = first.shape().to_vec();
     s[ax] = total;
-    super::util::checked_numel(&s)?;
+    super::util::check_elems(&s)?;
     out(tensor_map!(first, a => {
         let views: Vec<ArrayViewD<_>> = ts.iter().map(|t| same(a, t).map(|x| x.view())).collect::<OpResult<_>>()?;
         concatenate(Axis(ax), &views).map_err(|e| invalid(format!("concat: {e}")))?
@@ -255,7 +255,7 @@ fn pad_with(x: &Tensor, pads: &[i64], axes: &[usize], mode: PadMode, fill: &Tens
         if d == 0 && o > 0 && mode != PadMode::Constant {
             return Err(invalid(format!("cannot pad an empty axis {ax} in a non-constant mode")));
         }
-        super::util::checked_numel(&[o])?;
+        super::util::check_elems(&[o])?;
         maps.push((0..o).map(|i| pad_source(i, pre, d, mode)).collect::<Vec<_>>());
     }
     let out_shape: Vec<usize> = maps.iter().map(|m| m.len()).collect();
@@ -319,7 +319,7 @@ pub fn center_crop_pad(inputs: &[Option<&Value>], axes: Option<&[i64]>) -> OpRes
             }
             None => d,
         };
-        super::util::checked_numel(&[t])?;
+        super::util::check_elems(&[t])?;
         let m: Vec<usize> = if t <= d {
             let start = (d - t) / 2;
             (start..start + t).collect()

@@ -2,7 +2,7 @@
 //! Reshape, Flatten, Squeeze, Unsqueeze, Shape, Size, ConstantOfShape,
 //! Range, EyeLike, Expand, Tile.
 
-use super::util::{checked_numel, ints_in, norm_axes, opt_ints_in, reshape as reshape_t, same, scalar_of, to_shape};
+use super::util::{check_elems, ints_in, norm_axes, opt_ints_in, reshape as reshape_t, same, scalar_of, to_shape};
 use crate::error::{invalid, unsupported, OpResult};
 use crate::ops::tensor_in;
 use carbide_ir::ndarray::{concatenate, ArrayD, Axis, IxDyn};
@@ -43,13 +43,13 @@ pub fn reshape_target(in_shape: &[usize], target: &[i64], allowzero: bool) -> Op
     }
     let total: usize = in_shape.iter().product();
     if let Some(k) = infer_at {
-        let rest = checked_numel(&out)?;
+        let rest = check_elems(&out)?;
         if rest == 0 || !total.is_multiple_of(rest) {
             return Err(invalid(format!("cannot reshape {in_shape:?} to {target:?}")));
         }
         out[k] = total / rest;
     }
-    if checked_numel(&out)? != total {
+    if check_elems(&out)? != total {
         return Err(invalid(format!(
             "cannot reshape {in_shape:?} ({total} elements) to {target:?}"
         )));
@@ -183,7 +183,7 @@ pub fn range(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
             0
         };
         let n = usize::try_from(n).map_err(|_| invalid("range too long"))?;
-        checked_numel(&[n])?;
+        check_elems(&[n])?;
         let iv: Vec<i64> = (0..n as i128).map(|i| (s + i * dl) as i64).collect();
         let t = Tensor::from_i64s(iv);
         return out(cast_int(&t, d)?);
@@ -303,7 +303,7 @@ pub fn expand(inputs: &[Option<&Value>]) -> OpResult<Vec<Value>> {
         .map(|&d| usize::try_from(d).map_err(|_| invalid(format!("negative dim in shape {target:?}"))))
         .collect::<OpResult<_>>()?;
     let s = broadcast(x.shape(), &target)?;
-    checked_numel(&s)?;
+    check_elems(&s)?;
     out(tensor_map!(x, a => a
         .broadcast(IxDyn(&s))
         .ok_or_else(|| invalid(format!("cannot expand {:?} to {s:?}", x.shape())))?
@@ -337,7 +337,7 @@ pub fn tile(inputs: &[Option<&Value>], legacy: bool) -> OpResult<Vec<Value>> {
         .zip(&reps)
         .map(|(&d, &k)| d.checked_mul(k).ok_or_else(|| invalid("tiled shape overflows")))
         .collect::<OpResult<_>>()?;
-    checked_numel(&s)?;
+    check_elems(&s)?;
     if s.contains(&0) {
         return out(Tensor::zeros(x.dtype(), &s).ok_or_else(|| unsupported(format!("Tile on {}", x.dtype())))?);
     }

@@ -7,27 +7,8 @@ use carbide_ir::ndarray::{ArrayD, IxDyn};
 use carbide_ir::{bf16, f16, DType, Tensor, Value};
 use std::cmp::Ordering;
 
-/// Largest element count a kernel allocates from input-controlled shapes.
-pub const MAX_ELEMS: usize = 1 << 31;
-
 /// Marks "no source element" (use the fill value) in an index map.
 pub const NONE: usize = usize::MAX;
-
-/// Element count of `shape`, refusing overflow and anything over [`MAX_ELEMS`].
-pub fn checked_numel(shape: &[usize]) -> OpResult<usize> {
-    let mut n: usize = 1;
-    for &d in shape {
-        n = n
-            .checked_mul(d)
-            .ok_or_else(|| invalid(format!("shape {shape:?} is too large")))?;
-    }
-    if n > MAX_ELEMS && !shape.contains(&0) {
-        return Err(invalid(format!(
-            "shape {shape:?} has {n} elements, more than the limit {MAX_ELEMS}"
-        )));
-    }
-    Ok(n)
-}
 
 /// Converts a shape read from a tensor, rejecting negative dims and huge counts.
 pub fn to_shape(v: &[i64], what: &str) -> OpResult<Vec<usize>> {
@@ -35,7 +16,7 @@ pub fn to_shape(v: &[i64], what: &str) -> OpResult<Vec<usize>> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| invalid(format!("{what} {v:?} has a negative dim"))))
         .collect::<OpResult<Vec<usize>>>()?;
-    checked_numel(&s)?;
+    check_elems(&s)?;
     Ok(s)
 }
 
@@ -179,7 +160,7 @@ pub fn take_map<T: Clone>(src: &ArrayD<T>, idx: &[usize], fill: &T, shape: &[usi
 /// axis (output coordinate -> input coordinate or [`NONE`]).
 pub fn compose_maps(maps: &[Vec<usize>], in_shape: &[usize]) -> OpResult<Vec<usize>> {
     let out_shape: Vec<usize> = maps.iter().map(|m| m.len()).collect();
-    let n = checked_numel(&out_shape)?;
+    let n = check_elems(&out_shape)?;
     let st = strides(in_shape);
     let mut idx = Vec::with_capacity(n);
     idx.push(0usize);
@@ -197,7 +178,7 @@ pub fn compose_maps(maps: &[Vec<usize>], in_shape: &[usize]) -> OpResult<Vec<usi
 
 /// Same data in a new row-major shape (element counts must match).
 pub fn reshape(t: &Tensor, shape: &[usize]) -> OpResult<Tensor> {
-    let n = checked_numel(shape)?;
+    let n = check_elems(shape)?;
     if n != t.len() {
         return Err(invalid(format!(
             "cannot reshape {:?} ({} elements) to {shape:?}",
@@ -324,4 +305,5 @@ macro_rules! arith_zip_map {
         }
     }};
 }
+pub use crate::ops::{check_elems, MAX_ELEMS};
 pub(crate) use arith_zip_map;

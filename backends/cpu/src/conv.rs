@@ -1,0 +1,775 @@
+//! 2-D convolution (NCHW, groups, pads, strides, dilations) as GEMM:
+//! weights are pre-packed at compile time into MR-row panels (the A
+//! operand), and each part packs its B panels straight from the image
+//! (implicit im2col; a plain copy for 1x1 stride-1 unpadded convolutions),
+//! then runs the GEMM microkernel with the fused bias/activation/residual
+//! epilogue. Parts split (batch, group, pixel block, channel block) tasks.
+
+use crate::cexpr::{slot, Params};
+use crate::gemm::{check_schedule, default_schedule, microkernel};
+use crate::group::{broadcast_strides, chain, is_f32, shape_text};
+use crate::target::Target;
+use crate::{CodegenError, KernelGroup, LoweredKernel};
+use carbide_ir::kernel::{BinaryFn, BufferArg, Expr, KernelCall, ParamExpr, Schedule, WorkloadKey};
+use carbide_ir::ops::nn::{NnOp, Window};
+use carbide_ir::{Dim, Node, Op, Tensor};
+use std::fmt::Write;
+
+struct Geometry {
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    ph: i64,
+    pw: i64,
+    dh: usize,
+    dw: usize,
+    groups: usize,
+}
+
+/// Packs OIHW weights per group into panels of `mr` output channels, k-major.
+fn pack_weights(w: &Tensor, g: &Geometry, mr: usize) -> Option<Vec<u8>> {
+    let Tensor::F32(arr) = w else { return None };
+    let data: Vec<f32> = arr.iter().copied().collect();
+    let mg = g.m / g.groups;
+    let kd = (g.c / g.groups) * g.kh * g.kw;
+    let np = mg.div_ceil(mr);
+    let mut out = Vec::with_capacity(g.groups * np * kd * mr * 4);
+    for grp in 0..g.groups {
+        for ip in 0..np {
+            for k in 0..kd {
+                for r in 0..mr {
+                    let row = ip * mr + r;
+                    let v = if row < mg { data[(grp * mg + row) * kd + k] } else { 0.0 };
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+pub fn lower(
+    group: &KernelGroup,
+    anchor: &Node,
+    target: &Target,
+    schedule: Option<&Schedule>,
+) -> Result<Option<LoweredKernel>, CodegenError> {
+    let Op::Nn(NnOp::Conv(attrs)) = &anchor.op else {
+        return Ok(None);
+    };
+    let find = |name: &str| group.inputs.iter().position(|v| v.name == name);
+    let (Some(xi), Some(wi)) = (find(&anchor.inputs[0]), anchor.inputs.get(1).and_then(|n| find(n))) else {
+        return Ok(None);
+    };
+    let (xt, wt) = (&group.inputs[xi].ty, &group.inputs[wi].ty);
+    let Some(wconst) = group.inputs[wi].constant.clone() else {
+        return Ok(None);
+    };
+    let (Some(xs), Some(ws)) = (xt.shape.as_ref(), wt.concrete_shape()) else {
+        return Ok(None);
+    };
+    if !is_f32(xt) || !is_f32(wt) || xs.len() != 4 || ws.len() != 4 || anchor.outputs.len() != 1 {
+        return Ok(None);
+    }
+    let (Some(c), Some(h), Some(w)) = (xs[1].known(), xs[2].known(), xs[3].known()) else {
+        return Ok(None);
+    };
+    let Some(out_shape) = group.outputs.first().and_then(|o| o.ty.shape.clone()) else {
+        return Ok(None);
+    };
+    if out_shape.len() != 4 || out_shape[0] != xs[0] {
+        return Ok(None);
+    }
+    let groups = attrs.group.max(1) as usize;
+    let (m, kh, kw) = (ws[0], ws[2], ws[3]);
+    if c % groups != 0 || m % groups != 0 || ws[1] != c / groups {
+        return Ok(None);
+    }
+    if attrs
+        .kernel_shape
+        .as_ref()
+        .is_some_and(|k| k != &[kh as i64, kw as i64])
+    {
+        return Ok(None);
+    }
+    let Ok(win) = Window::new(2, attrs.auto_pad, &attrs.pads, &attrs.strides, &attrs.dilations, false) else {
+        return Ok(None);
+    };
+    let Ok(geo) = win.resolve(&[h, w], &[kh, kw]) else {
+        return Ok(None);
+    };
+    let g = Geometry {
+        c,
+        h,
+        w,
+        m,
+        oh: geo[0].out,
+        ow: geo[1].out,
+        kh,
+        kw,
+        sh: geo[0].stride,
+        sw: geo[1].stride,
+        ph: geo[0].pad_begin,
+        pw: geo[1].pad_begin,
+        dh: geo[0].dilation,
+        dw: geo[1].dilation,
+        groups,
+    };
+    if out_shape[1..] != [Dim::Known(m), Dim::Known(g.oh), Dim::Known(g.ow)] {
+        return Ok(None);
+    }
+    // Epilogue: per-channel bias, then the fused chain.
+    let Some(mut ch) = chain(group, &group.nodes[1..], Some(&anchor.outputs[0])) else {
+        return Ok(None);
+    };
+    let mut eop_strides: Vec<(ParamExpr, ParamExpr, i64)> = Vec::new(); // (batch, channel, pixel in {0,1})
+    let p_total = g.oh * g.ow;
+    for &op in &ch.operands {
+        let Some(st) = broadcast_strides(&group.inputs[op].ty, op, &out_shape) else {
+            return Ok(None);
+        };
+        let pix = match (&st[2], &st[3]) {
+            (ParamExpr::Const(0), ParamExpr::Const(0)) => 0,
+            (ParamExpr::Const(a), ParamExpr::Const(1)) if *a as usize == g.ow => 1,
+            _ => return Ok(None),
+        };
+        eop_strides.push((st[0].clone(), st[1].clone(), pix));
+    }
+    if let Some(bname) = anchor.inputs.get(2).filter(|s| !s.is_empty()) {
+        let Some(bi) = find(bname) else { return Ok(None) };
+        if !is_f32(&group.inputs[bi].ty) || group.inputs[bi].ty.concrete_shape() != Some(vec![m]) {
+            return Ok(None);
+        }
+        let slot_ix = ch.operands.len();
+        ch.operands.push(bi);
+        eop_strides.push((ParamExpr::Const(0), ParamExpr::Const(1), 0));
+        ch.expr = crate::gemm::substitute_acc(&ch.expr, &Expr::binary(BinaryFn::Add, Expr::Acc, Expr::Load(slot_ix)));
+    }
+    if groups == c && m == c && groups > 1 {
+        return Ok(Some(depthwise(
+            &g,
+            &ch,
+            &eop_strides,
+            xi,
+            wi,
+            &xs[0],
+            &anchor.name,
+            target,
+            schedule,
+            xt,
+            wt,
+            &group.outputs[0].ty,
+        )));
+    }
+    let sched = schedule.cloned().unwrap_or_else(|| default_schedule(target));
+    let (mr, nr, kc, mc, nc) = check_schedule(&sched, target, &anchor.name)?;
+    let Some(packed) = pack_weights(&wconst, &g, mr) else {
+        return Ok(None);
+    };
+    let workload = WorkloadKey {
+        op: "conv2d".into(),
+        shapes: vec![shape_text(xt), shape_text(wt), shape_text(&group.outputs[0].ty)],
+        dtypes: vec!["f32".into()],
+        epilogue: ch.expr.describe(),
+        attrs: vec![format!(
+            "group={},strides={}x{},pads={}x{},dilations={}x{}",
+            g.groups, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw
+        )],
+        target: target.name().to_string(),
+    };
+    let entry = format!(
+        "carbide_conv_{}_{}",
+        workload.hex(),
+        anchor
+            .name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(24)
+            .collect::<String>()
+    );
+    let mut buffers = Vec::new();
+    let x_slot = slot(BufferArg::Input(xi), &mut buffers);
+    let w_slot = slot(BufferArg::Packed(0), &mut buffers);
+    let y_slot = slot(BufferArg::Output(0), &mut buffers);
+    let scratch_bytes = (nc * kc * 4).div_ceil(64) * 64;
+    let s_slot = slot(
+        BufferArg::Scratch {
+            bytes: ParamExpr::Const(scratch_bytes as i64),
+            per_part: true,
+        },
+        &mut buffers,
+    );
+    let e_slots: Vec<usize> = ch
+        .operands
+        .iter()
+        .map(|&i| slot(BufferArg::Input(i), &mut buffers))
+        .collect();
+    let mut p = Params::default();
+    let batch = match &xs[0] {
+        Dim::Known(n) => ParamExpr::Const(*n as i64),
+        _ => ParamExpr::InputDim { input: xi, axis: 0 },
+    };
+    let cg = c / groups;
+    let mg = m / groups;
+    let kd = cg * kh * kw;
+    let np_w = mg.div_ceil(mr);
+    let pointwise = kh == 1 && kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.oh == h && g.ow == w;
+    let eops_ukr: Vec<(Vec<ParamExpr>, ParamExpr, i64)> = eop_strides
+        .iter()
+        .map(|(b, mm, px)| (vec![b.clone()], mm.clone(), *px))
+        .collect();
+
+    let mut s = String::new();
+    s.push_str(
+        &microkernel(mr, nr, target.vector_width(), &ch.expr, &eops_ukr)
+            .replace("void ukr(", &format!("void ukr_{entry}(")),
+    );
+    let _ = writeln!(
+        s,
+        "void {entry}(void *const *bufs, const int64_t *p, int64_t part, int64_t num_parts) {{"
+    );
+    let _ = writeln!(s, "    (void)p;");
+    let _ = writeln!(s, "    const float *X = (const float *)bufs[{x_slot}];");
+    let _ = writeln!(s, "    const float *Wp = (const float *)bufs[{w_slot}];");
+    let _ = writeln!(s, "    float *Y = (float *)bufs[{y_slot}];");
+    let _ = writeln!(
+        s,
+        "    float *Bp = (float *)((char *)bufs[{s_slot}] + part * (int64_t){scratch_bytes});"
+    );
+    let _ = writeln!(s, "    const int64_t NB = {};", p.c(batch.clone()));
+    for (i, sl) in e_slots.iter().enumerate() {
+        let _ = writeln!(s, "    const float *E{i} = (const float *)bufs[{sl}];");
+        let _ = writeln!(
+            s,
+            "    const int64_t esb{i} = {}, esm{i} = {};",
+            p.c(eop_strides[i].0.clone()),
+            p.c(eop_strides[i].1.clone())
+        );
+    }
+    let _ = writeln!(s, "    const int64_t P = {p_total}, K = {kd};");
+    let _ = writeln!(
+        s,
+        "    const int64_t mblocks = ({mg} + {mc} - 1) / {mc}, pblocks = (P + {nc} - 1) / {nc};"
+    );
+    let _ = writeln!(s, "    const int64_t ntasks = NB * {groups} * mblocks * pblocks;");
+    let _ = writeln!(
+        s,
+        "    const int64_t t0 = ntasks * part / num_parts, t1 = ntasks * (part + 1) / num_parts;"
+    );
+    let _ = writeln!(s, "    for (int64_t t = t0; t < t1; t++) {{");
+    let _ = writeln!(s, "        const int64_t mb = t % mblocks, pb = (t / mblocks) % pblocks, g = (t / (mblocks * pblocks)) % {groups}, n = t / (mblocks * pblocks * {groups});");
+    let _ = writeln!(
+        s,
+        "        const int64_t i0 = mb * {mc}, mcur = min_i64({mc}, {mg} - i0);"
+    );
+    let _ = writeln!(s, "        const int64_t j0 = pb * {nc}, ncur = min_i64({nc}, P - j0);");
+    let _ = writeln!(s, "        const float *Xg = X + (n * {c} + g * {cg}) * {};", h * w);
+    let _ = writeln!(s, "        float *Yg = Y + (n * {m} + g * {mg}) * P;");
+    let _ = writeln!(s, "        const float *Ag = Wp + g * {};", np_w * kd * mr);
+    let _ = writeln!(s, "        for (int64_t pc = 0; pc < K; pc += {kc}) {{");
+    let _ = writeln!(s, "            const int64_t kcur = min_i64({kc}, K - pc);");
+    let _ = writeln!(s, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
+    let _ = writeln!(s, "                float *dst = Bp + jp * kcur;");
+    let _ = writeln!(
+        s,
+        "                const int64_t wdt = min_i64({nr}, ncur - jp), pix0 = j0 + jp;"
+    );
+    let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
+    let _ = writeln!(s, "                    float *d = dst + k * {nr};");
+    if pointwise {
+        let _ = writeln!(s, "                    const float *src = Xg + (pc + k) * P + pix0;");
+        let _ = writeln!(
+            s,
+            "                    int64_t q = 0; for (; q < wdt; q++) d[q] = src[q]; for (; q < {nr}; q++) d[q] = 0.0f;"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "                    const int64_t kk = pc + k, ci = kk / {}, ky = (kk / {kw}) % {kh}, kx = kk % {kw};",
+            kh * kw
+        );
+        let _ = writeln!(s, "                    const float *plane = Xg + ci * {};", h * w);
+        let _ = writeln!(
+            s,
+            "                    int64_t oh = pix0 / {ow}, ow = pix0 % {ow};",
+            ow = g.ow
+        );
+        let _ = writeln!(s, "                    int64_t q = 0;");
+        let _ = writeln!(s, "                    for (; q < wdt; q++) {{");
+        let _ = writeln!(
+            s,
+            "                        const int64_t ih = oh * {} - {} + ky * {}, iw = ow * {} - {} + kx * {};",
+            g.sh, g.ph, g.dh, g.sw, g.pw, g.dw
+        );
+        let _ = writeln!(s, "                        d[q] = (ih >= 0 && ih < {h} && iw >= 0 && iw < {w}) ? plane[ih * {w} + iw] : 0.0f;");
+        let _ = writeln!(s, "                        if (++ow == {}) {{ ow = 0; oh++; }}", g.ow);
+        let _ = writeln!(s, "                    }}");
+        let _ = writeln!(s, "                    for (; q < {nr}; q++) d[q] = 0.0f;");
+    }
+    let _ = writeln!(s, "                }}\n            }}");
+    let _ = writeln!(s, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
+    let _ = writeln!(s, "                for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
+    let _ = writeln!(s, "                    const int64_t i = i0 + ip, j = j0 + jp;");
+    let ne = e_slots.len();
+    if ne > 0 {
+        let bases: Vec<String> = (0..ne)
+            .map(|k| format!("E{k} + n * esb{k} + (g * {mg} + i) * esm{k} + j * {}", eop_strides[k].2))
+            .collect();
+        let strides: Vec<String> = (0..ne).map(|k| format!("esm{k}")).collect();
+        let _ = writeln!(
+            s,
+            "                    const float *const eb[{ne}] = {{{}}};",
+            bases.join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "                    const int64_t es[{ne}] = {{{}}};",
+            strides.join(", ")
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "                    const float *const *eb = 0; const int64_t *es = 0;"
+        );
+    }
+    let _ = writeln!(s, "                    ukr_{entry}(kcur, Ag + (i / {mr}) * K * {mr} + pc * {mr}, Bp + jp * kcur, Yg + i * P + j, P, min_i64({mr}, mcur - ip), min_i64({nr}, ncur - jp), pc > 0, pc + kcur >= K, eb, es);");
+    let _ = writeln!(s, "                }}\n            }}\n        }}\n    }}\n}}");
+    let tasks = ParamExpr::Mul(
+        Box::new(batch),
+        Box::new(ParamExpr::Const(
+            (groups * mg.div_ceil(mc) * p_total.div_ceil(nc)) as i64,
+        )),
+    );
+    Ok(Some(LoweredKernel {
+        call: KernelCall {
+            entry,
+            buffers,
+            params: p.exprs,
+            packed: vec![packed],
+            max_parts: Some(tasks),
+        },
+        source: s,
+        schedule: sched,
+        workload,
+    }))
+}
+
+/// Depthwise convolution (one filter per channel): each part copies its
+/// channel planes into a zero-padded scratch plane, then computes output
+/// rows with vector FMAs along the width (stride 1) or scalar loops, and
+/// applies the fused epilogue per element.
+#[allow(clippy::too_many_arguments)]
+fn depthwise(
+    g: &Geometry,
+    ch: &crate::group::Chain,
+    eop_strides: &[(ParamExpr, ParamExpr, i64)],
+    xi: usize,
+    wi: usize,
+    batch_dim: &Dim,
+    name: &str,
+    target: &Target,
+    schedule: Option<&Schedule>,
+    xt: &carbide_ir::TensorType,
+    wt: &carbide_ir::TensorType,
+    yt: &carbide_ir::TensorType,
+) -> LoweredKernel {
+    let vw = target.vector_width();
+    let sched = schedule.cloned().unwrap_or_else(|| Schedule {
+        tiles: Default::default(),
+        loop_order: vec!["plane".into(), "oh".into(), "ow".into()],
+        vector_axis: Some("ow".into()),
+        vector_width: vw,
+        unroll: Default::default(),
+        parallel_axis: Some("plane".into()),
+        weight_layout: carbide_ir::kernel::WeightLayout::RowMajor,
+        microkernel: None,
+    });
+    let workload = WorkloadKey {
+        op: "depthwise2d".into(),
+        shapes: vec![shape_text(xt), shape_text(wt), shape_text(yt)],
+        dtypes: vec!["f32".into()],
+        epilogue: ch.expr.describe(),
+        attrs: vec![format!(
+            "strides={}x{},pads={}x{},dilations={}x{}",
+            g.sh, g.sw, g.ph, g.pw, g.dh, g.dw
+        )],
+        target: target.name().to_string(),
+    };
+    let entry = format!(
+        "carbide_dw_{}_{}",
+        workload.hex(),
+        name.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(24)
+            .collect::<String>()
+    );
+    // Padded plane: every window of every output fits, plus a vector of slack per row.
+    let hp = (g.h as i64 + g.ph).max(((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1) as i64) as usize;
+    let wp = (g.w as i64 + g.pw).max(((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) as i64) as usize + vw;
+    let scratch_bytes = (hp * wp * 4).div_ceil(64) * 64;
+    let mut buffers = Vec::new();
+    let x_slot = slot(BufferArg::Input(xi), &mut buffers);
+    let w_slot = slot(BufferArg::Input(wi), &mut buffers);
+    let y_slot = slot(BufferArg::Output(0), &mut buffers);
+    let s_slot = slot(
+        BufferArg::Scratch {
+            bytes: ParamExpr::Const(scratch_bytes as i64),
+            per_part: true,
+        },
+        &mut buffers,
+    );
+    let e_slots: Vec<usize> = ch
+        .operands
+        .iter()
+        .map(|&i| slot(BufferArg::Input(i), &mut buffers))
+        .collect();
+    let mut p = Params::default();
+    let batch = match batch_dim {
+        Dim::Known(n) => ParamExpr::Const(*n as i64),
+        _ => ParamExpr::InputDim { input: xi, axis: 0 },
+    };
+    let (c, h, w, oh, ow, kh, kw) = (g.c, g.h, g.w, g.oh, g.ow, g.kh, g.kw);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "void {entry}(void *const *bufs, const int64_t *p, int64_t part, int64_t num_parts) {{"
+    );
+    let _ = writeln!(s, "    (void)p;");
+    let _ = writeln!(s, "    const float *X = (const float *)bufs[{x_slot}];");
+    let _ = writeln!(s, "    const float *Wt = (const float *)bufs[{w_slot}];");
+    let _ = writeln!(s, "    float *Y = (float *)bufs[{y_slot}];");
+    let _ = writeln!(
+        s,
+        "    float *pad = (float *)((char *)bufs[{s_slot}] + part * (int64_t){scratch_bytes});"
+    );
+    for (i, sl) in e_slots.iter().enumerate() {
+        let _ = writeln!(s, "    const float *E{i} = (const float *)bufs[{sl}];");
+        let _ = writeln!(
+            s,
+            "    const int64_t esb{i} = {}, esm{i} = {};",
+            p.c(eop_strides[i].0.clone()),
+            p.c(eop_strides[i].1.clone())
+        );
+    }
+    let _ = writeln!(s, "    const int64_t planes = {} * {c};", p.c(batch.clone()));
+    let _ = writeln!(
+        s,
+        "    const int64_t q0 = planes * part / num_parts, q1 = planes * (part + 1) / num_parts;"
+    );
+    let _ = writeln!(s, "    for (int64_t q = q0; q < q1; q++) {{");
+    let _ = writeln!(s, "        const int64_t n = q / {c}, ch = q % {c};");
+    let _ = writeln!(
+        s,
+        "        const float *x = X + q * {}; float *y = Y + q * {}; const float *wk = Wt + ch * {};",
+        h * w,
+        oh * ow,
+        kh * kw
+    );
+    let _ = writeln!(s, "        memset(pad, 0, sizeof(float) * {});", hp * wp);
+    let _ = writeln!(s, "        for (int64_t i = 0; i < {h}; i++) memcpy(pad + (i + {}) * {wp} + {}, x + i * {w}, sizeof(float) * {w});", g.ph, g.pw);
+    for i in 0..e_slots.len() {
+        let _ = writeln!(s, "        const float *e{i} = E{i} + n * esb{i} + ch * esm{i};");
+    }
+    let _ = writeln!(s, "        for (int64_t i = 0; i < {oh}; i++) {{");
+    let _ = writeln!(s, "            const float *prow = pad + i * {} * {wp};", g.sh);
+    let _ = writeln!(s, "            float *yrow = y + i * {ow};");
+    let _ = writeln!(s, "            int64_t j = 0;");
+    let eop_px: Vec<i64> = eop_strides.iter().map(|e| e.2).collect();
+    if g.sw == 1 {
+        let _ = writeln!(s, "            for (; j + VW <= {ow}; j += VW) {{");
+        let _ = writeln!(s, "                vf acc = VZERO();");
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let _ = writeln!(
+                    s,
+                    "                acc = VFMA(VSET1(wk[{}]), VLOAD(prow + {} + j), acc);",
+                    ky * kw + kx,
+                    ky * g.dh * wp + kx * g.dw
+                );
+            }
+        }
+        let load = |i: usize| {
+            if eop_px[i] == 1 {
+                format!("VLOAD(e{i} + i * {ow} + j)")
+            } else {
+                format!("VSET1(e{i}[0])")
+            }
+        };
+        let _ = writeln!(
+            s,
+            "                VSTORE(yrow + j, {});",
+            crate::cexpr::emit(&ch.expr, crate::cexpr::Mode::Vector, "acc", &load)
+        );
+        let _ = writeln!(s, "            }}");
+    }
+    let _ = writeln!(s, "            for (; j < {ow}; j++) {{");
+    let _ = writeln!(
+        s,
+        "                float acc = 0.0f; const float *pw0 = prow + j * {};",
+        g.sw
+    );
+    for ky in 0..kh {
+        for kx in 0..kw {
+            let _ = writeln!(
+                s,
+                "                acc += wk[{}] * pw0[{}];",
+                ky * kw + kx,
+                ky * g.dh * wp + kx * g.dw
+            );
+        }
+    }
+    let sload = |i: usize| {
+        if eop_px[i] == 1 {
+            format!("e{i}[i * {ow} + j]")
+        } else {
+            format!("e{i}[0]")
+        }
+    };
+    let _ = writeln!(
+        s,
+        "                yrow[j] = {};",
+        crate::cexpr::emit(&ch.expr, crate::cexpr::Mode::Scalar, "acc", &sload)
+    );
+    let _ = writeln!(s, "            }}\n        }}\n    }}\n}}");
+    LoweredKernel {
+        call: KernelCall {
+            entry,
+            buffers,
+            params: p.exprs,
+            packed: vec![],
+            max_parts: Some(ParamExpr::Mul(Box::new(batch), Box::new(ParamExpr::Const(c as i64)))),
+        },
+        source: s,
+        schedule: sched,
+        workload,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::testutil::{check, check_neon, node, rand_tensor, tt};
+    use crate::{GroupValue, KernelGroup, Target};
+    use carbide_ir::ops::elementwise::{Binary, ElementwiseOp, Unary};
+    use carbide_ir::ops::nn::{AutoPad, ConvAttrs, NnOp};
+    use carbide_ir::{Op, Tensor};
+
+    struct Case {
+        x: [usize; 4],
+        m: usize,
+        k: [usize; 2],
+        strides: [i64; 2],
+        pads: [i64; 4],
+        dil: [i64; 2],
+        group: i64,
+        bias: bool,
+        residual: bool,
+        act: Option<Unary>,
+    }
+
+    fn build(c: &Case) -> (KernelGroup, Vec<Tensor>) {
+        let oh = (c.x[2] as i64 + c.pads[0] + c.pads[2] - c.dil[0] * (c.k[0] as i64 - 1) - 1) / c.strides[0] + 1;
+        let ow = (c.x[3] as i64 + c.pads[1] + c.pads[3] - c.dil[1] * (c.k[1] as i64 - 1) - 1) / c.strides[1] + 1;
+        let out = [c.x[0], c.m, oh as usize, ow as usize];
+        let wshape = [c.m, c.x[1] / c.group as usize, c.k[0], c.k[1]];
+        let (x, w, b, r) = (
+            rand_tensor(&c.x, 1),
+            rand_tensor(&wshape, 2),
+            rand_tensor(&[c.m], 3),
+            rand_tensor(&out, 4),
+        );
+        let mut inputs = vec![
+            GroupValue {
+                name: "x".into(),
+                ty: tt(&c.x),
+                constant: None,
+            },
+            GroupValue {
+                name: "w".into(),
+                ty: tt(&wshape),
+                constant: Some(w.clone()),
+            },
+        ];
+        let mut feeds = vec![x, w];
+        let mut conv_in = vec!["x", "w"];
+        if c.bias {
+            inputs.push(GroupValue {
+                name: "b".into(),
+                ty: tt(&[c.m]),
+                constant: Some(b.clone()),
+            });
+            feeds.push(b);
+            conv_in.push("b");
+        }
+        let attrs = ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: Some(c.dil.to_vec()),
+            group: c.group,
+            kernel_shape: None,
+            pads: Some(c.pads.to_vec()),
+            strides: Some(c.strides.to_vec()),
+        };
+        let mut nodes = vec![node("conv", Op::Nn(NnOp::Conv(attrs)), &conv_in, &["y0"])];
+        let mut last = "y0".to_string();
+        if c.residual {
+            inputs.push(GroupValue {
+                name: "r".into(),
+                ty: tt(&out),
+                constant: None,
+            });
+            feeds.push(r);
+            nodes.push(node(
+                "res",
+                Op::Elementwise(ElementwiseOp::Binary {
+                    op: Binary::Add,
+                    legacy_axis: None,
+                }),
+                &[&last, "r"],
+                &["y1"],
+            ));
+            last = "y1".into();
+        }
+        if let Some(a) = c.act {
+            nodes.push(node("act", Op::Elementwise(ElementwiseOp::Unary(a)), &[&last], &["y2"]));
+            last = "y2".into();
+        }
+        (
+            KernelGroup {
+                nodes,
+                inputs,
+                outputs: vec![GroupValue {
+                    name: last,
+                    ty: tt(&out),
+                    constant: None,
+                }],
+            },
+            feeds,
+        )
+    }
+
+    fn cases() -> Vec<Case> {
+        vec![
+            Case {
+                x: [1, 5, 11, 11],
+                m: 13,
+                k: [3, 3],
+                strides: [1, 1],
+                pads: [1, 1, 1, 1],
+                dil: [1, 1],
+                group: 1,
+                bias: true,
+                residual: false,
+                act: Some(Unary::Relu),
+            },
+            Case {
+                x: [2, 6, 13, 10],
+                m: 4,
+                k: [3, 2],
+                strides: [2, 1],
+                pads: [0, 1, 2, 0],
+                dil: [2, 1],
+                group: 2,
+                bias: false,
+                residual: false,
+                act: None,
+            },
+            Case {
+                x: [2, 40, 7, 9],
+                m: 30,
+                k: [1, 1],
+                strides: [1, 1],
+                pads: [0, 0, 0, 0],
+                dil: [1, 1],
+                group: 1,
+                bias: true,
+                residual: true,
+                act: Some(Unary::Relu),
+            },
+            Case {
+                x: [1, 3, 23, 23],
+                m: 16,
+                k: [7, 7],
+                strides: [2, 2],
+                pads: [3, 3, 3, 3],
+                dil: [1, 1],
+                group: 1,
+                bias: true,
+                residual: false,
+                act: Some(Unary::HardSwish),
+            },
+            Case {
+                x: [1, 8, 9, 9],
+                m: 8,
+                k: [3, 3],
+                strides: [1, 1],
+                pads: [1, 1, 1, 1],
+                dil: [1, 1],
+                group: 8,
+                bias: true,
+                residual: false,
+                act: Some(Unary::Sigmoid),
+            },
+            Case {
+                x: [2, 24, 14, 14],
+                m: 24,
+                k: [3, 3],
+                strides: [1, 1],
+                pads: [1, 1, 1, 1],
+                dil: [1, 1],
+                group: 24,
+                bias: true,
+                residual: true,
+                act: Some(Unary::Relu),
+            },
+            Case {
+                x: [1, 16, 15, 15],
+                m: 16,
+                k: [5, 5],
+                strides: [2, 2],
+                pads: [2, 2, 2, 2],
+                dil: [1, 1],
+                group: 16,
+                bias: false,
+                residual: false,
+                act: Some(Unary::HardSwish),
+            },
+            Case {
+                x: [1, 300, 5, 5],
+                m: 20,
+                k: [3, 3],
+                strides: [1, 1],
+                pads: [1, 1, 1, 1],
+                dil: [1, 1],
+                group: 1,
+                bias: true,
+                residual: true,
+                act: None,
+            },
+        ]
+    }
+
+    #[test]
+    fn conv2d_matches_reference() {
+        for t in ["x86-64-avx2", "x86-64-avx512"].map(|t| Target::parse(t).unwrap()) {
+            if !t.runs_on_host() {
+                continue;
+            }
+            for c in cases() {
+                let (g, feeds) = build(&c);
+                check(&g, &t, &feeds, 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn neon_conv2d_under_qemu() {
+        let (g, feeds) = build(&cases()[0]);
+        check_neon(&g, &feeds, 1e-4);
+    }
+}

@@ -1,0 +1,203 @@
+//! The C prelude every generated library starts with: a thin vector layer
+//! (`vf`, `VADD`, `VFMA`, ...) mapped to each target's intrinsics, and
+//! vectorized math (exp, erf, tanh, sigmoid) built on it, so kernel
+//! templates are written once for all targets.
+
+use crate::target::{Isa, Target};
+
+const AVX512: &str = r#"
+#include <immintrin.h>
+typedef __m512 vf;
+#define VW 16
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps((p), (v))
+#define VSET1(x) _mm512_set1_ps(x)
+#define VZERO() _mm512_setzero_ps()
+#define VADD(a, b) _mm512_add_ps(a, b)
+#define VSUB(a, b) _mm512_sub_ps(a, b)
+#define VMUL(a, b) _mm512_mul_ps(a, b)
+#define VDIV(a, b) _mm512_div_ps(a, b)
+#define VMAX(a, b) _mm512_max_ps(a, b)
+#define VMIN(a, b) _mm512_min_ps(a, b)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VSQRT(a) _mm512_sqrt_ps(a)
+#define VFLOOR(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC)
+#define VCEIL(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_POS_INF | _MM_FROUND_NO_EXC)
+#define VROUND(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VABS(a) _mm512_abs_ps(a)
+#define VNEG(a) _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32((int)0x80000000u)))
+/* a < b ? x : y */
+#define VSEL_LT(a, b, x, y) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x)
+/* 2^n for integral n in [-126, 127] */
+#define VPOW2I(n) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23))
+#define VHSUM(v) _mm512_reduce_add_ps(v)
+#define VHMAX(v) _mm512_reduce_max_ps(v)
+"#;
+
+const AVX2: &str = r#"
+#include <immintrin.h>
+typedef __m256 vf;
+#define VW 8
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define VSET1(x) _mm256_set1_ps(x)
+#define VZERO() _mm256_setzero_ps()
+#define VADD(a, b) _mm256_add_ps(a, b)
+#define VSUB(a, b) _mm256_sub_ps(a, b)
+#define VMUL(a, b) _mm256_mul_ps(a, b)
+#define VDIV(a, b) _mm256_div_ps(a, b)
+#define VMAX(a, b) _mm256_max_ps(a, b)
+#define VMIN(a, b) _mm256_min_ps(a, b)
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VSQRT(a) _mm256_sqrt_ps(a)
+#define VFLOOR(a) _mm256_floor_ps(a)
+#define VCEIL(a) _mm256_ceil_ps(a)
+#define VROUND(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VABS(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
+#define VNEG(a) _mm256_xor_ps(_mm256_set1_ps(-0.0f), a)
+#define VSEL_LT(a, b, x, y) _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ))
+#define VPOW2I(n) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
+static inline float VHSUM(vf v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+static inline float VHMAX(vf v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+"#;
+
+const NEON: &str = r#"
+#include <arm_neon.h>
+typedef float32x4_t vf;
+#define VW 4
+#define VLOAD(p) vld1q_f32(p)
+#define VSTORE(p, v) vst1q_f32((p), (v))
+#define VSET1(x) vdupq_n_f32(x)
+#define VZERO() vdupq_n_f32(0.0f)
+#define VADD(a, b) vaddq_f32(a, b)
+#define VSUB(a, b) vsubq_f32(a, b)
+#define VMUL(a, b) vmulq_f32(a, b)
+#define VDIV(a, b) vdivq_f32(a, b)
+#define VMAX(a, b) vmaxq_f32(a, b)
+#define VMIN(a, b) vminq_f32(a, b)
+#define VFMA(a, b, c) vfmaq_f32(c, a, b)
+#define VSQRT(a) vsqrtq_f32(a)
+#define VFLOOR(a) vrndmq_f32(a)
+#define VCEIL(a) vrndpq_f32(a)
+#define VROUND(a) vrndnq_f32(a)
+#define VABS(a) vabsq_f32(a)
+#define VNEG(a) vnegq_f32(a)
+#define VSEL_LT(a, b, x, y) vbslq_f32(vcltq_f32(a, b), x, y)
+#define VPOW2I(n) vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23))
+#define VHSUM(v) vaddvq_f32(v)
+#define VHMAX(v) vmaxvq_f32(v)
+"#;
+
+/// Target-independent vector and scalar math over the macro layer.
+const MATH: &str = r#"
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+
+/* e^x: range reduction to r in [-ln2/2, ln2/2], degree-7 Taylor (rel. error < 1e-7). */
+static inline vf v_exp(vf x) {
+    x = VMIN(VMAX(x, VSET1(-87.3f)), VSET1(88.3f));
+    vf n = VROUND(VMUL(x, VSET1(1.44269504088896341f)));
+    vf r = VFMA(n, VSET1(-0.693145751953125f), x);
+    r = VFMA(n, VSET1(-1.428606765330187045e-06f), r);
+    vf p = VSET1(1.0f / 5040.0f);
+    p = VFMA(p, r, VSET1(1.0f / 720.0f));
+    p = VFMA(p, r, VSET1(1.0f / 120.0f));
+    p = VFMA(p, r, VSET1(1.0f / 24.0f));
+    p = VFMA(p, r, VSET1(1.0f / 6.0f));
+    p = VFMA(p, r, VSET1(0.5f));
+    p = VFMA(p, r, VSET1(1.0f));
+    p = VFMA(p, r, VSET1(1.0f));
+    return VMUL(p, VPOW2I(n));
+}
+static inline vf v_sigmoid(vf x) { return VDIV(VSET1(1.0f), VADD(VSET1(1.0f), v_exp(VNEG(x)))); }
+/* tanh: odd series for |x| < 0.1 (no cancellation), 1 - 2/(e^2|x| + 1) above. */
+static inline vf v_tanh(vf x) {
+    vf ax = VABS(x);
+    vf x2 = VMUL(x, x);
+    vf small = VFMA(x2, VSET1(62.0f / 2835.0f), VSET1(-17.0f / 315.0f));
+    small = VFMA(small, x2, VSET1(2.0f / 15.0f));
+    small = VFMA(small, x2, VSET1(-1.0f / 3.0f));
+    small = VFMA(VMUL(small, x2), ax, ax);
+    vf e = v_exp(VMUL(ax, VSET1(2.0f)));
+    vf big = VSUB(VSET1(1.0f), VDIV(VSET1(2.0f), VADD(e, VSET1(1.0f))));
+    vf t = VSEL_LT(ax, VSET1(0.1f), small, big);
+    return VSEL_LT(x, VZERO(), VNEG(t), t);
+}
+/* erf: Maclaurin series for |x| < 0.5, Abramowitz-Stegun 7.1.26 (abs. error 1.5e-7) above. */
+static inline vf v_erf(vf x) {
+    vf ax = VABS(x);
+    vf x2 = VMUL(x, x);
+    /* series: x (1 - x^2/3 + x^4/10 - x^6/42 + x^8/216 - x^10/1320) * 2/sqrt(pi) */
+    vf q = VFMA(x2, VSET1(-1.0f / 1320.0f), VSET1(1.0f / 216.0f));
+    q = VFMA(q, x2, VSET1(-1.0f / 42.0f));
+    q = VFMA(q, x2, VSET1(1.0f / 10.0f));
+    q = VFMA(q, x2, VSET1(-1.0f / 3.0f));
+    q = VFMA(q, x2, VSET1(1.0f));
+    vf small = VMUL(VMUL(q, ax), VSET1(1.12837916709551257f));
+    vf t = VDIV(VSET1(1.0f), VFMA(ax, VSET1(0.3275911f), VSET1(1.0f)));
+    vf p = VFMA(t, VSET1(1.061405429f), VSET1(-1.453152027f));
+    p = VFMA(p, t, VSET1(1.421413741f));
+    p = VFMA(p, t, VSET1(-0.284496736f));
+    p = VFMA(p, t, VSET1(0.254829592f));
+    p = VMUL(p, t);
+    vf big = VSUB(VSET1(1.0f), VMUL(p, v_exp(VNEG(x2))));
+    vf r = VSEL_LT(ax, VSET1(0.5f), small, big);
+    return VSEL_LT(x, VZERO(), VNEG(r), r);
+}
+static inline vf v_relu(vf x) { return VMAX(x, VZERO()); }
+static inline vf v_leaky(vf x, float a) { return VSEL_LT(x, VZERO(), VMUL(x, VSET1(a)), x); }
+static inline vf v_prelu(vf x, vf s) { return VSEL_LT(x, VZERO(), VMUL(x, s), x); }
+static inline vf v_clip(vf x, float lo, float hi) { return VMIN(VMAX(x, VSET1(lo)), VSET1(hi)); }
+static inline vf v_hardsigmoid(vf x, float a, float b) {
+    return VMIN(VMAX(VFMA(x, VSET1(a), VSET1(b)), VZERO()), VSET1(1.0f));
+}
+static inline vf v_hardswish(vf x) { return VMUL(x, v_hardsigmoid(x, 1.0f / 6.0f, 0.5f)); }
+static inline vf v_gelu(vf x) {
+    return VMUL(VMUL(x, VSET1(0.5f)), VADD(VSET1(1.0f), v_erf(VMUL(x, VSET1(0.70710678118654752f)))));
+}
+static inline vf v_gelu_tanh(vf x) {
+    vf u = VMUL(VSET1(0.79788456080286536f), VFMA(VMUL(VMUL(x, x), x), VSET1(0.044715f), x));
+    return VMUL(VMUL(x, VSET1(0.5f)), VADD(VSET1(1.0f), v_tanh(u)));
+}
+static inline vf v_swish(vf x, float a) { return VMUL(x, v_sigmoid(VMUL(x, VSET1(a)))); }
+static inline vf v_recip(vf x) { return VDIV(VSET1(1.0f), x); }
+
+static inline float s_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float s_relu(float x) { return x > 0.0f ? x : 0.0f; }
+static inline float s_leaky(float x, float a) { return x < 0.0f ? x * a : x; }
+static inline float s_prelu(float x, float s) { return x < 0.0f ? x * s : x; }
+static inline float s_clip(float x, float lo, float hi) { return fminf(fmaxf(x, lo), hi); }
+static inline float s_hardsigmoid(float x, float a, float b) { return fminf(fmaxf(a * x + b, 0.0f), 1.0f); }
+static inline float s_hardswish(float x) { return x * s_hardsigmoid(x, 1.0f / 6.0f, 0.5f); }
+static inline float s_gelu(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+static inline float s_gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+}
+static inline float s_swish(float x, float a) { return x * s_sigmoid(a * x); }
+static inline float s_recip(float x) { return 1.0f / x; }
+static inline int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+"#;
+
+/// The prelude for `target`.
+pub fn prelude(target: &Target) -> String {
+    let isa = match target.isa() {
+        Isa::Avx512 => AVX512,
+        Isa::Avx2 => AVX2,
+        Isa::Neon => NEON,
+    };
+    format!(
+        "/* generated by carbide-backend-cpu for {} */\n{isa}{MATH}",
+        target.name()
+    )
+}

@@ -124,7 +124,15 @@ fn compile_then_run_inspect_and_bench_an_artifact() {
     let dir = temp_dir("compile");
     let artifact = dir.join("tiny_cnn.carbide");
     let out = carbide()
-        .args(["compile", example().to_str().unwrap(), "--target", "native", "-O2", "--json", "-o"])
+        .args([
+            "compile",
+            example().to_str().unwrap(),
+            "--target",
+            "native",
+            "-O2",
+            "--json",
+            "-o",
+        ])
         .arg(&artifact)
         .output()
         .unwrap();
@@ -148,7 +156,12 @@ fn compile_then_run_inspect_and_bench_an_artifact() {
     assert!(String::from_utf8_lossy(&run.stdout).contains("compiled"));
     let probs = carbide::npy::read_npy(&outdir.join("probs.npy")).unwrap();
     let reference = carbide::npy::read_npz(&example_dir.join("tiny_cnn.ort.npz")).unwrap();
-    for (x, y) in probs.to_f64_vec().unwrap().iter().zip(&reference[0].1.to_f64_vec().unwrap()) {
+    for (x, y) in probs
+        .to_f64_vec()
+        .unwrap()
+        .iter()
+        .zip(&reference[0].1.to_f64_vec().unwrap())
+    {
         assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
     }
 
@@ -165,7 +178,11 @@ fn compile_then_run_inspect_and_bench_an_artifact() {
         .unwrap();
     assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
     let v: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
-    let (p10, med, p90) = (v["p10_ms"].as_f64().unwrap(), v["median_ms"].as_f64().unwrap(), v["p90_ms"].as_f64().unwrap());
+    let (p10, med, p90) = (
+        v["p10_ms"].as_f64().unwrap(),
+        v["median_ms"].as_f64().unwrap(),
+        v["p90_ms"].as_f64().unwrap(),
+    );
     assert!(p10 <= med && med <= p90, "{v}");
 }
 
@@ -179,7 +196,11 @@ fn bad_artifacts_and_targets_fail_with_exit_code_1_or_2() {
     std::fs::write(&bad, bytes).unwrap();
     let out = carbide().arg("run").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("artifact"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("artifact"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = carbide()
         .args(["compile", example().to_str().unwrap(), "--target", "riscv-magic", "-o"])
         .arg(dir.join("x.carbide"))
@@ -187,6 +208,9 @@ fn bad_artifacts_and_targets_fail_with_exit_code_1_or_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown target"));
-    let out = carbide().args(["compile", example().to_str().unwrap(), "-O7", "-o", "x"]).output().unwrap();
+    let out = carbide()
+        .args(["compile", example().to_str().unwrap(), "-O7", "-o", "x"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }

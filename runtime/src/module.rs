@@ -25,7 +25,7 @@ pub enum Step {
     /// Unsqueeze, Identity): its output shares the input's data.
     Alias { node: usize },
     /// A generated kernel computing the graph nodes `nodes`.
-    Kernel(KernelStep),
+    Kernel(Box<KernelStep>),
 }
 
 /// A generated kernel and the graph values it reads and writes.
@@ -317,7 +317,9 @@ impl Module {
         let mut names: Vec<&String> = self.weights.keys().collect();
         names.sort();
         for name in names {
-            let Value::Tensor(t) = &self.weights[name] else { continue };
+            let Value::Tensor(t) = &self.weights[name] else {
+                continue;
+            };
             match t.to_le_bytes() {
                 Some(bytes) => weights.push(WeightRecord {
                     name: name.clone(),
@@ -375,7 +377,11 @@ impl Module {
     /// Inputs a caller must feed (those without a default weight).
     pub fn inputs(&self) -> Vec<ValueInfo> {
         let g = &self.model.graph;
-        g.inputs.iter().filter(|i| !self.weights.contains_key(&i.name)).cloned().collect()
+        g.inputs
+            .iter()
+            .filter(|i| !self.weights.contains_key(&i.name))
+            .cloned()
+            .collect()
     }
 
     pub fn outputs(&self) -> &[ValueInfo] {
@@ -460,7 +466,9 @@ impl Module {
                     scope.values.insert(name.clone(), v);
                 }
             }
-            scope.values.retain(|name, _| self.last_use.get(name).is_some_and(|&l| l > i));
+            scope
+                .values
+                .retain(|name, _| self.last_use.get(name).is_some_and(|&l| l > i));
         }
         graph
             .outputs
@@ -495,7 +503,7 @@ impl Module {
         // Inputs the kernel reads through a buffer; the others (weights it
         // took pre-packed) only lend their static shape to the parameters.
         let bound: Vec<bool> = (0..k.inputs.len())
-            .map(|i| k.call.buffers.iter().any(|b| *b == BufferArg::Input(i)))
+            .map(|i| k.call.buffers.contains(&BufferArg::Input(i)))
             .collect();
         let mut copies: Vec<Option<Tensor>> = Vec::with_capacity(k.inputs.len());
         let mut in_shapes_owned: Vec<Vec<usize>> = Vec::with_capacity(k.inputs.len());
@@ -563,7 +571,8 @@ impl Module {
                     let n = usize::try_from(eval(bytes, "scratch size")?)
                         .map_err(|_| err("negative scratch size".into()))?;
                     let n = if *per_part {
-                        n.checked_mul(parts).ok_or_else(|| err("scratch size overflows".into()))?
+                        n.checked_mul(parts)
+                            .ok_or_else(|| err("scratch size overflows".into()))?
                     } else {
                         n
                     };

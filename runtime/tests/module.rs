@@ -2,15 +2,15 @@
 //! kernel called through the ABI, save/load round trips, and every kind of
 //! damaged artifact failing with a clear error.
 
-use carbide_ir::kernel::{BufferArg, KernelCall};
-use carbide_ir::{DType, Dim, Model, Tensor, TensorType, Value, ValueInfo};
-use carbide_runtime::artifact::{ArtifactError, TargetInfo};
-use carbide_runtime::{KernelStep, Module, ModuleParts, RuntimeError, Step};
 use carbide_ir::kernel::ParamExpr;
+use carbide_ir::kernel::{BufferArg, KernelCall};
 use carbide_ir::ndarray::{ArrayD, IxDyn};
 use carbide_ir::ops::elementwise::{Binary, Unary};
 use carbide_ir::ops::ElementwiseOp;
+use carbide_ir::{DType, Dim, Model, Tensor, TensorType, Value, ValueInfo};
 use carbide_ir::{Graph, Node, Op, ValueType};
+use carbide_runtime::artifact::{ArtifactError, TargetInfo};
+use carbide_runtime::{KernelStep, Module, ModuleParts, RuntimeError, Step};
 
 fn f32_type(shape: Vec<Dim>) -> TensorType {
     TensorType::new(DType::F32, shape)
@@ -80,7 +80,9 @@ fn host_module() -> Module {
 #[test]
 fn host_steps_match_the_reference_session_after_a_round_trip() {
     let m = host_module();
-    let want = carbide_runtime::Session::new(model()).run(vec![("x".into(), x(3))]).unwrap();
+    let want = carbide_runtime::Session::new(model())
+        .run(vec![("x".into(), x(3))])
+        .unwrap();
     let got = m.run(vec![("x".into(), x(3))]).unwrap();
     assert_eq!(got, want);
     let back = Module::from_bytes(&m.to_bytes().unwrap()).unwrap();
@@ -138,7 +140,10 @@ void twice_plus_w(void *const *b, const int64_t *p, int64_t part, int64_t parts)
 
 fn kernel_module(library: Vec<u8>, target: TargetInfo) -> Result<Module, ArtifactError> {
     let ty = f32_type(vec![Dim::Sym("batch".into()), Dim::Known(4)]);
-    let w: Vec<u8> = [10.0f32, 20.0, 30.0, 40.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let w: Vec<u8> = [10.0f32, 20.0, 30.0, 40.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let step = KernelStep {
         call: KernelCall {
             entry: "twice_plus_w".into(),
@@ -151,7 +156,10 @@ fn kernel_module(library: Vec<u8>, target: TargetInfo) -> Result<Module, Artifac
                     per_part: true,
                 },
             ],
-            params: vec![ParamExpr::InputDim { input: 0, axis: 0 }, ParamExpr::InputDim { input: 0, axis: 1 }],
+            params: vec![
+                ParamExpr::InputDim { input: 0, axis: 0 },
+                ParamExpr::InputDim { input: 0, axis: 1 },
+            ],
             packed: vec![w],
             max_parts: Some(ParamExpr::InputDim { input: 0, axis: 0 }),
         },
@@ -163,7 +171,7 @@ fn kernel_module(library: Vec<u8>, target: TargetInfo) -> Result<Module, Artifac
     };
     Module::from_parts(ModuleParts {
         model: model(),
-        steps: vec![Step::Kernel(step)],
+        steps: vec![Step::Kernel(Box::new(step))],
         library,
         target,
     })
@@ -214,7 +222,11 @@ fn kernel_steps_call_the_library_in_parts_and_survive_a_round_trip() {
 
 #[test]
 fn wrong_cpu_artifacts_are_refused() {
-    let other_arch = if std::env::consts::ARCH == "aarch64" { "x86_64" } else { "aarch64" };
+    let other_arch = if std::env::consts::ARCH == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
     let target = TargetInfo {
         arch: other_arch.into(),
         ..host_target()
@@ -236,15 +248,24 @@ fn wrong_cpu_artifacts_are_refused() {
     let mut s = carbide_runtime::artifact::decode(&bytes).unwrap();
     s.manifest.target.arch = other_arch.into();
     let bytes = carbide_runtime::artifact::encode(&s.manifest, s.data, s.library).unwrap();
-    assert!(matches!(Module::from_bytes(&bytes), Err(ArtifactError::WrongCpu { .. })));
+    assert!(matches!(
+        Module::from_bytes(&bytes),
+        Err(ArtifactError::WrongCpu { .. })
+    ));
 }
 
 #[test]
 fn damaged_artifacts_are_clear_errors() {
     let good = host_module().to_bytes().unwrap();
     assert!(Module::from_bytes(&good).is_ok());
-    assert!(matches!(Module::from_bytes(b"PK\x03\x04 not ours"), Err(ArtifactError::BadMagic)));
-    assert!(matches!(Module::from_bytes(&good[..5]), Err(ArtifactError::Truncated(_))));
+    assert!(matches!(
+        Module::from_bytes(b"PK\x03\x04 not ours"),
+        Err(ArtifactError::BadMagic)
+    ));
+    assert!(matches!(
+        Module::from_bytes(&good[..5]),
+        Err(ArtifactError::Truncated(_))
+    ));
     for cut in [100, good.len() / 2, good.len() - 1] {
         let e = Module::from_bytes(&good[..cut]).err().unwrap();
         assert!(matches!(e, ArtifactError::Truncated(_)), "cut at {cut}: {e}");

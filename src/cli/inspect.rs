@@ -112,9 +112,18 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
         count("alias")
     );
     for (i, s) in summary["steps"].as_array().into_iter().flatten().enumerate() {
-        let nodes: Vec<&str> = s["nodes"].as_array().into_iter().flatten().filter_map(|n| n.as_str()).collect();
+        let nodes: Vec<&str> = s["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str())
+            .collect();
         let entry = s["entry"].as_str().map(|e| format!(" {e}:")).unwrap_or_default();
-        println!("  {i:>4} {:<6}{entry} {}", s["kind"].as_str().unwrap_or(""), nodes.join(" + "));
+        println!(
+            "  {i:>4} {:<6}{entry} {}",
+            s["kind"].as_str().unwrap_or(""),
+            nodes.join(" + ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -59,7 +59,10 @@ pub fn is_shape_only(op: &Op) -> bool {
     matches!(
         op,
         Op::Tensor(
-            TensorOp::Identity | TensorOp::Reshape { .. } | TensorOp::Flatten { .. } | TensorOp::Squeeze { .. }
+            TensorOp::Identity
+                | TensorOp::Reshape { .. }
+                | TensorOp::Flatten { .. }
+                | TensorOp::Squeeze { .. }
                 | TensorOp::Unsqueeze { .. }
         )
     )
@@ -121,7 +124,9 @@ pub fn make_group(graph: &Graph, nodes: Vec<usize>, readers: &HashMap<&str, Vec<
         }
         for o in n.outputs.iter().filter(|o| !o.is_empty()) {
             defined.insert(o);
-            let read_outside = readers.get(o.as_str()).is_some_and(|r| r.iter().any(|x| !inside.contains(x)));
+            let read_outside = readers
+                .get(o.as_str())
+                .is_some_and(|r| r.iter().any(|x| !inside.contains(x)));
             if read_outside {
                 outputs.push(o.clone());
             }
@@ -192,7 +197,7 @@ pub fn partition(graph: &Graph, gen: &mut dyn KernelGen) -> Result<Vec<Step>, Co
                 for &x in &nodes {
                     taken[x] = true;
                 }
-                at[last].push(Step::Kernel(k));
+                at[last].push(Step::Kernel(Box::new(k)));
                 placed = true;
                 break;
             }

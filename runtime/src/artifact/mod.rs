@@ -246,11 +246,7 @@ pub fn encode_raw(manifest_bytes: &[u8], data: &[u8], library: &[u8]) -> Vec<u8>
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-    for (off, bytes) in [
-        (manifest_off, manifest_bytes),
-        (data_off, data),
-        (library_off, library),
-    ] {
+    for (off, bytes) in [(manifest_off, manifest_bytes), (data_off, data), (library_off, library)] {
         out.extend_from_slice(&(off as u64).to_le_bytes());
         out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
         out.extend_from_slice(&crc32fast::hash(bytes).to_le_bytes());

@@ -62,7 +62,11 @@ impl CpuGen {
 /// A type a kernel can be generated for: dtype and rank known, no unknown dims.
 fn complete(graph: &Graph, name: &str) -> Option<TensorType> {
     let t = super::partition::tensor_type(graph, name)?;
-    t.shape.as_ref()?.iter().all(|d| !matches!(d, Dim::Unknown)).then_some(t)
+    t.shape
+        .as_ref()?
+        .iter()
+        .all(|d| !matches!(d, Dim::Unknown))
+        .then_some(t)
 }
 
 impl KernelGen for CpuGen {
@@ -71,7 +75,9 @@ impl KernelGen for CpuGen {
         let mut input_types = Vec::new();
         let mut inputs = Vec::new();
         for name in &group.inputs {
-            let Some(ty) = complete(graph, name) else { return Ok(None) };
+            let Some(ty) = complete(graph, name) else {
+                return Ok(None);
+            };
             let constant = graph
                 .initializers
                 .get(name)
@@ -87,7 +93,9 @@ impl KernelGen for CpuGen {
         let mut output_types = Vec::new();
         let mut outputs = Vec::new();
         for name in &group.outputs {
-            let Some(ty) = complete(graph, name) else { return Ok(None) };
+            let Some(ty) = complete(graph, name) else {
+                return Ok(None);
+            };
             // Every symbolic output dim must be bound when the kernel runs.
             let bound = |s: &str| self.graph_syms.contains(s) || input_types.iter().any(|t| syms(t).any(|x| x == s));
             if !syms(&ty).all(bound) {

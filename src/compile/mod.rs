@@ -6,6 +6,7 @@
 //! module (kernel library, weights, step list) that runs or saves as an
 //! artifact.
 
+pub mod cpu;
 pub mod partition;
 
 use carbide_ir::ops::{MiscOp, NnOp};
@@ -13,7 +14,7 @@ use carbide_ir::{Graph, Model, Op, Value};
 use carbide_runtime::artifact::{ArtifactError, TargetInfo};
 use carbide_runtime::ops::{eval, EvalCtx, SubgraphRunner};
 use carbide_runtime::{Module, ModuleParts, OpError};
-use partition::{HostOnly, KernelGen};
+use partition::KernelGen;
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -98,10 +99,16 @@ pub fn compile_with_report(model: &Model, opts: &CompileOptions) -> Result<(Modu
     };
     report.nodes_folded = fold_constants(&mut model.graph)?;
     carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
-    let mut gen = HostOnly;
-    let target = TargetInfo::host_only();
+    let cpu_target = carbide_backend_cpu::Target::parse(&opts.target)
+        .map_err(|e| CompileError::UnknownTarget(format!("{}: {e}", opts.target)))?;
+    let mut gen = cpu::CpuGen::new(cpu_target, &model.graph);
     let steps = partition::partition(&model.graph, &mut gen as &mut dyn KernelGen)?;
-    let library = Vec::new();
+    let library = gen.finish()?;
+    let target = if library.is_empty() {
+        TargetInfo::host_only()
+    } else {
+        gen.target_info()
+    };
     prune_weights(&mut model.graph, &steps);
     for s in &steps {
         match s {

@@ -404,6 +404,25 @@ mod tests {
     }
 
     #[test]
+    fn hostile_shapes_are_errors_not_panics() {
+        let empty = ramp(&[0, 5], 0);
+        assert!(zip2(&empty, &ramp(&[3, 1], 0), |p, q| p + q).is_err());
+        assert_eq!(zip2(&empty, &ramp(&[1], 0), |p, q| p + q).unwrap().shape(), &[0, 5]);
+        assert_eq!(
+            zip2(&ramp(&[], 2), &ramp(&[], 3), |p, q| p * q)
+                .unwrap()
+                .into_raw_vec_and_offset()
+                .0,
+            vec![6]
+        );
+        // A broadcast product far past the allocation limit is refused before allocating.
+        let (tall, wide) = (ramp(&[1 << 17, 1], 0), ramp(&[1, 1 << 17], 0));
+        assert!(zip2(&tall, &wide, |p, q| p + q).is_err());
+        let c = ArrayD::from_elem(IxDyn(&[1, 1, 1 << 17]), true);
+        assert!(zip3(&c, &tall, &ramp(&[1 << 17, 1, 1], 0), |_, u, v| u + v).is_err());
+    }
+
+    #[test]
     fn zip3_matches_ndarray_broadcasting() {
         let c = ArrayD::from_shape_fn(IxDyn(&[2, 1, 3]), |i| (i[0] + i[2]) % 2 == 0);
         for (sx, sy) in [

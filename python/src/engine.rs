@@ -10,6 +10,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 /// A runnable model. `Sync`: runs from several threads share it.
+// One per session, created once and never moved on a hot path: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Engine {
     /// The reference interpreter (every op on the host).
     Reference(Session),

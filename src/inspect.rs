@@ -1,7 +1,7 @@
 //! Model summaries for `carbide inspect`: inputs and outputs, op histogram,
 //! parameter count, a FLOPs estimate, and Graphviz export.
 
-use carbide_ir::{Graph, Model, Node, ValueType};
+use carbide_ir::{Graph, Model};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -66,7 +66,7 @@ pub fn summarize(model: &Model) -> ModelSummary {
         op_histogram: hist,
         parameters: params,
         parameter_bytes: bytes,
-        flops: g.nodes.iter().map(|n| node_flops(g, n)).sum(),
+        flops: carbide_ir::cost::graph_flops(g),
     }
 }
 
@@ -79,51 +79,8 @@ fn count_ops(g: &Graph, hist: &mut BTreeMap<String, usize>) {
     }
 }
 
-/// Concrete dims of a value, with symbolic or unknown dims counted as 1.
-fn dims(g: &Graph, name: &str) -> Option<Vec<u64>> {
-    match g.type_of(name)? {
-        ValueType::Tensor(t) => Some(t.shape?.iter().map(|d| d.known().unwrap_or(1) as u64).collect()),
-        _ => None,
-    }
-}
-
-/// A FLOPs estimate for one node: exact for the compute-heavy ops, one per
-/// output element otherwise.
-pub fn node_flops(g: &Graph, n: &Node) -> u64 {
-    let out_elems = n
-        .outputs
-        .first()
-        .and_then(|o| dims(g, o))
-        .map_or(0, |d| d.iter().product::<u64>());
-    let input = |i: usize| n.inputs.get(i).filter(|s| !s.is_empty()).and_then(|s| dims(g, s));
-    match n.op.op_type() {
-        "Conv" | "ConvInteger" | "QLinearConv" => {
-            let w = if n.op.op_type() == "QLinearConv" {
-                input(3)
-            } else {
-                input(1)
-            };
-            w.map_or(out_elems, |w| 2 * out_elems * w.iter().skip(1).product::<u64>())
-        }
-        "ConvTranspose" => match (input(0), input(1)) {
-            (Some(x), Some(w)) => 2 * x.iter().product::<u64>() * w.iter().skip(1).product::<u64>(),
-            _ => out_elems,
-        },
-        "MatMul" | "MatMulInteger" => 2 * out_elems * input(0).and_then(|a| a.last().copied()).unwrap_or(1),
-        "Gemm" => {
-            // K from A's size over the output rows, whatever transA says.
-            let rows = n
-                .outputs
-                .first()
-                .and_then(|o| dims(g, o))
-                .and_then(|d| d.first().copied())
-                .unwrap_or(1);
-            let a_elems = input(0).map_or(1, |a| a.iter().product::<u64>());
-            2 * out_elems * (a_elems / rows.max(1)).max(1)
-        }
-        _ => out_elems,
-    }
-}
+/// The FLOPs estimator lives in the IR so the optimizer reports the same numbers.
+pub use carbide_ir::cost::node_flops;
 
 /// Prints the summary as aligned text.
 pub fn summary_text(s: &ModelSummary) -> String {

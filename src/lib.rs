@@ -12,6 +12,7 @@ pub mod npy;
 
 pub use carbide_frontend as frontend;
 pub use carbide_ir as ir;
+pub use carbide_passes as passes;
 pub use carbide_runtime as runtime;
 
 pub use carbide_frontend::{load_model, FrontendError};

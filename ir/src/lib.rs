@@ -3,6 +3,7 @@
 //! verifier and the text form.
 
 pub mod attr;
+pub mod cost;
 pub mod dtype;
 pub mod error;
 pub mod graph;

@@ -1,6 +1,8 @@
 use anyhow::{Context, Result};
 use carbide::inspect::{summarize, summary_text, to_dot};
+use carbide::passes::{optimize, PassOptions, PassReport};
 use clap::Args;
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -17,18 +19,49 @@ pub struct InspectArgs {
     /// Print the IR text form of the graph.
     #[arg(long)]
     ir: bool,
+    /// Optimize the graph first (at -O LEVEL) and report what each pass did.
+    #[arg(long)]
+    optimize: bool,
+    /// Optimization level for --optimize: -O0 nothing, -O1 cleanups, -O2 + fusions, -O3 + everything.
+    #[arg(short = 'O', value_name = "LEVEL", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
+    opt_level: u8,
+    /// Verify the IR after every pass (always on in debug builds).
+    #[arg(long)]
+    verify_each: bool,
+    /// Print the IR text after this pass (repeatable; in the JSON under optimization.dumps).
+    #[arg(long, value_name = "PASS")]
+    dump_after: Vec<String>,
 }
 
 pub fn run(a: InspectArgs) -> Result<ExitCode> {
     if super::run::is_artifact(&a.model) {
         return inspect_artifact(&a);
     }
-    let model = carbide::load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let mut model = carbide::load_model(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let optimize_requested = a.optimize || !a.dump_after.is_empty() || a.verify_each;
+    let report = if optimize_requested {
+        let opts = PassOptions {
+            level: a.opt_level,
+            verify_each: a.verify_each,
+            dump_after: a.dump_after.clone(),
+            ..Default::default()
+        };
+        Some(optimize(&mut model, &opts).with_context(|| format!("optimizing {}", a.model.display()))?)
+    } else {
+        None
+    };
     let summary = summarize(&model);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        let mut v = serde_json::to_value(&summary)?;
+        if let (Some(r), Some(obj)) = (&report, v.as_object_mut()) {
+            obj.insert("optimization".into(), serde_json::to_value(r)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", summary_text(&summary));
+        if let Some(r) = &report {
+            print!("{}", report_text(r));
+        }
     }
     if a.ir {
         print!("{}", carbide::ir::print::graph_to_text(&model.graph));
@@ -40,6 +73,34 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The optimization report as aligned text: totals, then each pass run
+/// that changed the graph.
+fn report_text(r: &PassReport) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "optimized:   -O{}  nodes {} -> {}  flops {} -> {}  in {:.1} ms",
+        r.level, r.nodes_before, r.nodes_after, r.flops_before, r.flops_after, r.total_ms
+    );
+    let _ = writeln!(o, "  {:<26}{:>10}{:>16}{:>18}", "pass", "ms", "nodes", "flops delta");
+    for p in r.passes.iter().filter(|p| p.changed) {
+        let _ = writeln!(
+            o,
+            "  {:<26}{:>10.2}{:>16}{:>18}",
+            p.name,
+            p.ms,
+            format!("{} -> {}", p.nodes_before, p.nodes_after),
+            p.flops_after as i128 - p.flops_before as i128
+        );
+    }
+    let unchanged: f64 = r.passes.iter().filter(|p| !p.changed).map(|p| p.ms).sum();
+    let _ = writeln!(o, "  (passes that changed nothing: {unchanged:.2} ms)");
+    for d in &r.dumps {
+        let _ = writeln!(o, "--- IR after {} (round {}) ---\n{}", d.pass, d.round, d.text);
+    }
+    o
 }
 
 /// Target, steps (kernel, host or alias, with the graph nodes each covers)

@@ -12,6 +12,7 @@ use crate::DType;
 
 pub mod control;
 pub mod elementwise;
+pub mod fused;
 pub mod image;
 pub mod linalg;
 pub mod misc;
@@ -21,6 +22,7 @@ pub mod tensor;
 
 pub use control::ControlOp;
 pub use elementwise::ElementwiseOp;
+pub use fused::FusedOp;
 pub use image::ImageOp;
 pub use linalg::LinalgOp;
 pub use misc::MiscOp;
@@ -120,6 +122,8 @@ pub enum Op {
     Control(ControlOp),
     Misc(MiscOp),
     Image(ImageOp),
+    /// Carbide's fused ops (domain `com.carbide`), produced by the optimizer.
+    Fused(FusedOp),
 }
 
 macro_rules! each_family {
@@ -133,6 +137,7 @@ macro_rules! each_family {
             Op::Control($f) => $body,
             Op::Misc($f) => $body,
             Op::Image($f) => $body,
+            Op::Fused($f) => $body,
         }
     };
 }
@@ -163,6 +168,9 @@ impl Op {
         }
         if let Some(op) = ImageOp::parse(cx)? {
             return Ok(Op::Image(op));
+        }
+        if let Some(op) = FusedOp::parse(cx)? {
+            return Ok(Op::Fused(op));
         }
         Err(IrError::UnsupportedOp {
             domain: cx.domain.to_string(),

@@ -193,7 +193,7 @@ fn parse_auto_pad(cx: &mut ParseCtx) -> IrResult<AutoPad> {
     AutoPad::parse(&s).ok_or_else(|| IrError::bad_attr(cx.op_type, "auto_pad", format!("unknown mode '{s}'")))
 }
 
-fn parse_conv(cx: &mut ParseCtx, with_auto_pad: bool) -> IrResult<ConvAttrs> {
+pub(crate) fn parse_conv(cx: &mut ParseCtx, with_auto_pad: bool) -> IrResult<ConvAttrs> {
     let op = cx.op_type.to_string();
     let auto_pad = if with_auto_pad {
         parse_auto_pad(cx)?

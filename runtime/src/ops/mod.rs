@@ -6,6 +6,7 @@ use carbide_ir::{Graph, Op, Tensor, Value};
 
 pub mod control;
 pub mod elementwise;
+pub mod fused;
 pub mod image;
 pub mod linalg;
 pub mod misc;
@@ -43,6 +44,7 @@ pub fn eval(op: &Op, inputs: &[Option<&Value>], cx: &EvalCtx) -> OpResult<Vec<Va
         Op::Control(o) => control::eval(o, inputs, cx),
         Op::Misc(o) => misc::eval(o, inputs, cx),
         Op::Image(o) => image::eval(o, inputs, cx),
+        Op::Fused(o) => fused::eval(o, inputs, cx),
     }
 }
 

@@ -27,11 +27,14 @@ from ._carbide import (
     InvalidArgument,
     InvalidModel,
     ModelMetadata,
+    Module,
     NodeArg,
     UnsupportedOp,
     __version__,
     inspect,
 )
+from ._carbide import compile as _native_compile
+from ._carbide import load as _native_load
 
 __all__ = [
     "CarbideError",
@@ -40,19 +43,22 @@ __all__ = [
     "InvalidArgument",
     "InvalidModel",
     "ModelMetadata",
+    "Module",
     "NodeArg",
     "RunOptions",
     "SessionOptions",
     "UnsupportedOp",
     "__version__",
+    "compile",
     "get_available_providers",
     "get_device",
     "inspect",
+    "load",
 ]
 
 # Context attributes every Carbide exception has; the native code sets them
 # on the instance where it knows them.
-for _cls in (CarbideError, InvalidModel, UnsupportedOp, InvalidArgument):
+for _cls in (CarbideError, InvalidModel, UnsupportedOp, InvalidArgument, InferenceSession, NodeArg, ModelMetadata, Module):
     _cls.__module__ = "carbide"
 CarbideError.node = None
 CarbideError.op = None
@@ -109,3 +115,47 @@ def get_available_providers():
 def get_device():
     """The device Carbide's session runs on."""
     return "CPU"
+
+
+def compile(model, target="native", opt_level=3, tuning_db=None, threads=None):
+    """Compiles an ONNX model into a ``carbide.Module``.
+
+    ``model`` is a path to an .onnx file, its serialized bytes, or an
+    ``onnx.ModelProto``. ``target`` is "native" (this machine), "x86-64-avx2",
+    "x86-64-avx512" or "aarch64-neon"; ``opt_level`` 0..3 chooses how much
+    graph optimization runs; ``tuning_db`` is a file of tuning records (JSON
+    lines) to replay; ``threads`` sizes the module's worker pool (default: all
+    cores).
+
+    The module runs with dicts of numpy arrays, can be saved as a ``.carbide``
+    artifact, and loaded again (without the compiler) by ``carbide.load``.
+
+    Example::
+
+        import numpy as np
+        import carbide
+
+        module = carbide.compile("resnet18.onnx", opt_level=3)
+        print(module.inputs[0].name, module.inputs[0].shape)   # input [1, 3, 224, 224]
+        x = np.random.rand(1, 3, 224, 224).astype(np.float32)
+        outputs = module.run({"input": x})                      # {"logits": array(...)}
+        module.save("resnet18.carbide")
+        same = carbide.load("resnet18.carbide")
+
+    Raises ``carbide.InvalidArgument`` for a bad target, level or path,
+    ``carbide.InvalidModel`` / ``carbide.UnsupportedOp`` for models Carbide
+    cannot compile (naming the node and op).
+    """
+    return _native_compile(model, target, opt_level, tuning_db, threads)
+
+
+def load(artifact):
+    """Loads a ``.carbide`` artifact written by ``Module.save`` (a path, or
+    the artifact's bytes) into a ``carbide.Module``; no compiler is needed.
+
+    Example::
+
+        module = carbide.load("resnet18.carbide")
+        outputs = module.run({"input": x})
+    """
+    return _native_load(artifact)

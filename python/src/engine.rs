@@ -5,14 +5,18 @@
 use crate::convert;
 use crate::errors::{self, Failure};
 use carbide_ir::{Value, ValueInfo};
-use carbide_runtime::{RuntimeError, Session};
+use carbide_runtime::{Module, RuntimeError, Session};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 /// A runnable model. `Sync`: runs from several threads share it.
+// One per session, created once and never moved on a hot path: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Engine {
     /// The reference interpreter (every op on the host).
     Reference(Session),
+    /// A compiled module (generated kernels where the compiler made them, host ops elsewhere).
+    Compiled(Module),
 }
 
 impl Engine {
@@ -20,6 +24,7 @@ impl Engine {
     pub fn declared_inputs(&self) -> &[ValueInfo] {
         match self {
             Engine::Reference(s) => &s.model().graph.inputs,
+            Engine::Compiled(m) => &m.model().graph.inputs,
         }
     }
 
@@ -27,18 +32,21 @@ impl Engine {
     pub fn required_inputs(&self) -> Vec<ValueInfo> {
         match self {
             Engine::Reference(s) => s.model().graph.required_inputs().cloned().collect(),
+            Engine::Compiled(m) => m.inputs(),
         }
     }
 
     pub fn outputs(&self) -> &[ValueInfo] {
         match self {
             Engine::Reference(s) => &s.model().graph.outputs,
+            Engine::Compiled(m) => m.outputs(),
         }
     }
 
     fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<(String, Value)>, RuntimeError> {
         match self {
             Engine::Reference(s) => s.run(feeds),
+            Engine::Compiled(m) => m.run(feeds),
         }
     }
 

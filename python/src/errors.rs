@@ -154,6 +154,7 @@ pub fn from_runtime(e: &RuntimeError) -> Failure {
         }
         RuntimeError::BadInput { name, .. } | RuntimeError::MissingInput(name) => Failure::bad_input(name, message),
         RuntimeError::Undefined(_) => Failure::new(Kind::InvalidModel, message),
+        RuntimeError::Kernel { .. } => Failure::new(Kind::Generic, message),
         RuntimeError::Ir(ir) => Failure { message, ..from_ir(ir) },
     }
 }

@@ -8,6 +8,7 @@
 mod convert;
 mod engine;
 mod errors;
+mod module;
 mod session;
 mod source;
 
@@ -39,6 +40,9 @@ fn _carbide(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::InferenceSession>()?;
     m.add_class::<session::NodeArg>()?;
     m.add_class::<session::ModelMetadata>()?;
+    m.add_class::<module::Module>()?;
+    m.add_function(wrap_pyfunction!(module::compile, m)?)?;
+    m.add_function(wrap_pyfunction!(module::load, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

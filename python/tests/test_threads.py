@@ -62,3 +62,14 @@ def test_gil_is_released_while_running():
     finally:
         sys.setswitchinterval(old_interval)
     assert ticks > 0, "the main thread could not run while the model was running: run() holds the GIL"
+
+
+def test_concurrent_module_runs_match_serial_runs():
+    module = carbide.compile(matmul_chain(n=128, steps=8))
+    rng = np.random.default_rng(2)
+    feeds = [rng.standard_normal((3 + i, 128)).astype(np.float32) for i in range(12)]
+    serial = [module.run({"x": x})["y"] for x in feeds]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        parallel = list(pool.map(lambda x: module.run({"x": x})["y"], feeds))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

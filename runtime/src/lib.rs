@@ -9,7 +9,7 @@ pub mod interpreter;
 pub mod module;
 pub mod ops;
 
-pub use error::{OpError, RuntimeError};
 pub use artifact::ArtifactError;
+pub use error::{OpError, RuntimeError};
 pub use interpreter::Session;
 pub use module::{KernelStep, Module, ModuleParts, Step};

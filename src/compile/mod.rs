@@ -57,6 +57,8 @@ pub enum CompileError {
     Fold { node: String, op: String, cause: OpError },
     #[error("code generation for kernel group at node '{node}': {reason}")]
     Codegen { node: String, reason: String },
+    #[error("optimizing the graph: {0}")]
+    Optimize(#[from] carbide_passes::PassError),
     #[error(transparent)]
     Ir(#[from] carbide_ir::IrError),
     #[error("building the module: {0}")]
@@ -68,6 +70,8 @@ pub enum CompileError {
 pub struct CompileReport {
     pub nodes_in: usize,
     pub nodes_folded: usize,
+    /// Nodes after the graph optimizer (equal to `nodes_in` at -O0).
+    pub nodes_optimized: usize,
     pub kernels: usize,
     /// Graph nodes computed by generated kernels.
     pub nodes_in_kernels: usize,
@@ -75,6 +79,10 @@ pub struct CompileReport {
     pub alias_steps: usize,
     pub library_bytes: usize,
 }
+
+/// The optimizer level compilation uses at -O1 and above: the classic
+/// cleanups (folding, CSE, BatchNorm into weights, no-op removal).
+const COMPILE_PASS_LEVEL: u8 = 1;
 
 /// Compiles `model` for `opts.target`.
 pub fn compile(model: &Model, opts: &CompileOptions) -> Result<Module, CompileError> {
@@ -97,6 +105,17 @@ pub fn compile_with_report(model: &Model, opts: &CompileOptions) -> Result<(Modu
         nodes_in: model.graph.nodes.len(),
         ..Default::default()
     };
+    if opts.opt_level >= 1 {
+        // The CPU backend does not lower the optimizer's com.carbide fused ops
+        // yet (the partitioner fuses the same epilogues into kernels itself),
+        // so compilation runs the classic cleanups only, whatever the level.
+        let pass_opts = carbide_passes::PassOptions {
+            level: COMPILE_PASS_LEVEL,
+            ..Default::default()
+        };
+        carbide_passes::optimize(&mut model, &pass_opts)?;
+    }
+    report.nodes_optimized = model.graph.nodes.len();
     report.nodes_folded = fold_constants(&mut model.graph)?;
     carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
     let cpu_target = carbide_backend_cpu::Target::parse(&opts.target)

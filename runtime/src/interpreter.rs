@@ -27,6 +27,37 @@ impl Scope<'_> {
     }
 }
 
+/// Checks `feeds` against the graph's inputs (dtype, rank, dims, symbolic
+/// dims bound consistently) and returns them by name, with the bound
+/// symbolic dims. An input that has a
+/// weight of the same name may be left out; an unknown name is an error.
+pub(crate) fn bind_feeds(
+    graph: &Graph,
+    weights: &HashMap<String, Value>,
+    feeds: Vec<(String, Value)>,
+) -> Result<(HashMap<String, Value>, HashMap<String, usize>), RuntimeError> {
+    let mut feeds: HashMap<String, Value> = feeds.into_iter().collect();
+    let mut bound = HashMap::new();
+    let mut syms: HashMap<String, usize> = HashMap::new();
+    for input in &graph.inputs {
+        match feeds.remove(&input.name) {
+            Some(v) => {
+                check_input(&input.name, &input.ty, &v, &mut syms)?;
+                bound.insert(input.name.clone(), v);
+            }
+            None if weights.contains_key(&input.name) => {}
+            None => return Err(RuntimeError::MissingInput(input.name.clone())),
+        }
+    }
+    if let Some(name) = feeds.keys().next() {
+        return Err(RuntimeError::BadInput {
+            name: name.clone(),
+            reason: "the model has no such input".into(),
+        });
+    }
+    Ok((bound, syms))
+}
+
 /// A loaded model ready to run on the reference runtime.
 pub struct Session {
     model: Model,
@@ -60,25 +91,7 @@ impl Session {
     /// declaration order.
     pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<(String, Value)>, RuntimeError> {
         let graph = &self.model.graph;
-        let mut feeds: HashMap<String, Value> = feeds.into_iter().collect();
-        let mut bound = HashMap::new();
-        let mut syms: HashMap<String, usize> = HashMap::new();
-        for input in &graph.inputs {
-            match feeds.remove(&input.name) {
-                Some(v) => {
-                    check_input(&input.name, &input.ty, &v, &mut syms)?;
-                    bound.insert(input.name.clone(), v);
-                }
-                None if self.weights.contains_key(&input.name) => {}
-                None => return Err(RuntimeError::MissingInput(input.name.clone())),
-            }
-        }
-        if let Some(name) = feeds.keys().next() {
-            return Err(RuntimeError::BadInput {
-                name: name.clone(),
-                reason: "the model has no such input".into(),
-            });
-        }
+        let (bound, _) = bind_feeds(graph, &self.weights, feeds)?;
         let top = Scope {
             values: bound,
             borrowed: Some(&self.weights),

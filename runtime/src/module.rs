@@ -8,7 +8,7 @@
 
 use crate::artifact::{self, ArtifactError, BlobRef, DataWriter, Manifest, TargetInfo, WeightRecord};
 use crate::error::RuntimeError;
-use crate::interpreter::{check_input, eval_node, Scope};
+use crate::interpreter::{bind_feeds, eval_node, Scope};
 use carbide_ir::kernel::{BufferArg, KernelCall};
 use carbide_ir::{tensor_apply, tensor_map, DType, Dim, Model, Tensor, TensorType, Value, ValueInfo};
 use serde::{Deserialize, Serialize};
@@ -422,25 +422,7 @@ impl Module {
     /// graph outputs in declaration order (as `Session::run` does).
     pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<(String, Value)>, RuntimeError> {
         let graph = &self.model.graph;
-        let mut feeds: HashMap<String, Value> = feeds.into_iter().collect();
-        let mut bound = HashMap::new();
-        let mut syms: HashMap<String, usize> = HashMap::new();
-        for input in &graph.inputs {
-            match feeds.remove(&input.name) {
-                Some(v) => {
-                    check_input(&input.name, &input.ty, &v, &mut syms)?;
-                    bound.insert(input.name.clone(), v);
-                }
-                None if self.weights.contains_key(&input.name) => {}
-                None => return Err(RuntimeError::MissingInput(input.name.clone())),
-            }
-        }
-        if let Some(name) = feeds.keys().next() {
-            return Err(RuntimeError::BadInput {
-                name: name.clone(),
-                reason: "the model has no such input".into(),
-            });
-        }
+        let (bound, mut syms) = bind_feeds(graph, &self.weights, feeds)?;
         let mut scope = Scope {
             values: bound,
             borrowed: Some(&self.weights),

@@ -65,10 +65,12 @@ def bench_openvino(model, feeds, threads, warmup, runs):
     return timed_runs(lambda: request.infer(feeds), warmup, runs)
 
 
-def bench_carbide(binary, target, inputs, threads, warmup, runs):
+def bench_carbide(binary, target, inputs, threads, warmup, runs, reference=False):
     """Runs `carbide bench --json` and returns its median in ms."""
     cmd = [str(binary), "bench", str(target), "--threads", str(threads),
            "--warmup", str(warmup), "--runs", str(runs), "--json"]
+    if reference:
+        cmd.append("--reference")
     if inputs is not None:
         cmd += ["--inputs", str(inputs)]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -126,7 +128,7 @@ def main():
             row["ort_ms"] = bench_ort(model, feeds, args.threads, args.warmup, args.runs)
             row["openvino_ms"] = bench_openvino(model, feeds, args.threads, args.warmup, args.runs)
             row["reference_ms"] = None if args.skip_reference else bench_carbide(
-                args.carbide, model, inputs, args.threads, 1, max(3, args.runs // 4))
+                args.carbide, model, inputs, args.threads, 1, max(3, args.runs // 4), reference=True)
             artifact = Path(tmp) / f"{name}.carbide"
             row["compiled_ms"] = bench_carbide(args.carbide, artifact, inputs, args.threads, args.warmup, args.runs) \
                 if compile_carbide(args.carbide, model, artifact) else None

@@ -27,6 +27,9 @@ impl Scope<'_> {
     }
 }
 
+/// Symbolic dim name → the extent the feeds bound it to.
+pub(crate) type DimBindings = HashMap<String, usize>;
+
 /// Checks `feeds` against the graph's inputs (dtype, rank, dims, symbolic
 /// dims bound consistently) and returns them by name, with the bound
 /// symbolic dims. An input that has a
@@ -35,7 +38,7 @@ pub(crate) fn bind_feeds(
     graph: &Graph,
     weights: &HashMap<String, Value>,
     feeds: Vec<(String, Value)>,
-) -> Result<(HashMap<String, Value>, HashMap<String, usize>), RuntimeError> {
+) -> Result<(HashMap<String, Value>, DimBindings), RuntimeError> {
     let mut feeds: HashMap<String, Value> = feeds.into_iter().collect();
     let mut bound = HashMap::new();
     let mut syms: HashMap<String, usize> = HashMap::new();

@@ -5,53 +5,15 @@
 //! (the README's test command runs it). Without them a test is skipped,
 //! unless CARBIDE_REQUIRE_DATA=1 (set by the test script), where it fails.
 
-use carbide::ir::{Tensor, Value};
-use std::path::PathBuf;
-
-fn zoo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache").join("zoo")
-}
-
-/// The worst absolute difference and the reference's largest magnitude.
-fn max_abs_diff(ours: &Tensor, reference: &Tensor) -> (f64, f64) {
-    assert_eq!(ours.shape(), reference.shape(), "shapes differ");
-    let a = ours.to_f64_vec().expect("numeric output");
-    let b = reference.to_f64_vec().expect("numeric reference");
-    let diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f64::max);
-    (diff, scale)
-}
+mod common;
 
 fn check_model(name: &str) {
-    let dir = zoo_dir();
-    let model_path = dir.join(format!("{name}.onnx"));
-    if !model_path.exists() {
-        if std::env::var("CARBIDE_REQUIRE_DATA").is_ok_and(|v| v == "1") {
-            panic!("{} is missing: run scripts/zoo.py", model_path.display());
-        }
-        eprintln!(
-            "skipping {name}: {} not found (run scripts/zoo.py)",
-            model_path.display()
-        );
-        return;
-    }
-    let model = carbide::load_model(&model_path).unwrap_or_else(|e| panic!("loading {name}: {e}"));
-    let inputs = carbide::npy::read_npz(&dir.join(format!("{name}.inputs.npz"))).expect("inputs");
-    let expected = carbide::npy::read_npz(&dir.join(format!("{name}.ort.npz"))).expect("ort outputs");
-    let session = carbide::Session::new(model);
-    let feeds = inputs.into_iter().map(|(n, t)| (n, Value::Tensor(t))).collect();
-    let outputs = session.run(feeds).unwrap_or_else(|e| panic!("running {name}: {e}"));
-    assert_eq!(outputs.len(), expected.len());
-    for ((out_name, value), (ref_name, reference)) in outputs.iter().zip(&expected) {
-        assert_eq!(out_name, ref_name);
-        let ours = value.as_tensor().expect("tensor output");
-        let (diff, scale) = max_abs_diff(ours, reference);
-        let bound = 1e-4 * scale.max(1.0);
-        assert!(
-            diff <= bound,
-            "{name}/{out_name}: max|carbide - ort| = {diff:e} > {bound:e}"
-        );
-    }
+    let Some(case) = common::zoo_case(name) else { return };
+    let session = carbide::Session::new(case.model);
+    let outputs = session
+        .run(case.feeds)
+        .unwrap_or_else(|e| panic!("running {name}: {e}"));
+    common::assert_matches_ort(name, &outputs, &case.expected);
 }
 
 #[test]

@@ -439,7 +439,13 @@ impl Module {
                     (&node.outputs, self.alias(node, &scope)?)
                 }
                 Step::Kernel(k) => {
-                    let loaded = self.kernels[i].as_ref().expect("kernel steps are loaded");
+                    // from_parts loads every kernel step, so this is always Some.
+                    let Some(loaded) = self.kernels.get(i).and_then(Option::as_ref) else {
+                        return Err(RuntimeError::Kernel {
+                            entry: k.call.entry.clone(),
+                            reason: format!("step {i} has no loaded kernel"),
+                        });
+                    };
                     (&k.outputs, self.run_kernel(k, loaded, &scope, &mut syms)?)
                 }
             };
@@ -558,8 +564,11 @@ impl Module {
                     } else {
                         n
                     };
-                    scratch.push(AlignedBuf::zeroed(n));
-                    scratch.last_mut().expect("just pushed").as_mut_ptr() as *mut c_void
+                    // The blocks live on the heap: moving the buffer into `scratch` keeps the pointer valid.
+                    let mut buf = AlignedBuf::zeroed(n);
+                    let p = buf.as_mut_ptr() as *mut c_void;
+                    scratch.push(buf);
+                    p
                 }
             };
             buffers.push(p);

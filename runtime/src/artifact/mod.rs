@@ -261,12 +261,18 @@ pub fn encode_raw(manifest_bytes: &[u8], data: &[u8], library: &[u8]) -> Vec<u8>
     out
 }
 
-fn read_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+fn read_u32(b: &[u8], at: usize) -> Result<u32, ArtifactError> {
+    let field = b.get(at..at + 4).and_then(|s| <[u8; 4]>::try_from(s).ok());
+    field
+        .map(u32::from_le_bytes)
+        .ok_or_else(|| ArtifactError::Truncated(format!("header field at byte {at} is past the end")))
 }
 
-fn read_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+fn read_u64(b: &[u8], at: usize) -> Result<u64, ArtifactError> {
+    let field = b.get(at..at + 8).and_then(|s| <[u8; 8]>::try_from(s).ok());
+    field
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| ArtifactError::Truncated(format!("header field at byte {at} is past the end")))
 }
 
 /// Checks the header and checksums and decodes the manifest.
@@ -283,7 +289,7 @@ pub fn decode(bytes: &[u8]) -> Result<Sections<'_>, ArtifactError> {
     if &bytes[..8] != MAGIC {
         return Err(ArtifactError::BadMagic);
     }
-    let version = read_u32(bytes, 8);
+    let version = read_u32(bytes, 8)?;
     if version != FORMAT_VERSION {
         return Err(ArtifactError::UnsupportedVersion {
             found: version,
@@ -297,7 +303,11 @@ pub fn decode(bytes: &[u8]) -> Result<Sections<'_>, ArtifactError> {
         )));
     }
     let section = |at: usize, name: &'static str| -> Result<&[u8], ArtifactError> {
-        let (off, len, stored) = (read_u64(bytes, at), read_u64(bytes, at + 8), read_u32(bytes, at + 16));
+        let (off, len, stored) = (
+            read_u64(bytes, at)?,
+            read_u64(bytes, at + 8)?,
+            read_u32(bytes, at + 16)?,
+        );
         let end = off
             .checked_add(len)
             .filter(|&e| e <= bytes.len() as u64)

@@ -6,7 +6,7 @@
 //! epilogue. Parts split (batch, group, pixel block, channel block) tasks.
 
 use crate::cexpr::{slot, Params};
-use crate::gemm::{check_schedule, default_schedule, microkernel};
+use crate::gemm::{check_schedule, default_schedule, emit_epilogue_operands, microkernel};
 use crate::group::{broadcast_strides, chain, is_f32, shape_text};
 use crate::target::Target;
 use crate::{CodegenError, KernelGroup, LoweredKernel};
@@ -318,27 +318,10 @@ pub fn lower(
     let _ = writeln!(s, "                for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
     let _ = writeln!(s, "                    const int64_t i = i0 + ip, j = j0 + jp;");
     let ne = e_slots.len();
-    if ne > 0 {
-        let bases: Vec<String> = (0..ne)
-            .map(|k| format!("E{k} + n * esb{k} + (g * {mg} + i) * esm{k} + j * {}", eop_strides[k].2))
-            .collect();
-        let strides: Vec<String> = (0..ne).map(|k| format!("esm{k}")).collect();
-        let _ = writeln!(
-            s,
-            "                    const float *const eb[{ne}] = {{{}}};",
-            bases.join(", ")
-        );
-        let _ = writeln!(
-            s,
-            "                    const int64_t es[{ne}] = {{{}}};",
-            strides.join(", ")
-        );
-    } else {
-        let _ = writeln!(
-            s,
-            "                    const float *const *eb = 0; const int64_t *es = 0;"
-        );
-    }
+    let bases: Vec<String> = (0..ne)
+        .map(|k| format!("E{k} + n * esb{k} + (g * {mg} + i) * esm{k} + j * {}", eop_strides[k].2))
+        .collect();
+    emit_epilogue_operands(&mut s, &bases);
     let _ = writeln!(s, "                    ukr_{entry}(kcur, Ag + (i / {mr}) * K * {mr} + pc * {mr}, Bp + jp * kcur, Yg + i * P + j, P, min_i64({mr}, mcur - ip), min_i64({nr}, ncur - jp), pc > 0, pc + kcur >= K, eb, es);");
     let _ = writeln!(s, "                }}\n            }}\n        }}\n    }}\n}}");
     let tasks = ParamExpr::Mul(

@@ -659,27 +659,10 @@ pub fn lower(
     }
     let _ = writeln!(c, "                for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
     let _ = writeln!(c, "                    const int64_t i = i0 + ip, j = j0 + jp;");
-    if ne > 0 {
-        let bases: Vec<String> = (0..ne)
-            .map(|k| format!("E{k} + eo{k} + i * esm{k} + j * {}", sp.eop_strides[k].2))
-            .collect();
-        let strides: Vec<String> = (0..ne).map(|k| format!("esm{k}")).collect();
-        let _ = writeln!(
-            c,
-            "                    const float *const eb[{ne}] = {{{}}};",
-            bases.join(", ")
-        );
-        let _ = writeln!(
-            c,
-            "                    const int64_t es[{ne}] = {{{}}};",
-            strides.join(", ")
-        );
-    } else {
-        let _ = writeln!(
-            c,
-            "                    const float *const *eb = 0; const int64_t *es = 0;"
-        );
-    }
+    let bases: Vec<String> = (0..ne)
+        .map(|k| format!("E{k} + eo{k} + i * esm{k} + j * {}", sp.eop_strides[k].2))
+        .collect();
+    emit_epilogue_operands(&mut c, &bases);
     let _ = writeln!(c, "                    ukr_{entry}(kcur, Ap + ip * kcur, bp, C + c_off + i * N + j, N, min_i64({mr}, mcur - ip), min_i64({nr}, ncur - jp), pc > 0, pc + kcur >= K, eb, es);");
     let _ = writeln!(c, "                }}\n            }}");
     let _ = writeln!(c, "            if (K == 0) break;\n        }}\n    }}\n}}");
@@ -709,6 +692,30 @@ pub fn lower(
         schedule: sched,
         workload,
     }))
+}
+
+/// Emits the `eb`/`es` arrays the microkernel reads its epilogue operands
+/// from: one base pointer per operand (given) and its row stride `esm{k}`.
+pub(crate) fn emit_epilogue_operands(s: &mut String, bases: &[String]) {
+    if bases.is_empty() {
+        let _ = writeln!(
+            s,
+            "                    const float *const *eb = 0; const int64_t *es = 0;"
+        );
+        return;
+    }
+    let ne = bases.len();
+    let strides: Vec<String> = (0..ne).map(|k| format!("esm{k}")).collect();
+    let _ = writeln!(
+        s,
+        "                    const float *const eb[{ne}] = {{{}}};",
+        bases.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "                    const int64_t es[{ne}] = {{{}}};",
+        strides.join(", ")
+    );
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! be fed from and compared with numpy without Python in the loop.
 
 use carbide_ir::ndarray::{ArrayD, IxDyn};
-use carbide_ir::{bf16, f16, DType, Tensor};
+use carbide_ir::{f16, DType, Tensor};
 use std::io::{Read, Write};
 use std::path::Path;
 use thiserror::Error;
@@ -58,33 +58,15 @@ pub fn to_npy_bytes(t: &Tensor) -> Result<Vec<u8>, NpyError> {
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + t.len() * 8);
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    macro_rules! put {
-        ($a:expr, $f:expr) => {
-            for v in $a.iter() {
-                out.extend_from_slice(&$f(v));
-            }
-        };
-    }
-    match t {
-        Tensor::F32(a) => put!(a, |v: &f32| v.to_le_bytes()),
-        Tensor::F64(a) => put!(a, |v: &f64| v.to_le_bytes()),
-        Tensor::F16(a) => put!(a, |v: &f16| v.to_bits().to_le_bytes()),
-        Tensor::BF16(a) => put!(a, |v: &bf16| v.to_bits().to_le_bytes()),
-        Tensor::I8(a) => put!(a, |v: &i8| v.to_le_bytes()),
-        Tensor::I16(a) => put!(a, |v: &i16| v.to_le_bytes()),
-        Tensor::I32(a) => put!(a, |v: &i32| v.to_le_bytes()),
-        Tensor::I64(a) => put!(a, |v: &i64| v.to_le_bytes()),
-        Tensor::U8(a) => put!(a, |v: &u8| v.to_le_bytes()),
-        Tensor::U16(a) => put!(a, |v: &u16| v.to_le_bytes()),
-        Tensor::U32(a) => put!(a, |v: &u32| v.to_le_bytes()),
-        Tensor::U64(a) => put!(a, |v: &u64| v.to_le_bytes()),
-        Tensor::Bool(a) => put!(a, |v: &bool| [*v as u8]),
-        Tensor::String(_) | Tensor::Small(..) => return Err(NpyError::DType("<tensor>".into(), t.dtype().to_string())),
-    }
+    // descr() already refused strings and the formats numpy lacks.
+    let data = t
+        .to_le_bytes()
+        .ok_or_else(|| NpyError::DType("<tensor>".into(), t.dtype().to_string()))?;
+    out.extend_from_slice(&data);
     Ok(out)
 }
 

@@ -125,6 +125,8 @@ fn grow(x: &[Vec<f64>], r: &[f64], idx: Vec<usize>, depth: usize, p: GbrtParams,
 }
 
 /// The split with the largest reduction of squared error, if any reduces it.
+// `f` indexes the columns of row-major `x`, which no iterator over `x` gives.
+#[allow(clippy::needless_range_loop)]
 fn best_split(x: &[Vec<f64>], r: &[f64], idx: &[usize], min_leaf: usize) -> Option<(usize, f64)> {
     let n = idx.len();
     let total: f64 = idx.iter().map(|&i| r[i]).sum();
@@ -164,7 +166,9 @@ mod tests {
         let f = |x: &[f64]| 3.0 * f64::from(u8::from(x[0] > 0.5)) + x[1] * x[1] - x[2];
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut sample = |n: usize| -> (Vec<Vec<f64>>, Vec<f64>) {
-            let xs: Vec<Vec<f64>> = (0..n).map(|_| (0..4).map(|_| rng.gen_range(0.0..1.0)).collect()).collect();
+            let xs: Vec<Vec<f64>> = (0..n)
+                .map(|_| (0..4).map(|_| rng.gen_range(0.0..1.0)).collect())
+                .collect();
             let ys = xs.iter().map(|x| f(x)).collect();
             (xs, ys)
         };
@@ -172,7 +176,11 @@ mod tests {
         let (xv, yv) = sample(200);
         let model = Gbrt::fit(&xt, &yt, GbrtParams::default());
         let mse = |xs: &[Vec<f64>], ys: &[f64]| {
-            xs.iter().zip(ys).map(|(x, y)| (model.predict(x) - y).powi(2)).sum::<f64>() / ys.len() as f64
+            xs.iter()
+                .zip(ys)
+                .map(|(x, y)| (model.predict(x) - y).powi(2))
+                .sum::<f64>()
+                / ys.len() as f64
         };
         let mean = yv.iter().sum::<f64>() / yv.len() as f64;
         let var = yv.iter().map(|y| (y - mean).powi(2)).sum::<f64>() / yv.len() as f64;
@@ -189,7 +197,10 @@ mod tests {
                 }
             }
         }
-        assert!(agree as f64 > 0.9 * pairs as f64, "{agree} of {pairs} pairs ordered right");
+        assert!(
+            agree as f64 > 0.9 * pairs as f64,
+            "{agree} of {pairs} pairs ordered right"
+        );
     }
 
     #[test]

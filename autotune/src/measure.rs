@@ -80,7 +80,10 @@ impl Bench {
                 }
                 None => {
                     if v.ty.dtype != Some(DType::F32) {
-                        return Err(format!("input '{}' is {:?}; only f32 inputs are measured", v.name, v.ty.dtype));
+                        return Err(format!(
+                            "input '{}' is {:?}; only f32 inputs are measured",
+                            v.name, v.ty.dtype
+                        ));
                     }
                     let shape = shape_of(&v.ty);
                     let n: usize = shape.iter().product();
@@ -170,7 +173,13 @@ impl Bench {
         results
     }
 
-    fn run_one(&mut self, k: &LoweredKernel, lib: &[u8], cfg: &MeasureConfig, may_set_reference: bool) -> Result<f64, String> {
+    fn run_one(
+        &mut self,
+        k: &LoweredKernel,
+        lib: &[u8],
+        cfg: &MeasureConfig,
+        may_set_reference: bool,
+    ) -> Result<f64, String> {
         let n = self.group.nodes.len();
         let step = KernelStep {
             call: k.call.clone(),
@@ -228,7 +237,9 @@ fn time_module(module: &Module, feeds: &[(String, Value)], cfg: &MeasureConfig) 
     };
     let (_, out) = run(feeds.to_vec())?;
     let (first, _) = run(feeds.to_vec())?;
-    let inner = (cfg.min_repeat.as_secs_f64() / first.as_secs_f64().max(1e-7)).ceil().clamp(1.0, 1000.0) as usize;
+    let inner = (cfg.min_repeat.as_secs_f64() / first.as_secs_f64().max(1e-7))
+        .ceil()
+        .clamp(1.0, 1000.0) as usize;
     let mut samples = Vec::with_capacity(cfg.repeats.max(1));
     for _ in 0..cfg.repeats.max(1) {
         let mut total = Duration::ZERO;
@@ -246,14 +257,22 @@ fn time_module(module: &Module, feeds: &[(String, Value)], cfg: &MeasureConfig) 
 /// Fails unless every output matches the reference within tolerance.
 fn check(outputs: &[Value], reference: &[Value], tol: f32) -> Result<(), String> {
     if outputs.len() != reference.len() {
-        return Err(format!("{} outputs, the reference has {}", outputs.len(), reference.len()));
+        return Err(format!(
+            "{} outputs, the reference has {}",
+            outputs.len(),
+            reference.len()
+        ));
     }
     for (i, (o, r)) in outputs.iter().zip(reference).enumerate() {
         let (Some(Tensor::F32(o)), Some(Tensor::F32(r))) = (o.as_tensor(), r.as_tensor()) else {
             return Err(format!("output {i} is not an f32 tensor"));
         };
         if o.shape() != r.shape() {
-            return Err(format!("output {i} has shape {:?}, expected {:?}", o.shape(), r.shape()));
+            return Err(format!(
+                "output {i} has shape {:?}, expected {:?}",
+                o.shape(),
+                r.shape()
+            ));
         }
         let scale = r.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         let mut worst = 0.0f32;
@@ -265,7 +284,10 @@ fn check(outputs: &[Value], reference: &[Value], tol: f32) -> Result<(), String>
             worst = worst.max(d);
         }
         if worst > tol * scale {
-            return Err(format!("wrong result: output {i} differs by {worst} (allowed {})", tol * scale));
+            return Err(format!(
+                "wrong result: output {i} differs by {worst} (allowed {})",
+                tol * scale
+            ));
         }
     }
     Ok(())

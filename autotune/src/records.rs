@@ -105,7 +105,11 @@ impl Database {
     pub fn best<'a>(&'a self, key: &'a WorkloadKey) -> Option<&'a TuningRecord> {
         self.trials(key)
             .filter(|r| r.median_us.is_some_and(f64::is_finite))
-            .min_by(|a, b| a.median_us.partial_cmp(&b.median_us).unwrap_or(std::cmp::Ordering::Equal))
+            .min_by(|a, b| {
+                a.median_us
+                    .partial_cmp(&b.median_us)
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
     }
 }
 

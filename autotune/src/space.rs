@@ -77,7 +77,11 @@ pub fn gemm_dims(group: &KernelGroup) -> Option<GemmDims> {
             if outv.len() < 2 || a.is_empty() {
                 return None;
             }
-            let k = if trans_a && a.len() >= 2 { a[a.len() - 2] } else { a[a.len() - 1] };
+            let k = if trans_a && a.len() >= 2 {
+                a[a.len() - 2]
+            } else {
+                a[a.len() - 1]
+            };
             Some(GemmDims {
                 m: outv[outv.len() - 2],
                 n: outv[outv.len() - 1],
@@ -117,7 +121,10 @@ impl Knobs {
         s.tiles.insert("m".into(), self.mc);
         s.tiles.insert("n".into(), self.nc);
         s.tiles.insert("k".into(), self.kc);
-        s.microkernel = Some(MicroTile { mr: self.mr, nr: self.nr });
+        s.microkernel = Some(MicroTile {
+            mr: self.mr,
+            nr: self.nr,
+        });
         if let WeightLayout::PackedPanels { .. } = s.weight_layout {
             s.weight_layout = WeightLayout::PackedPanels { nr: self.nr };
         }
@@ -135,7 +142,8 @@ pub fn micro_tiles(target: &Target) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for nv in 1..=4 {
         for mr in 2..=16 {
-            if mr * nv + nv + 1 <= regs {
+            // Accumulators, the B vectors and one broadcast A register.
+            if mr * nv + nv < regs {
                 out.push((mr, nv * vw));
             }
         }
@@ -198,7 +206,11 @@ fn neighbour(options: &[usize], cur: usize, rng: &mut impl Rng) -> usize {
 
 /// Takes each knob group (register tile, KC, MC factor, NC factor) from either parent.
 pub fn crossover(a: Knobs, b: Knobs, rng: &mut impl Rng) -> Knobs {
-    let (mr, nr, mcf_src, ncf_src) = if rng.gen_bool(0.5) { (a.mr, a.nr, a, b) } else { (b.mr, b.nr, b, a) };
+    let (mr, nr, mcf_src, ncf_src) = if rng.gen_bool(0.5) {
+        (a.mr, a.nr, a, b)
+    } else {
+        (b.mr, b.nr, b, a)
+    };
     let mcf = if rng.gen_bool(0.5) { mcf_src } else { ncf_src };
     let ncf = if rng.gen_bool(0.5) { mcf_src } else { ncf_src };
     Knobs {
@@ -262,7 +274,11 @@ mod tests {
         let mut k = random_knobs(&t, &mut rng);
         for _ in 0..500 {
             let other = random_knobs(&t, &mut rng);
-            k = if rng.gen_bool(0.5) { mutate(k, &t, &mut rng) } else { crossover(k, other, &mut rng) };
+            k = if rng.gen_bool(0.5) {
+                mutate(k, &t, &mut rng)
+            } else {
+                crossover(k, other, &mut rng)
+            };
             assert!(tiles.contains(&(k.mr, k.nr)), "{k:?}");
             assert_eq!(k.mc % k.mr, 0);
             assert_eq!(k.nc % k.nr, 0);

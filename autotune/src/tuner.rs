@@ -217,7 +217,11 @@ pub fn tune(
         per * tasks[i].count() as f64
     };
     let mut order: Vec<usize> = (0..tasks.len()).collect();
-    order.sort_by(|&a, &b| est(b, &states[b]).partial_cmp(&est(a, &states[a])).unwrap_or(std::cmp::Ordering::Equal));
+    order.sort_by(|&a, &b| {
+        est(b, &states[b])
+            .partial_cmp(&est(a, &states[a]))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     let mut model = Gbrt::default();
     let mut data_x: Vec<Vec<f64>> = Vec::new();
     let mut data_y: Vec<f64> = Vec::new();
@@ -404,14 +408,7 @@ fn tracing_free_warn(node: &str, why: &str) {
 /// Up to `n` untried candidates: children of the best measured schedules
 /// (mutation, crossover) and random points, ranked by the cost model, with
 /// a quarter picked at random to keep exploring.
-fn propose(
-    st: &State,
-    dims: &GemmDims,
-    target: &Target,
-    model: &Gbrt,
-    n: usize,
-    rng: &mut impl Rng,
-) -> Vec<Knobs> {
+fn propose(st: &State, dims: &GemmDims, target: &Target, model: &Gbrt, n: usize, rng: &mut impl Rng) -> Vec<Knobs> {
     if n == 0 {
         return Vec::new();
     }
@@ -507,7 +504,9 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn host_target() -> Option<Target> {
-        Target::parse("native").ok().filter(|t| t.isa() != carbide_backend_cpu::Isa::Neon)
+        Target::parse("native")
+            .ok()
+            .filter(|t| t.isa() != carbide_backend_cpu::Isa::Neon)
     }
 
     fn quick(trials: usize) -> TuneOptions {
@@ -534,7 +533,15 @@ pub(crate) mod tests {
         let tasks = extract_tasks(&[g.clone(), other, matmul_group(16, 64, 48)], &target).unwrap();
         assert_eq!(tasks.len(), 2);
         assert_eq!(tasks[0].nodes, vec!["mm".to_string(), "mm2".to_string()]);
-        assert_eq!(tasks[0].dims, GemmDims { m: 32.0, n: 48.0, k: 64.0, batch: 1.0 });
+        assert_eq!(
+            tasks[0].dims,
+            GemmDims {
+                m: 32.0,
+                n: 48.0,
+                k: 64.0,
+                batch: 1.0
+            }
+        );
     }
 
     #[test]
@@ -544,13 +551,24 @@ pub(crate) mod tests {
         // Start from a deliberately poor schedule: the smallest register
         // tile and tiny cache blocks. The default is always measured first.
         let vw = target.vector_width();
-        let bad = Knobs { mr: 2, nr: vw, kc: 64, mc: 2, nc: vw };
+        let bad = Knobs {
+            mr: 2,
+            nr: vw,
+            kc: 64,
+            mc: 2,
+            nc: vw,
+        };
         tasks[0].default_schedule = bad.apply(&tasks[0].default_schedule);
         let mut db = Database::in_memory();
         let s = tune(&tasks, &target, &mut db, &quick(12), &mut |_| {}).unwrap();
         assert_eq!(s.trials_run, 12);
         assert_eq!(db.records.len(), 12);
-        assert_eq!(s.failed_trials, 0, "{:?}", db.records.iter().filter_map(|r| r.error.clone()).collect::<Vec<_>>());
+        assert_eq!(
+            s.failed_trials,
+            0,
+            "{:?}",
+            db.records.iter().filter_map(|r| r.error.clone()).collect::<Vec<_>>()
+        );
         let t = &s.tasks[0];
         let (d, b) = (t.default_us.unwrap(), t.best_us.unwrap());
         assert!(b <= d * 1.05, "tuned {b} µs vs default {d} µs");
@@ -573,7 +591,10 @@ pub(crate) mod tests {
         let reread = Database::load(&path).unwrap();
         assert_eq!(reread.records, db.records);
         assert_eq!(reread.best(&tasks[0].workload), db.best(&tasks[0].workload));
-        assert!(reread.records.iter().all(|r| r.version == CARBIDE_VERSION && r.matches(&tasks[0].workload)));
+        assert!(reread
+            .records
+            .iter()
+            .all(|r| r.version == CARBIDE_VERSION && r.matches(&tasks[0].workload)));
         // Same budget again: nothing left to do.
         let mut db = Database::open(&path).unwrap();
         let again = tune(&tasks, &target, &mut db, &quick(6), &mut |_| {}).unwrap();

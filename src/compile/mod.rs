@@ -8,6 +8,7 @@
 
 pub mod cpu;
 pub mod partition;
+mod symbolic;
 
 use carbide_ir::ops::{MiscOp, NnOp};
 use carbide_ir::{Graph, Model, Op, Value};
@@ -141,6 +142,14 @@ fn compile_parts(model: &Model, opts: &CompileOptions) -> Result<(ModuleParts, C
     report.nodes_optimized = model.graph.nodes.len();
     report.nodes_folded = fold_constants(&mut model.graph)?;
     carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
+    // Symbolic dims that flow through shape arithmetic (Shape → Slice → ...);
+    // each round can expose more (a refined value's Shape), so up to a few.
+    for _ in 0..4 {
+        if symbolic::refine(&mut model.graph) == 0 {
+            break;
+        }
+        carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
+    }
     let cpu_target = carbide_backend_cpu::Target::parse(&opts.target)
         .map_err(|e| CompileError::UnknownTarget(format!("{}: {e}", opts.target)))?;
     let mut gen = cpu::CpuGen::new(cpu_target, &model.graph);

@@ -81,6 +81,21 @@ pub struct CompileReport {
     pub host_steps: usize,
     pub alias_steps: usize,
     pub library_bytes: usize,
+    /// Kernels compiled with a schedule from the tuning database.
+    pub tuned: Vec<TunedKernel>,
+    /// Anchor nodes of tunable kernels the tuning database had no record for
+    /// (empty without `--tuning-db`).
+    pub untuned: Vec<String>,
+}
+
+/// A kernel whose schedule came from a tuning record.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TunedKernel {
+    pub node: String,
+    pub workload: String,
+    pub schedule: carbide_ir::kernel::Schedule,
+    pub median_us: Option<f64>,
+    pub default_us: Option<f64>,
 }
 
 /// The optimizer level compilation uses at -O1 and above: the classic
@@ -114,14 +129,67 @@ pub fn compile_artifact(model: &Model, opts: &CompileOptions) -> Result<(Vec<u8>
 
 /// The pipeline up to the module's parts (nothing loaded or run).
 fn compile_parts(model: &Model, opts: &CompileOptions) -> Result<(ModuleParts, CompileReport), CompileError> {
+    let tuning = match &opts.tuning_db {
+        Some(db) => Some(load_tuning_db(db)?),
+        None => None,
+    };
+    let (mut model, mut report, cpu_target) = prepare(model, opts)?;
+    let mut gen = cpu::CpuGen::new(cpu_target, &model.graph);
+    gen.tuning = tuning;
+    let steps = partition::partition(&model.graph, &mut gen as &mut dyn KernelGen)?;
+    let library = gen.finish()?;
+    let target = if library.is_empty() {
+        TargetInfo::host_only()
+    } else {
+        gen.target_info()
+    };
+    prune_weights(&mut model.graph, &steps);
+    for s in &steps {
+        match s {
+            carbide_runtime::Step::Host { .. } => report.host_steps += 1,
+            carbide_runtime::Step::Alias { .. } => report.alias_steps += 1,
+            carbide_runtime::Step::Kernel(k) => {
+                report.kernels += 1;
+                report.nodes_in_kernels += k.nodes.len();
+            }
+        }
+    }
+    report.library_bytes = library.len();
+    report.target = target.name.clone();
+    report.tuned = std::mem::take(&mut gen.tuned);
+    report.untuned = std::mem::take(&mut gen.untuned);
+    let parts = ModuleParts {
+        model,
+        steps,
+        library,
+        target,
+    };
+    Ok((parts, report))
+}
+
+/// The kernel groups compilation would generate for `model` (with their
+/// default schedules): what the autotuner tunes.
+pub fn kernel_groups(
+    model: &Model,
+    opts: &CompileOptions,
+) -> Result<(Vec<carbide_backend_cpu::KernelGroup>, carbide_backend_cpu::Target), CompileError> {
+    let (model, _, cpu_target) = prepare(model, opts)?;
+    let mut gen = cpu::CpuGen::new(cpu_target.clone(), &model.graph);
+    gen.keep_groups = true;
+    partition::partition(&model.graph, &mut gen as &mut dyn KernelGen)?;
+    Ok((std::mem::take(&mut gen.groups), cpu_target))
+}
+
+/// Checks the options, optimizes and folds the graph: everything before partitioning.
+fn prepare(
+    model: &Model,
+    opts: &CompileOptions,
+) -> Result<(Model, CompileReport, carbide_backend_cpu::Target), CompileError> {
     if !TARGETS.contains(&opts.target.as_str()) {
         return Err(CompileError::UnknownTarget(opts.target.clone()));
     }
     if opts.opt_level > 3 {
         return Err(CompileError::BadOptLevel(opts.opt_level));
-    }
-    if let Some(db) = &opts.tuning_db {
-        check_tuning_db(db)?;
     }
     let mut model = model.clone();
     let mut report = CompileReport {
@@ -143,50 +211,18 @@ fn compile_parts(model: &Model, opts: &CompileOptions) -> Result<(ModuleParts, C
     carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
     let cpu_target = carbide_backend_cpu::Target::parse(&opts.target)
         .map_err(|e| CompileError::UnknownTarget(format!("{}: {e}", opts.target)))?;
-    let mut gen = cpu::CpuGen::new(cpu_target, &model.graph);
-    let steps = partition::partition(&model.graph, &mut gen as &mut dyn KernelGen)?;
-    let library = gen.finish()?;
-    let target = if library.is_empty() {
-        TargetInfo::host_only()
-    } else {
-        gen.target_info()
-    };
-    prune_weights(&mut model.graph, &steps);
-    for s in &steps {
-        match s {
-            carbide_runtime::Step::Host { .. } => report.host_steps += 1,
-            carbide_runtime::Step::Alias { .. } => report.alias_steps += 1,
-            carbide_runtime::Step::Kernel(k) => {
-                report.kernels += 1;
-                report.nodes_in_kernels += k.nodes.len();
-            }
-        }
-    }
-    report.library_bytes = library.len();
-    report.target = target.name.clone();
-    let parts = ModuleParts {
-        model,
-        steps,
-        library,
-        target,
-    };
-    Ok((parts, report))
+    Ok((model, report, cpu_target))
 }
 
-fn check_tuning_db(path: &std::path::Path) -> Result<(), CompileError> {
-    let err = |reason: String| CompileError::TuningDb {
+/// Reads the tuning records (JSON lines, see `carbide_autotune::records`).
+fn load_tuning_db(path: &std::path::Path) -> Result<carbide_autotune::Database, CompileError> {
+    carbide_autotune::Database::load(path).map_err(|e| CompileError::TuningDb {
         path: path.display().to_string(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    // Records are JSON values, one per line (JSON Lines) or one document.
-    if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
-        return Ok(());
-    }
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        serde_json::from_str::<serde_json::Value>(line).map_err(|e| err(format!("line {}: {e}", i + 1)))?;
-    }
-    Ok(())
+        reason: match e {
+            carbide_autotune::TuneError::Db { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    })
 }
 
 struct NoSubgraphs;

@@ -7,6 +7,7 @@
 
 pub mod algebra;
 pub mod cleanup;
+pub mod egraph;
 pub mod error;
 pub mod fold;
 pub mod fusion;

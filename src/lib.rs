@@ -9,6 +9,7 @@ pub mod compile;
 pub mod conformance;
 pub mod inspect;
 pub mod npy;
+pub mod tune;
 
 pub use carbide_frontend as frontend;
 pub use carbide_ir as ir;
@@ -17,4 +18,4 @@ pub use carbide_runtime as runtime;
 
 pub use carbide_frontend::{load_model, FrontendError};
 pub use carbide_runtime::{ArtifactError, Module, Session};
-pub use compile::{compile, CompileError, CompileOptions};
+pub use compile::{compile, compile_artifact, CompileError, CompileOptions, CompileReport};

@@ -214,3 +214,83 @@ fn bad_artifacts_and_targets_fail_with_exit_code_1_or_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn compile_for_another_cpu_writes_the_artifact_and_run_refuses_it() {
+    let have_cross_gcc = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("aarch64-linux-gnu-gcc").is_file()));
+    if !have_cross_gcc || std::env::consts::ARCH == "aarch64" {
+        eprintln!("skipping: needs an x86 host with aarch64-linux-gnu-gcc");
+        return;
+    }
+    let dir = temp_dir("xcompile");
+    let artifact = dir.join("tiny_cnn.neon.carbide");
+    let out = carbide()
+        .args([
+            "compile",
+            example().to_str().unwrap(),
+            "--target",
+            "aarch64-neon",
+            "--json",
+            "-o",
+        ])
+        .arg(&artifact)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["target"], "aarch64-neon", "{v}");
+    assert!(v["report"]["kernels"].as_u64().unwrap() > 0, "{v}");
+    let run = carbide().arg("run").arg(&artifact).output().unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("aarch64") && err.contains("recompile"), "{err}");
+}
+
+#[test]
+fn bench_profile_writes_a_chrome_trace_and_the_slowest_steps() {
+    let dir = temp_dir("profile");
+    let trace_path = dir.join("trace.json");
+    let bench = carbide()
+        .arg("bench")
+        .arg(example())
+        .args([
+            "--warmup",
+            "1",
+            "--runs",
+            "2",
+            "--json",
+            "--dim",
+            "batch=2",
+            "--profile",
+        ])
+        .arg(&trace_path)
+        .output()
+        .unwrap();
+    assert!(bench.status.success(), "{}", String::from_utf8_lossy(&bench.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    let top = v["profile"]["top_steps"].as_array().unwrap();
+    assert!(!top.is_empty() && top.len() <= 10, "{v}");
+    let totals: Vec<f64> = top.iter().map(|t| t["total_us"].as_f64().unwrap()).collect();
+    assert!(totals.windows(2).all(|w| w[0] >= w[1]), "not slowest first: {totals:?}");
+    assert!(top.iter().any(|t| t["kind"] == "kernel"), "{v}");
+
+    let trace: serde_json::Value = serde_json::from_slice(&std::fs::read(&trace_path).unwrap()).unwrap();
+    let events = trace["traceEvents"].as_array().unwrap();
+    // Every step of both timed runs is one complete event.
+    assert_eq!(events.len() % 2, 0);
+    assert!(!events.is_empty());
+    let mut last_end = 0.0;
+    for e in events {
+        assert_eq!(e["ph"], "X", "{e}");
+        assert!(["kernel", "host", "alias"].contains(&e["cat"].as_str().unwrap()), "{e}");
+        assert!(e["name"].is_string() && e["args"]["nodes"].is_array(), "{e}");
+        assert_eq!((e["pid"].as_u64(), e["tid"].as_u64()), (Some(1), Some(1)));
+        let (ts, dur) = (e["ts"].as_f64().unwrap(), e["dur"].as_f64().unwrap());
+        assert!(ts >= last_end && dur >= 0.0, "events overlap or go back in time: {e}");
+        last_end = ts + dur;
+        if e["cat"] == "kernel" {
+            assert!(e["args"]["entry"].is_string(), "{e}");
+        }
+    }
+}

@@ -1,7 +1,9 @@
 use super::run::{build_feeds, is_artifact, FeedArgs, Runner};
 use anyhow::{bail, Context, Result};
 use carbide::compile::{compile, CompileOptions};
+use carbide::runtime::module::profile::{step_totals, ChromeTrace, StepTotal};
 use clap::Args;
+use std::fmt::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -33,7 +35,15 @@ pub struct BenchArgs {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Time every step of the timed runs (compiled models only): write them
+    /// as a Chrome trace (chrome://tracing, Perfetto) to FILE and print the
+    /// 10 steps that take the most time.
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
 }
+
+/// How many of the slowest steps `--profile` reports.
+const PROFILE_TOP: usize = 10;
 
 /// The `q`-quantile of sorted samples (linear interpolation).
 fn quantile(sorted: &[f64], q: f64) -> f64 {
@@ -62,12 +72,30 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     for _ in 0..a.warmup {
         runner.run(feeds.clone())?;
     }
+    let module = match (&runner, &a.profile) {
+        (Runner::Compiled(m), Some(_)) => Some(m),
+        (Runner::Reference(_), Some(_)) => {
+            bail!("--profile needs a compiled model (an artifact, or an ONNX model without --reference)")
+        }
+        _ => None,
+    };
     let mut ms = Vec::with_capacity(a.runs);
+    let mut profiles = Vec::new();
     for _ in 0..a.runs {
         let f = feeds.clone();
         let start = Instant::now();
-        runner.run(f)?;
+        match module {
+            Some(m) => profiles.push(m.run_profiled(f)?.1),
+            None => {
+                runner.run(f)?;
+            }
+        }
         ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let top: Vec<StepTotal> = step_totals(&profiles).into_iter().take(PROFILE_TOP).collect();
+    if let Some(path) = &a.profile {
+        let trace = serde_json::to_string(&ChromeTrace::from_runs(&profiles))?;
+        std::fs::write(path, trace).with_context(|| format!("writing {}", path.display()))?;
     }
     ms.sort_by(f64::total_cmp);
     let (p10, median, p90) = (quantile(&ms, 0.1), quantile(&ms, 0.5), quantile(&ms, 0.9));
@@ -82,6 +110,10 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             "p10_ms": p10,
             "p90_ms": p90,
         });
+        let mut v = v;
+        if let (Some(path), Some(obj)) = (&a.profile, v.as_object_mut()) {
+            obj.insert("profile".into(), serde_json::json!({"trace": path, "top_steps": top}));
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
@@ -90,6 +122,34 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             runner.kind(),
             a.runs
         );
+        if let Some(path) = &a.profile {
+            print!("{}", top_steps_text(&top, a.runs));
+            println!("wrote trace {}", path.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The slowest steps as an aligned table (times are means per run).
+fn top_steps_text(top: &[StepTotal], runs: usize) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "top {} steps by total time over {runs} runs:", top.len());
+    let _ = writeln!(
+        o,
+        "  {:>5} {:<7}{:>11}{:>8}  name: nodes",
+        "step", "kind", "mean us", "%"
+    );
+    for t in top {
+        let _ = writeln!(
+            o,
+            "  {:>5} {:<7}{:>11.1}{:>7.1}%  {}: {}",
+            t.step,
+            t.kind.as_str(),
+            t.mean_us,
+            t.percent,
+            t.name,
+            t.nodes.join(" + ")
+        );
+    }
+    o
 }

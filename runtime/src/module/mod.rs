@@ -6,7 +6,11 @@
 //! already built and is only `dlopen`ed). Steps without a kernel run the
 //! reference host implementation, so every model runs.
 
-use crate::artifact::{self, ArtifactError, BlobRef, DataWriter, Manifest, TargetInfo, WeightRecord};
+pub mod profile;
+
+pub use profile::{ChromeTrace, Profile, StepKind, StepTime, StepTotal};
+
+use crate::artifact::{self, ArtifactError, Manifest, TargetInfo};
 use crate::error::RuntimeError;
 use crate::interpreter::{bind_feeds, eval_node, Scope};
 use carbide_ir::kernel::{BufferArg, KernelCall};
@@ -311,44 +315,22 @@ impl Module {
 
     /// Serializes the module as a `.carbide` artifact.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ArtifactError> {
-        let mut data = DataWriter::default();
-        let mut weights = Vec::new();
-        let mut string_weights = Vec::new();
-        let mut names: Vec<&String> = self.weights.keys().collect();
-        names.sort();
-        for name in names {
-            let Value::Tensor(t) = &self.weights[name] else {
-                continue;
-            };
-            match t.to_le_bytes() {
-                Some(bytes) => weights.push(WeightRecord {
-                    name: name.clone(),
-                    dtype: t.dtype(),
-                    shape: t.shape().to_vec(),
-                    blob: data.push(&bytes),
-                }),
-                None => string_weights.push((name.clone(), t.clone())),
-            }
-        }
-        let mut steps = self.steps.clone();
-        let mut packed: Vec<Vec<BlobRef>> = Vec::new();
-        for (step, loaded) in steps.iter_mut().zip(&self.kernels) {
-            if let (Step::Kernel(k), Some(l)) = (step, loaded) {
-                packed.push(l.packed.iter().map(|p| data.push(p.as_bytes())).collect());
-                k.call.packed.clear();
-            }
-        }
-        let manifest = Manifest {
-            carbide_version: env!("CARGO_PKG_VERSION").to_string(),
-            target: self.target.clone(),
-            model: self.model.clone(),
-            weights,
-            string_weights,
-            steps,
-            packed,
-        };
+        let weights: Vec<(&str, &Tensor)> = self
+            .weights
+            .iter()
+            .filter_map(|(name, v)| v.as_tensor().map(|t| (name.as_str(), t)))
+            .collect();
+        let packed: Vec<Vec<&[u8]>> = self
+            .steps
+            .iter()
+            .zip(&self.kernels)
+            .filter_map(|(step, loaded)| match (step, loaded) {
+                (Step::Kernel(_), Some(l)) => Some(l.packed.iter().map(AlignedBuf::as_bytes).collect()),
+                _ => None,
+            })
+            .collect();
         let library = self.library.as_ref().map_or(&[][..], |l| &l.bytes[..]);
-        artifact::encode(&manifest, &data.bytes, library)
+        artifact::write(&self.target, &self.model, &weights, &self.steps, &packed, library)
     }
 
     /// Writes the module as a `.carbide` file.
@@ -421,6 +403,39 @@ impl Module {
     /// Runs the model. `feeds` must hold every required input; returns the
     /// graph outputs in declaration order (as `Session::run` does).
     pub fn run(&self, feeds: Vec<(String, Value)>) -> Result<Vec<(String, Value)>, RuntimeError> {
+        self.run_timed(feeds, None)
+    }
+
+    /// Runs the model like [`Module::run`] and also returns each step's wall
+    /// time (for `carbide bench --profile`).
+    pub fn run_profiled(&self, feeds: Vec<(String, Value)>) -> Result<(Vec<(String, Value)>, Profile), RuntimeError> {
+        let mut profile = Profile::default();
+        let outs = self.run_timed(feeds, Some(&mut profile))?;
+        Ok((outs, profile))
+    }
+
+    /// Describes step `i` for a profile: its kind, name, nodes and entry.
+    fn step_label(&self, i: usize) -> (StepKind, String, Vec<String>, Option<String>) {
+        let g = &self.model.graph;
+        let desc = |n: usize| format!("{} ({})", g.nodes[n].name, g.nodes[n].op.op_type());
+        match &self.steps[i] {
+            Step::Host { node } => (StepKind::Host, g.nodes[*node].name.clone(), vec![desc(*node)], None),
+            Step::Alias { node } => (StepKind::Alias, g.nodes[*node].name.clone(), vec![desc(*node)], None),
+            Step::Kernel(k) => (
+                StepKind::Kernel,
+                k.call.entry.clone(),
+                k.nodes.iter().map(|&n| desc(n)).collect(),
+                Some(k.call.entry.clone()),
+            ),
+        }
+    }
+
+    fn run_timed(
+        &self,
+        feeds: Vec<(String, Value)>,
+        mut profile: Option<&mut Profile>,
+    ) -> Result<Vec<(String, Value)>, RuntimeError> {
+        let run_start = std::time::Instant::now();
         let graph = &self.model.graph;
         let (bound, mut syms) = bind_feeds(graph, &self.weights, feeds)?;
         let mut scope = Scope {
@@ -429,6 +444,7 @@ impl Module {
             parent: None,
         };
         for (i, step) in self.steps.iter().enumerate() {
+            let step_start = profile.is_some().then(std::time::Instant::now);
             let (names, outs): (&[String], Vec<Value>) = match step {
                 Step::Host { node } => {
                     let node = &graph.nodes[*node];
@@ -457,8 +473,20 @@ impl Module {
             scope
                 .values
                 .retain(|name, _| self.last_use.get(name).is_some_and(|&l| l > i));
+            if let (Some(p), Some(t0)) = (profile.as_deref_mut(), step_start) {
+                let (kind, name, nodes, entry) = self.step_label(i);
+                p.steps.push(StepTime {
+                    step: i,
+                    kind,
+                    name,
+                    nodes,
+                    entry,
+                    start_us: t0.duration_since(run_start).as_secs_f64() * 1e6,
+                    dur_us: t0.elapsed().as_secs_f64() * 1e6,
+                });
+            }
         }
-        graph
+        let outs = graph
             .outputs
             .iter()
             .map(|o| {
@@ -468,7 +496,11 @@ impl Module {
                     .map(|v| (o.name.clone(), v))
                     .ok_or_else(|| RuntimeError::Undefined(o.name.clone()))
             })
-            .collect()
+            .collect();
+        if let Some(p) = profile {
+            p.total_us = run_start.elapsed().as_secs_f64() * 1e6;
+        }
+        outs
     }
 
     /// A shape-only node. Its output is the input under a new shape; the

@@ -136,11 +136,6 @@ pub const PASSES: &[Pass] = &[
         level: 1,
     },
     Pass {
-        name: "egraph-rewrite",
-        run: crate::egraph::egraph_rewrite,
-        level: 3,
-    },
-    Pass {
         name: "fuse-activations",
         run: crate::fusion::fuse_activations,
         level: 2,
@@ -159,6 +154,13 @@ pub const PASSES: &[Pass] = &[
         name: "fuse-bias-activation",
         run: crate::fusion::fuse_bias_activation,
         level: 2,
+    },
+    // After the fusions: it rewrites what they left, so it never hides a
+    // pattern from them.
+    Pass {
+        name: "egraph-rewrite",
+        run: crate::egraph::egraph_rewrite,
+        level: 3,
     },
     Pass {
         name: "dce",

@@ -97,6 +97,9 @@ struct Emitter<'a> {
     consts: HashMap<Id, Tensor>,
     /// Choices made for groups of classes instead of by the greedy extractor.
     overrides: HashMap<Id, TensorLang>,
+    /// Classes being emitted: meeting one again means the choice is cyclic.
+    visiting: BTreeSet<Id>,
+    folding: BTreeSet<Id>,
     /// The chosen slices per (sliced class, axis): (class, start, end).
     slices: HashMap<(Id, usize), Vec<SlicePart>>,
     out: Emitted,
@@ -175,6 +178,15 @@ impl Emitter<'_> {
         if let Some(t) = self.consts.get(&id) {
             return Ok(t.clone());
         }
+        if !self.folding.insert(id) {
+            return Err(format!("the folded choice for e-class {id} is cyclic"));
+        }
+        let got = self.fold(id);
+        self.folding.remove(&id);
+        got
+    }
+
+    fn fold(&mut self, id: Id) -> Result<Tensor, String> {
         let best = self.best(id);
         let t = if let TensorLang::Leaf(k) = best {
             let name = &self.eg.analysis.leaves[k as usize].name;
@@ -232,6 +244,15 @@ impl Emitter<'_> {
         if let Some(n) = self.names.get(&id) {
             return Ok(n.clone());
         }
+        if !self.visiting.insert(id) {
+            return Err(format!("the extracted choice for e-class {id} is cyclic"));
+        }
+        let got = self.emit(id);
+        self.visiting.remove(&id);
+        got
+    }
+
+    fn emit(&mut self, id: Id) -> Result<String, String> {
         let best = self.best(id);
         if let TensorLang::Leaf(k) = best {
             let name = self.eg.analysis.leaves[k as usize].name.clone();
@@ -339,6 +360,8 @@ pub fn extract(g: &Graph, eg: &EG, roots: &[(String, Id)], model: CostModel) -> 
         root_name,
         consts: HashMap::new(),
         overrides: HashMap::new(),
+        visiting: BTreeSet::new(),
+        folding: BTreeSet::new(),
         slices: HashMap::new(),
         out: Emitted {
             nodes: Vec::new(),

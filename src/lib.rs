@@ -17,4 +17,4 @@ pub use carbide_runtime as runtime;
 
 pub use carbide_frontend::{load_model, FrontendError};
 pub use carbide_runtime::{ArtifactError, Module, Session};
-pub use compile::{compile, CompileError, CompileOptions};
+pub use compile::{compile, compile_artifact, CompileError, CompileOptions, CompileReport};

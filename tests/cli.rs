@@ -216,6 +216,38 @@ fn bad_artifacts_and_targets_fail_with_exit_code_1_or_2() {
 }
 
 #[test]
+fn compile_for_another_cpu_writes_the_artifact_and_run_refuses_it() {
+    let have_cross_gcc = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("aarch64-linux-gnu-gcc").is_file()));
+    if !have_cross_gcc || std::env::consts::ARCH == "aarch64" {
+        eprintln!("skipping: needs an x86 host with aarch64-linux-gnu-gcc");
+        return;
+    }
+    let dir = temp_dir("xcompile");
+    let artifact = dir.join("tiny_cnn.neon.carbide");
+    let out = carbide()
+        .args([
+            "compile",
+            example().to_str().unwrap(),
+            "--target",
+            "aarch64-neon",
+            "--json",
+            "-o",
+        ])
+        .arg(&artifact)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["target"], "aarch64-neon", "{v}");
+    assert!(v["report"]["kernels"].as_u64().unwrap() > 0, "{v}");
+    let run = carbide().arg("run").arg(&artifact).output().unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("aarch64") && err.contains("recompile"), "{err}");
+}
+
+#[test]
 fn bench_profile_writes_a_chrome_trace_and_the_slowest_steps() {
     let dir = temp_dir("profile");
     let trace_path = dir.join("trace.json");

@@ -1,5 +1,5 @@
 use anyhow::{Context, Result};
-use carbide::compile::{compile_with_report, CompileOptions};
+use carbide::compile::{compile_artifact, CompileOptions};
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +15,7 @@ pub struct CompileArgs {
     /// Optimization level: -O0 (none) to -O3.
     #[arg(short = 'O', default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=3))]
     opt_level: u8,
-    /// Worker threads recorded as the module's default (the loader may change it).
+    /// Accepted for symmetry with `run`; not stored (the loader picks its threads).
     #[arg(long)]
     threads: Option<usize>,
     /// Tuning records to replay (JSON).
@@ -44,19 +44,19 @@ pub fn run(a: CompileArgs) -> Result<ExitCode> {
         pb.enable_steady_tick(std::time::Duration::from_millis(120));
         pb
     });
-    let result = compile_with_report(&model, &opts);
+    // Never loads the kernels, so a cross target (aarch64-neon on x86) works too.
+    let result = compile_artifact(&model, &opts);
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
-    let (module, report) = result.with_context(|| format!("compiling {}", a.model.display()))?;
-    let bytes = module.to_bytes()?;
+    let (bytes, report) = result.with_context(|| format!("compiling {}", a.model.display()))?;
     std::fs::write(&a.output, &bytes).with_context(|| format!("writing {}", a.output.display()))?;
     let secs = start.elapsed().as_secs_f64();
     if a.json {
         let v = serde_json::json!({
             "model": a.model,
             "output": a.output,
-            "target": module.target().name,
+            "target": report.target,
             "opt_level": a.opt_level,
             "artifact_bytes": bytes.len(),
             "seconds": secs,
@@ -69,7 +69,7 @@ pub fn run(a: CompileArgs) -> Result<ExitCode> {
             a.model.display(),
             a.output.display(),
             bytes.len(),
-            module.target().name,
+            report.target,
             a.opt_level
         );
         println!(

@@ -68,6 +68,9 @@ pub enum CompileError {
 /// What a compilation did, for reports (`carbide compile --json`).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct CompileReport {
+    /// The target the kernels were built for ("native" resolved, e.g.
+    /// "x86-64-avx512"; "host" when every step runs on the host).
+    pub target: String,
     pub nodes_in: usize,
     pub nodes_folded: usize,
     /// Nodes after the graph optimizer (equal to `nodes_in` at -O0).
@@ -84,13 +87,33 @@ pub struct CompileReport {
 /// cleanups (folding, CSE, BatchNorm into weights, no-op removal).
 const COMPILE_PASS_LEVEL: u8 = 1;
 
-/// Compiles `model` for `opts.target`.
+/// Compiles `model` for `opts.target` and loads the result (the target's
+/// CPU must be this machine's; [`compile_artifact`] writes any target).
 pub fn compile(model: &Model, opts: &CompileOptions) -> Result<Module, CompileError> {
     compile_with_report(model, opts).map(|(m, _)| m)
 }
 
 /// [`compile`], also returning what it did.
 pub fn compile_with_report(model: &Model, opts: &CompileOptions) -> Result<(Module, CompileReport), CompileError> {
+    let (parts, report) = compile_parts(model, opts)?;
+    let mut module = Module::from_parts(parts)?;
+    if let Some(t) = opts.threads {
+        module.set_threads(t)?;
+    }
+    Ok((module, report))
+}
+
+/// Compiles `model` for `opts.target` into the bytes of a `.carbide`
+/// artifact without loading the kernels, so it works for every target on
+/// every machine (e.g. `aarch64-neon` on x86). `opts.threads` is not
+/// stored: the loader picks its thread count.
+pub fn compile_artifact(model: &Model, opts: &CompileOptions) -> Result<(Vec<u8>, CompileReport), CompileError> {
+    let (parts, report) = compile_parts(model, opts)?;
+    Ok((carbide_runtime::artifact::encode_parts(parts)?, report))
+}
+
+/// The pipeline up to the module's parts (nothing loaded or run).
+fn compile_parts(model: &Model, opts: &CompileOptions) -> Result<(ModuleParts, CompileReport), CompileError> {
     if !TARGETS.contains(&opts.target.as_str()) {
         return Err(CompileError::UnknownTarget(opts.target.clone()));
     }
@@ -140,16 +163,14 @@ pub fn compile_with_report(model: &Model, opts: &CompileOptions) -> Result<(Modu
         }
     }
     report.library_bytes = library.len();
-    let mut module = Module::from_parts(ModuleParts {
+    report.target = target.name.clone();
+    let parts = ModuleParts {
         model,
         steps,
         library,
         target,
-    })?;
-    if let Some(t) = opts.threads {
-        module.set_threads(t)?;
-    }
-    Ok((module, report))
+    };
+    Ok((parts, report))
 }
 
 fn check_tuning_db(path: &std::path::Path) -> Result<(), CompileError> {

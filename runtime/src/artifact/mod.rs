@@ -19,7 +19,7 @@
 //! Every section is checksummed, so a damaged file is an error before
 //! anything in it is interpreted.
 
-use crate::module::Step;
+use crate::module::{ModuleParts, Step};
 use carbide_ir::{DType, Model, Tensor};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -228,6 +228,91 @@ impl DataWriter {
 
 fn align_up(n: usize) -> usize {
     n.div_ceil(DATA_ALIGN) * DATA_ALIGN
+}
+
+/// Writes an artifact from a model's pieces; the one writer behind
+/// [`crate::Module::to_bytes`] and [`encode_parts`].
+///
+/// `model`'s main-graph initializers are not written (pass them in
+/// `weights`: they go into the data section, not the manifest). `packed`
+/// holds the packed operands of each kernel step, in step order; the calls
+/// in `steps` may still carry them (they are dropped from the manifest).
+pub fn write(
+    target: &TargetInfo,
+    model: &Model,
+    weights: &[(&str, &Tensor)],
+    steps: &[Step],
+    packed: &[Vec<&[u8]>],
+    library: &[u8],
+) -> Result<Vec<u8>, ArtifactError> {
+    let kernel_steps = steps.iter().filter(|s| matches!(s, Step::Kernel(_))).count();
+    if packed.len() != kernel_steps {
+        return Err(ArtifactError::Corrupt(format!(
+            "{} packed-operand tables for {kernel_steps} kernel steps",
+            packed.len()
+        )));
+    }
+    let mut data = DataWriter::default();
+    let mut weight_records = Vec::new();
+    let mut string_weights = Vec::new();
+    let mut weights = weights.to_vec();
+    // Sorted, so the same model always gives the same bytes.
+    weights.sort_by_key(|(name, _)| *name);
+    for (name, t) in weights {
+        match t.to_le_bytes() {
+            Some(bytes) => weight_records.push(WeightRecord {
+                name: name.to_string(),
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+                blob: data.push(&bytes),
+            }),
+            None => string_weights.push((name.to_string(), t.clone())),
+        }
+    }
+    let packed_refs = packed
+        .iter()
+        .map(|blobs| blobs.iter().map(|b| data.push(b)).collect())
+        .collect();
+    let mut steps = steps.to_vec();
+    for s in &mut steps {
+        if let Step::Kernel(k) = s {
+            k.call.packed.clear();
+        }
+    }
+    let mut model = model.clone();
+    model.graph.initializers.clear();
+    let manifest = Manifest {
+        carbide_version: env!("CARGO_PKG_VERSION").to_string(),
+        target: target.clone(),
+        model,
+        weights: weight_records,
+        string_weights,
+        steps,
+        packed: packed_refs,
+    };
+    encode(&manifest, &data.bytes, library)
+}
+
+/// Writes the artifact of a compiler's output without loading it: no
+/// dlopen and no CPU check, so any target's artifact can be written on
+/// any machine (e.g. aarch64 kernels on x86).
+pub fn encode_parts(parts: ModuleParts) -> Result<Vec<u8>, ArtifactError> {
+    let ModuleParts {
+        mut model,
+        steps,
+        library,
+        target,
+    } = parts;
+    let initializers = std::mem::take(&mut model.graph.initializers);
+    let weights: Vec<(&str, &Tensor)> = initializers.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let packed: Vec<Vec<&[u8]>> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Kernel(k) => Some(k.call.packed.iter().map(Vec::as_slice).collect()),
+            _ => None,
+        })
+        .collect();
+    write(&target, &model, &weights, &steps, &packed, &library)
 }
 
 /// Writes an artifact from its manifest, data section and library bytes.

@@ -10,7 +10,7 @@ pub mod profile;
 
 pub use profile::{ChromeTrace, Profile, StepKind, StepTime, StepTotal};
 
-use crate::artifact::{self, ArtifactError, BlobRef, DataWriter, Manifest, TargetInfo, WeightRecord};
+use crate::artifact::{self, ArtifactError, Manifest, TargetInfo};
 use crate::error::RuntimeError;
 use crate::interpreter::{bind_feeds, eval_node, Scope};
 use carbide_ir::kernel::{BufferArg, KernelCall};
@@ -315,44 +315,22 @@ impl Module {
 
     /// Serializes the module as a `.carbide` artifact.
     pub fn to_bytes(&self) -> Result<Vec<u8>, ArtifactError> {
-        let mut data = DataWriter::default();
-        let mut weights = Vec::new();
-        let mut string_weights = Vec::new();
-        let mut names: Vec<&String> = self.weights.keys().collect();
-        names.sort();
-        for name in names {
-            let Value::Tensor(t) = &self.weights[name] else {
-                continue;
-            };
-            match t.to_le_bytes() {
-                Some(bytes) => weights.push(WeightRecord {
-                    name: name.clone(),
-                    dtype: t.dtype(),
-                    shape: t.shape().to_vec(),
-                    blob: data.push(&bytes),
-                }),
-                None => string_weights.push((name.clone(), t.clone())),
-            }
-        }
-        let mut steps = self.steps.clone();
-        let mut packed: Vec<Vec<BlobRef>> = Vec::new();
-        for (step, loaded) in steps.iter_mut().zip(&self.kernels) {
-            if let (Step::Kernel(k), Some(l)) = (step, loaded) {
-                packed.push(l.packed.iter().map(|p| data.push(p.as_bytes())).collect());
-                k.call.packed.clear();
-            }
-        }
-        let manifest = Manifest {
-            carbide_version: env!("CARGO_PKG_VERSION").to_string(),
-            target: self.target.clone(),
-            model: self.model.clone(),
-            weights,
-            string_weights,
-            steps,
-            packed,
-        };
+        let weights: Vec<(&str, &Tensor)> = self
+            .weights
+            .iter()
+            .filter_map(|(name, v)| v.as_tensor().map(|t| (name.as_str(), t)))
+            .collect();
+        let packed: Vec<Vec<&[u8]>> = self
+            .steps
+            .iter()
+            .zip(&self.kernels)
+            .filter_map(|(step, loaded)| match (step, loaded) {
+                (Step::Kernel(_), Some(l)) => Some(l.packed.iter().map(AlignedBuf::as_bytes).collect()),
+                _ => None,
+            })
+            .collect();
         let library = self.library.as_ref().map_or(&[][..], |l| &l.bytes[..]);
-        artifact::encode(&manifest, &data.bytes, library)
+        artifact::write(&self.target, &self.model, &weights, &self.steps, &packed, library)
     }
 
     /// Writes the module as a `.carbide` file.

@@ -9,6 +9,7 @@ pub mod compile;
 pub mod conformance;
 pub mod inspect;
 pub mod npy;
+pub mod tune;
 
 pub use carbide_frontend as frontend;
 pub use carbide_ir as ir;

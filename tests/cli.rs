@@ -247,6 +247,12 @@ fn compile_for_another_cpu_writes_the_artifact_and_run_refuses_it() {
     assert_eq!(run.status.code(), Some(1));
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("aarch64") && err.contains("recompile"), "{err}");
+    // Inspecting needs no matching CPU: it reads the manifest only.
+    let inspect = carbide().arg("inspect").arg(&artifact).arg("--json").output().unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["target"]["arch"], "aarch64", "{v}");
+    assert!(v["kernel_steps"].as_u64().unwrap() > 0, "{v}");
 }
 
 #[test]

@@ -16,14 +16,14 @@ use carbide_ir::ops::{LinalgOp, NnOp};
 use carbide_ir::{Graph, Node, Op, Tensor};
 use std::collections::HashMap;
 
-struct Cx<'g> {
-    g: &'g Graph,
-    uses: Uses,
+pub(crate) struct Cx<'g> {
+    pub(crate) g: &'g Graph,
+    pub(crate) uses: Uses,
     consumers: HashMap<String, Vec<usize>>,
 }
 
 impl<'g> Cx<'g> {
-    fn new(g: &'g Graph) -> Self {
+    pub(crate) fn new(g: &'g Graph) -> Self {
         let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, n) in g.nodes.iter().enumerate() {
             for x in n.present_inputs() {
@@ -38,7 +38,7 @@ impl<'g> Cx<'g> {
     }
 
     /// The producer of an intermediate value only the pattern uses.
-    fn inner(&self, name: &str) -> Option<&'g Node> {
+    pub(crate) fn inner(&self, name: &str) -> Option<&'g Node> {
         if !self.uses.single_use(name) {
             return None;
         }
@@ -46,7 +46,7 @@ impl<'g> Cx<'g> {
     }
 
     /// The one consumer of a single-use intermediate.
-    fn next(&self, name: &str) -> Option<(usize, &'g Node)> {
+    pub(crate) fn next(&self, name: &str) -> Option<(usize, &'g Node)> {
         if !self.uses.single_use(name) {
             return None;
         }
@@ -56,7 +56,7 @@ impl<'g> Cx<'g> {
 
     /// `n` is `b(v, c)` (or `b(c, v)` for commutative `b`) with scalar
     /// constant `c` close to `want`: returns `v`.
-    fn with_scalar(&self, n: &Node, b: Binary, want: f64) -> Option<String> {
+    pub(crate) fn with_scalar(&self, n: &Node, b: Binary, want: f64) -> Option<String> {
         if as_binary(&n.op)? != b {
             return None;
         }
@@ -69,7 +69,7 @@ impl<'g> Cx<'g> {
     }
 
     /// The other operand of binary `n` given one operand.
-    fn other<'n>(&self, n: &'n Node, one: &str) -> Option<&'n str> {
+    pub(crate) fn other<'n>(&self, n: &'n Node, one: &str) -> Option<&'n str> {
         match (n.inputs[0] == one, n.inputs[1] == one) {
             (true, _) => Some(&n.inputs[1]),
             (_, true) => Some(&n.inputs[0]),
@@ -79,14 +79,14 @@ impl<'g> Cx<'g> {
 }
 
 /// A rewrite of node `at` (the last of its chain).
-struct Rewrite {
-    at: usize,
-    op: Op,
-    inputs: Vec<String>,
-    inits: Vec<(String, Tensor)>,
+pub(crate) struct Rewrite {
+    pub(crate) at: usize,
+    pub(crate) op: Op,
+    pub(crate) inputs: Vec<String>,
+    pub(crate) inits: Vec<(String, Tensor)>,
 }
 
-fn apply(g: &mut Graph, rewrites: Vec<Rewrite>) -> bool {
+pub(crate) fn apply(g: &mut Graph, rewrites: Vec<Rewrite>) -> bool {
     let changed = !rewrites.is_empty();
     for r in rewrites {
         g.initializers.extend(r.inits);

@@ -2,10 +2,12 @@
 //! optimization level over a model: classic cleanups (-O1: constant and
 //! shape folding, no-op removal, CSE, DCE, BatchNorm and scale folding,
 //! transpose cancellation, MatMul+Add to Gemm), then fusions into ONNX's
-//! fused ops and Carbide's own (-O2). Every rewrite keeps the reference
+//! fused ops (incl. scaled dot-product attention into `Attention`) and
+//! Carbide's own (-O2). Every rewrite keeps the reference
 //! runtime's results: the tests check each pass's numbers against it.
 
 pub mod algebra;
+pub mod attention;
 pub mod cleanup;
 pub mod error;
 pub mod fold;

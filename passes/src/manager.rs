@@ -140,6 +140,11 @@ pub const PASSES: &[Pass] = &[
         level: 2,
     },
     Pass {
+        name: "fuse-attention",
+        run: crate::attention::fuse_attention,
+        level: 2,
+    },
+    Pass {
         name: "fuse-bias-activation",
         run: crate::fusion::fuse_bias_activation,
         level: 2,

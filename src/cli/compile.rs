@@ -18,7 +18,7 @@ pub struct CompileArgs {
     /// Accepted for symmetry with `run`; not stored (the loader picks its threads).
     #[arg(long)]
     threads: Option<usize>,
-    /// Tuning records to replay (JSON).
+    /// Tuning records to replay (JSON lines written by `carbide tune`).
     #[arg(long, value_name = "FILE")]
     tuning_db: Option<PathBuf>,
     /// The artifact to write.
@@ -81,6 +81,18 @@ pub fn run(a: CompileArgs) -> Result<ExitCode> {
             report.host_steps,
             report.alias_steps
         );
+        if a.tuning_db.is_some() {
+            println!(
+                "tuning records applied to {} kernel(s); {} tunable kernel(s) had none{}",
+                report.tuned.len(),
+                report.untuned.len(),
+                if report.untuned.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", report.untuned.join(", "))
+                }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -104,14 +104,28 @@ fn report_text(r: &PassReport) -> String {
 }
 
 /// Target, steps (kernel, host or alias, with the graph nodes each covers)
-/// and weights of a compiled artifact.
+/// and weights of a compiled artifact. Reads the manifest only (checksums
+/// checked, the kernels not loaded), so an artifact for another CPU (e.g.
+/// aarch64-neon on x86) inspects too.
 fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
-    use carbide::runtime::Step;
-    let m = carbide::Module::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    let g = &m.model().graph;
+    use carbide::runtime::{artifact, Step};
+    let bytes = std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+    let sections = artifact::decode(&bytes).with_context(|| format!("loading {}", a.model.display()))?;
+    let manifest = &sections.manifest;
+    let g = &manifest.model.graph;
+    if let Some((i, bad)) = manifest.steps.iter().enumerate().find_map(|(i, s)| match s {
+        Step::Host { node } | Step::Alias { node } => (*node >= g.nodes.len()).then_some((i, *node)),
+        Step::Kernel(k) => k.nodes.iter().find(|&&n| n >= g.nodes.len()).map(|&n| (i, n)),
+    }) {
+        anyhow::bail!(
+            "{}: artifact is corrupt: step {i} names node {bad}, the graph has {}",
+            a.model.display(),
+            g.nodes.len()
+        );
+    }
     let node_desc = |i: usize| format!("{} ({})", g.nodes[i].name, g.nodes[i].op.op_type());
-    let steps: Vec<serde_json::Value> = m
-        .steps()
+    let steps: Vec<serde_json::Value> = manifest
+        .steps
         .iter()
         .map(|s| match s {
             Step::Host { node } => serde_json::json!({"kind": "host", "nodes": [node_desc(*node)]}),
@@ -126,21 +140,24 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
         })
         .collect();
     let count = |kind: &str| steps.iter().filter(|s| s["kind"] == kind).count();
-    let weight_bytes: usize = m
-        .weight_names()
+    let weight_bytes: u64 = manifest.weights.iter().map(|w| w.blob.len).sum();
+    let weight_names: std::collections::HashSet<&str> = (manifest.weights.iter().map(|w| w.name.as_str()))
+        .chain(manifest.string_weights.iter().map(|(n, _)| n.as_str()))
+        .collect();
+    let inputs: Vec<&carbide::ir::ValueInfo> = g
+        .inputs
         .iter()
-        .filter_map(|n| m.weight(n))
-        .filter_map(|v| v.as_tensor())
-        .map(|t| t.len() * carbide::ir::tensor_bytes::element_size(t.dtype()).unwrap_or(0))
-        .sum();
-    let memory_plan = plan_report(&m)?;
+        .filter(|i| !weight_names.contains(i.name.as_str()))
+        .collect();
+    let target = &manifest.target;
+    let library_len = sections.library.len();
     let summary = serde_json::json!({
-        "memory_plan": memory_plan,
-        "target": m.target(),
-        "library_bytes": m.library_len(),
+        "target": target,
+        "library_bytes": library_len,
+        "memory_plan": plan_report(&a.model, &manifest.target)?,
         "weight_bytes": weight_bytes,
-        "inputs": m.inputs().iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
-        "outputs": m.outputs().iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
+        "inputs": inputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
+        "outputs": g.outputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
         "kernel_steps": count("kernel"),
         "host_steps": count("host"),
         "alias_steps": count("alias"),
@@ -153,19 +170,19 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
     println!("artifact  {}", a.model.display());
     println!(
         "target    {} ({}; needs {})",
-        m.target().name,
-        m.target().arch,
-        if m.target().required_features.is_empty() {
+        target.name,
+        target.arch,
+        if target.required_features.is_empty() {
             "no special CPU features".to_string()
         } else {
-            m.target().required_features.join(", ")
+            target.required_features.join(", ")
         }
     );
-    println!("library   {} bytes; weights {} bytes", m.library_len(), weight_bytes);
-    for i in m.inputs() {
+    println!("library   {} bytes; weights {} bytes", library_len, weight_bytes);
+    for i in &inputs {
         println!("input     {}: {}", i.name, i.ty);
     }
-    for o in m.outputs() {
+    for o in &g.outputs {
         println!("output    {}: {}", o.name, o.ty);
     }
     print!("{}", plan_text(&summary["memory_plan"]));
@@ -195,8 +212,13 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
 /// The memory plan for the artifact's declared input shapes: arena size,
 /// peak live bytes against the sum of all intermediates, in-place reuses
 /// and zero-copy aliases. Symbolic dims get a plan per shape at run time.
-fn plan_report(m: &carbide::Module) -> Result<serde_json::Value> {
+/// Planning loads the module, so an artifact for another CPU reports none.
+fn plan_report(path: &std::path::Path, target: &carbide::runtime::artifact::TargetInfo) -> Result<serde_json::Value> {
     use carbide::ir::{Dim, ValueType};
+    if let Err(e) = target.check_host() {
+        return Ok(serde_json::json!({"planned": "not on this machine", "reason": e.to_string()}));
+    }
+    let m = &carbide::Module::load(path).with_context(|| format!("loading {}", path.display()))?;
     let mut shapes = Vec::new();
     for i in m.inputs() {
         let dims = match &i.ty {
@@ -248,6 +270,10 @@ fn plan_text(p: &serde_json::Value) -> String {
         ),
         Some("per shape at run time") => format!(
             "memory    plan built per shape at run time: {}\n",
+            p["reason"].as_str().unwrap_or("")
+        ),
+        Some("not on this machine") => format!(
+            "memory    plan not computed here: {}\n",
             p["reason"].as_str().unwrap_or("")
         ),
         _ => format!("memory    not planned: {}\n", p["reason"].as_str().unwrap_or("")),

@@ -6,6 +6,7 @@ mod compile;
 mod conformance;
 mod inspect;
 mod run;
+mod tune;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -42,6 +43,12 @@ enum Command {
     ///
     /// Example: carbide compile resnet50.onnx --target native -O3 -o resnet50.carbide
     Compile(compile::CompileArgs),
+    /// Search faster kernel schedules for a model and record them (JSON lines).
+    ///
+    /// Resumable: re-running with the same --db continues from its records.
+    /// Example: carbide tune resnet50.onnx --trials 400 --db tune.jsonl --time-budget 10m
+    ///          carbide compile resnet50.onnx --tuning-db tune.jsonl -o resnet50.carbide
+    Tune(tune::TuneArgs),
     /// Measure a model's latency: median, p10 and p90 in ms.
     ///
     /// Example: carbide bench resnet50.carbide --threads 2 --warmup 3 --runs 20
@@ -65,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => run::run(a),
         Command::Compile(a) => compile::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Tune(a) => tune::run(a),
         Command::Conformance(a) => conformance::run(a),
         Command::ConformanceCase(a) => conformance::run_case(a),
     };

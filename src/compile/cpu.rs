@@ -13,6 +13,14 @@ use std::collections::HashSet;
 pub struct CpuGen {
     pub target: Target,
     pub kernels: Vec<LoweredKernel>,
+    /// Tuning records to replay: the best record per workload replaces the default schedule.
+    pub tuning: Option<carbide_autotune::Database>,
+    /// Kernels that got a recorded schedule, and tunable ones that had none.
+    pub tuned: Vec<super::TunedKernel>,
+    pub untuned: Vec<String>,
+    /// Keep each generated kernel's group (for the autotuner).
+    pub keep_groups: bool,
+    pub groups: Vec<KernelGroup>,
     /// Symbolic dims bound by the graph's inputs (known when a run starts).
     graph_syms: HashSet<String>,
 }
@@ -35,6 +43,11 @@ impl CpuGen {
         CpuGen {
             target,
             kernels: Vec::new(),
+            tuning: None,
+            tuned: Vec::new(),
+            untuned: Vec::new(),
+            keep_groups: false,
+            groups: Vec::new(),
             graph_syms,
         }
     }
@@ -56,6 +69,47 @@ impl CpuGen {
             node: "(library)".into(),
             reason: e.to_string(),
         })
+    }
+}
+
+impl CpuGen {
+    /// The kernel with the best recorded schedule of `default`'s workload,
+    /// or `None` (noted in `untuned` for tunable workloads) when there is no
+    /// record or the record no longer fits the kernel (then the default stays).
+    fn replay(
+        &mut self,
+        db: &carbide_autotune::Database,
+        kg: &KernelGroup,
+        default: &LoweredKernel,
+        node: &str,
+    ) -> Option<LoweredKernel> {
+        if !carbide_autotune::space::is_tunable(&default.workload.op) {
+            return None;
+        }
+        let Some(rec) = db.best(&default.workload) else {
+            self.untuned.push(node.to_string());
+            return None;
+        };
+        match lower(kg, &self.target, Some(&rec.schedule)) {
+            Ok(Some(k)) => {
+                self.tuned.push(super::TunedKernel {
+                    node: node.to_string(),
+                    workload: rec.workload.clone(),
+                    schedule: rec.schedule.clone(),
+                    median_us: rec.median_us,
+                    default_us: rec.default_us,
+                });
+                Some(k)
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!(
+                    "tuning record {} does not fit kernel '{node}'; using the default schedule",
+                    rec.workload
+                );
+                self.untuned.push(node.to_string());
+                None
+            }
+        }
     }
 }
 
@@ -116,11 +170,18 @@ impl KernelGen for CpuGen {
             inputs,
             outputs,
         };
+        let node = &graph.nodes[group.nodes[0]].name;
         let lowered = lower(&kg, &self.target, None).map_err(|e| CompileError::Codegen {
-            node: graph.nodes[group.nodes[0]].name.clone(),
+            node: node.clone(),
             reason: e.to_string(),
         })?;
-        let Some(k) = lowered else { return Ok(None) };
+        let Some(mut k) = lowered else { return Ok(None) };
+        if let Some(db) = self.tuning.take() {
+            if let Some(tuned) = self.replay(&db, &kg, &k, node) {
+                k = tuned;
+            }
+            self.tuning = Some(db);
+        }
         let step = KernelStep {
             call: k.call.clone(),
             nodes: group.nodes.clone(),
@@ -130,6 +191,9 @@ impl KernelGen for CpuGen {
             output_types,
         };
         self.kernels.push(k);
+        if self.keep_groups {
+            self.groups.push(kg);
+        }
         Ok(Some(step))
     }
 }

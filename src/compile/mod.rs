@@ -1,19 +1,19 @@
 //! The compiler pipeline: a model in, a [`Module`] out.
 //!
-//! Steps: fold constants (nodes whose inputs are all weights run once, here),
-//! re-infer types (folded shapes make more dims known), partition the graph
+//! Steps: optimize the graph at the requested level (-O0: constant folding
+//! only, which partitioning needs for folded shapes; -O2 and up hand the
+//! backend the optimizer's fused ops), re-infer types, partition the graph
 //! into kernel groups and ask the code generator for each, then build the
 //! module (kernel library, weights, step list) that runs or saves as an
 //! artifact.
 
 pub mod cpu;
 pub mod partition;
+mod symbolic;
 
-use carbide_ir::ops::{MiscOp, NnOp};
-use carbide_ir::{Graph, Model, Op, Value};
+use carbide_ir::{Graph, Model};
 use carbide_runtime::artifact::{ArtifactError, TargetInfo};
-use carbide_runtime::ops::{eval, EvalCtx, SubgraphRunner};
-use carbide_runtime::{Module, ModuleParts, OpError};
+use carbide_runtime::{Module, ModuleParts};
 use partition::KernelGen;
 use std::path::PathBuf;
 use thiserror::Error;
@@ -53,8 +53,6 @@ pub enum CompileError {
     BadOptLevel(u8),
     #[error("tuning database {path}: {reason}")]
     TuningDb { path: String, reason: String },
-    #[error("folding constant node '{node}' ({op}): {cause}")]
-    Fold { node: String, op: String, cause: OpError },
     #[error("code generation for kernel group at node '{node}': {reason}")]
     Codegen { node: String, reason: String },
     #[error("optimizing the graph: {0}")]
@@ -81,11 +79,22 @@ pub struct CompileReport {
     pub host_steps: usize,
     pub alias_steps: usize,
     pub library_bytes: usize,
+    /// Kernels compiled with a schedule from the tuning database.
+    pub tuned: Vec<TunedKernel>,
+    /// Anchor nodes of tunable kernels the tuning database had no record for
+    /// (empty without `--tuning-db`).
+    pub untuned: Vec<String>,
 }
 
-/// The optimizer level compilation uses at -O1 and above: the classic
-/// cleanups (folding, CSE, BatchNorm into weights, no-op removal).
-const COMPILE_PASS_LEVEL: u8 = 1;
+/// A kernel whose schedule came from a tuning record.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TunedKernel {
+    pub node: String,
+    pub workload: String,
+    pub schedule: carbide_ir::kernel::Schedule,
+    pub median_us: Option<f64>,
+    pub default_us: Option<f64>,
+}
 
 /// Compiles `model` for `opts.target` and loads the result (the target's
 /// CPU must be this machine's; [`compile_artifact`] writes any target).
@@ -114,36 +123,13 @@ pub fn compile_artifact(model: &Model, opts: &CompileOptions) -> Result<(Vec<u8>
 
 /// The pipeline up to the module's parts (nothing loaded or run).
 fn compile_parts(model: &Model, opts: &CompileOptions) -> Result<(ModuleParts, CompileReport), CompileError> {
-    if !TARGETS.contains(&opts.target.as_str()) {
-        return Err(CompileError::UnknownTarget(opts.target.clone()));
-    }
-    if opts.opt_level > 3 {
-        return Err(CompileError::BadOptLevel(opts.opt_level));
-    }
-    if let Some(db) = &opts.tuning_db {
-        check_tuning_db(db)?;
-    }
-    let mut model = model.clone();
-    let mut report = CompileReport {
-        nodes_in: model.graph.nodes.len(),
-        ..Default::default()
+    let tuning = match &opts.tuning_db {
+        Some(db) => Some(load_tuning_db(db)?),
+        None => None,
     };
-    if opts.opt_level >= 1 {
-        // The CPU backend does not lower the optimizer's com.carbide fused ops
-        // yet (the partitioner fuses the same epilogues into kernels itself),
-        // so compilation runs the classic cleanups only, whatever the level.
-        let pass_opts = carbide_passes::PassOptions {
-            level: COMPILE_PASS_LEVEL,
-            ..Default::default()
-        };
-        carbide_passes::optimize(&mut model, &pass_opts)?;
-    }
-    report.nodes_optimized = model.graph.nodes.len();
-    report.nodes_folded = fold_constants(&mut model.graph)?;
-    carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
-    let cpu_target = carbide_backend_cpu::Target::parse(&opts.target)
-        .map_err(|e| CompileError::UnknownTarget(format!("{}: {e}", opts.target)))?;
+    let (mut model, mut report, cpu_target) = prepare(model, opts)?;
     let mut gen = cpu::CpuGen::new(cpu_target, &model.graph);
+    gen.tuning = tuning;
     let steps = partition::partition(&model.graph, &mut gen as &mut dyn KernelGen)?;
     let library = gen.finish()?;
     let target = if library.is_empty() {
@@ -164,6 +150,8 @@ fn compile_parts(model: &Model, opts: &CompileOptions) -> Result<(ModuleParts, C
     }
     report.library_bytes = library.len();
     report.target = target.name.clone();
+    report.tuned = std::mem::take(&mut gen.tuned);
+    report.untuned = std::mem::take(&mut gen.untuned);
     let parts = ModuleParts {
         model,
         steps,
@@ -173,107 +161,96 @@ fn compile_parts(model: &Model, opts: &CompileOptions) -> Result<(ModuleParts, C
     Ok((parts, report))
 }
 
-fn check_tuning_db(path: &std::path::Path) -> Result<(), CompileError> {
-    let err = |reason: String| CompileError::TuningDb {
-        path: path.display().to_string(),
-        reason,
+/// The kernel groups compilation would generate for `model` (with their
+/// default schedules): what the autotuner tunes.
+pub fn kernel_groups(
+    model: &Model,
+    opts: &CompileOptions,
+) -> Result<(Vec<carbide_backend_cpu::KernelGroup>, carbide_backend_cpu::Target), CompileError> {
+    let (model, _, cpu_target) = prepare(model, opts)?;
+    let mut gen = cpu::CpuGen::new(cpu_target.clone(), &model.graph);
+    gen.keep_groups = true;
+    partition::partition(&model.graph, &mut gen as &mut dyn KernelGen)?;
+    Ok((std::mem::take(&mut gen.groups), cpu_target))
+}
+
+/// Checks the options, optimizes and folds the graph: everything before partitioning.
+fn prepare(
+    model: &Model,
+    opts: &CompileOptions,
+) -> Result<(Model, CompileReport, carbide_backend_cpu::Target), CompileError> {
+    if !TARGETS.contains(&opts.target.as_str()) {
+        return Err(CompileError::UnknownTarget(opts.target.clone()));
+    }
+    if opts.opt_level > 3 {
+        return Err(CompileError::BadOptLevel(opts.opt_level));
+    }
+    let mut model = model.clone();
+    let mut report = CompileReport {
+        nodes_in: model.graph.nodes.len(),
+        ..Default::default()
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    // Records are JSON values, one per line (JSON Lines) or one document.
-    if serde_json::from_str::<serde_json::Value>(&text).is_ok() {
-        return Ok(());
+    let pass_opts = carbide_passes::PassOptions {
+        level: opts.opt_level,
+        fold_limit_bytes: MAX_FOLDED_BYTES,
+        ..Default::default()
+    };
+    let folding = ["fold-constants", "fold-shapes"];
+    if opts.opt_level >= 1 {
+        let passes = carbide_passes::optimize(&mut model, &pass_opts)?;
+        report.nodes_folded = (passes.passes.iter())
+            .filter(|p| folding.contains(&p.name.as_str()))
+            .map(|p| p.nodes_before.saturating_sub(p.nodes_after))
+            .sum();
+    } else {
+        // Kernels need the shapes that folding makes known, even at -O0.
+        let before = model.graph.nodes.len();
+        carbide_passes::fold::fold_constants(
+            &mut model.graph,
+            &carbide_passes::PassCtx {
+                opts: &pass_opts,
+                name: "fold-constants",
+            },
+        )?;
+        carbide_passes::cleanup::dce(
+            &mut model.graph,
+            &carbide_passes::PassCtx {
+                opts: &pass_opts,
+                name: "dce",
+            },
+        )?;
+        report.nodes_folded = before - model.graph.nodes.len();
     }
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        serde_json::from_str::<serde_json::Value>(line).map_err(|e| err(format!("line {}: {e}", i + 1)))?;
+    report.nodes_optimized = model.graph.nodes.len();
+    carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
+    // Symbolic dims that flow through shape arithmetic (Shape → Slice → ...);
+    // each round can expose more (a refined value's Shape), so up to a few.
+    for _ in 0..4 {
+        if symbolic::refine(&mut model.graph) == 0 {
+            break;
+        }
+        carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
     }
-    Ok(())
+    let cpu_target = carbide_backend_cpu::Target::parse(&opts.target)
+        .map_err(|e| CompileError::UnknownTarget(format!("{}: {e}", opts.target)))?;
+    Ok((model, report, cpu_target))
 }
 
-struct NoSubgraphs;
-
-impl SubgraphRunner for NoSubgraphs {
-    fn run_subgraph(&self, graph: &Graph, _: Vec<Value>) -> Result<Vec<Value>, OpError> {
-        Err(OpError::Unsupported(format!(
-            "subgraph '{}' while folding constants",
-            graph.name
-        )))
-    }
-}
-
-/// Whether running `op` once at compile time gives the same result as
-/// running it at every inference.
-fn foldable(op: &Op) -> bool {
-    op.subgraphs().is_empty()
-        && !matches!(
-            op,
-            Op::Misc(MiscOp::Random(_) | MiscOp::Multinomial { .. } | MiscOp::Bernoulli { .. })
-                | Op::Nn(NnOp::Dropout { .. })
-        )
+/// Reads the tuning records (JSON lines, see `carbide_autotune::records`).
+fn load_tuning_db(path: &std::path::Path) -> Result<carbide_autotune::Database, CompileError> {
+    carbide_autotune::Database::load(path).map_err(|e| CompileError::TuningDb {
+        path: path.display().to_string(),
+        reason: match e {
+            carbide_autotune::TuneError::Db { reason, .. } => reason,
+            other => other.to_string(),
+        },
+    })
 }
 
 /// Largest folded constant kept (bigger results, e.g. a huge Expand, stay
-/// computed at run time rather than bloating the artifact).
+/// computed at run time rather than bloating the artifact); weights are in
+/// the artifact anyway, so this is far above the optimizer's default.
 const MAX_FOLDED_BYTES: usize = 64 << 20;
-
-/// Evaluates nodes whose inputs are all weights and makes their outputs
-/// weights. Returns how many nodes it removed.
-fn fold_constants(graph: &mut Graph) -> Result<usize, CompileError> {
-    let inputs: std::collections::HashSet<String> = graph.inputs.iter().map(|i| i.name.clone()).collect();
-    let mut kept = Vec::with_capacity(graph.nodes.len());
-    let mut folded = 0;
-    for node in std::mem::take(&mut graph.nodes) {
-        // A weight that is also a graph input can be overridden at run time: not a constant.
-        let is_const = |n: &str| graph.initializers.contains_key(n) && !inputs.contains(n);
-        if !foldable(&node.op) || !node.present_inputs().all(is_const) {
-            kept.push(node);
-            continue;
-        }
-        let vals: Vec<Option<Value>> = node
-            .inputs
-            .iter()
-            .map(|n| (!n.is_empty()).then(|| Value::Tensor(graph.initializers[n].clone())))
-            .collect();
-        let refs: Vec<Option<&Value>> = vals.iter().map(Option::as_ref).collect();
-        let cx = EvalCtx {
-            num_outputs: node.outputs.len(),
-            runner: &NoSubgraphs,
-            seed: 0,
-        };
-        let outs = eval(&node.op, &refs, &cx).map_err(|cause| CompileError::Fold {
-            node: node.name.clone(),
-            op: node.op.op_type().to_string(),
-            cause,
-        })?;
-        let tensors: Option<Vec<_>> = outs.into_iter().map(Value::into_tensor).collect();
-        let too_big = |t: &carbide_ir::Tensor| t.len() * 8 > MAX_FOLDED_BYTES;
-        match tensors {
-            Some(ts) if ts.len() >= node.outputs.len() && !ts.iter().any(too_big) => {
-                for (name, t) in node.outputs.iter().zip(ts) {
-                    if !name.is_empty() {
-                        graph.initializers.insert(name.clone(), t);
-                    }
-                }
-                folded += 1;
-            }
-            _ => kept.push(node),
-        }
-    }
-    graph.nodes = kept;
-    // Weights nothing reads any more (folded into others) are dropped.
-    let mut used: std::collections::HashSet<&str> = graph.inputs.iter().map(|i| i.name.as_str()).collect();
-    used.extend(graph.outputs.iter().map(|o| o.name.as_str()));
-    let mut sub = Vec::new();
-    for n in &graph.nodes {
-        used.extend(n.present_inputs());
-        for g in n.op.subgraphs() {
-            all_names(g, &mut sub);
-        }
-    }
-    used.extend(sub.iter().map(String::as_str));
-    let used: std::collections::HashSet<String> = used.into_iter().map(str::to_string).collect();
-    graph.initializers.retain(|k, _| used.contains(k));
-    Ok(folded)
-}
 
 /// Drops weights no step reads (e.g. ones a kernel took pre-packed).
 fn prune_weights(graph: &mut Graph, steps: &[carbide_runtime::Step]) {

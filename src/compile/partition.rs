@@ -46,6 +46,8 @@ pub fn is_anchor(op: &Op) -> bool {
             LinalgOp::MatMul | LinalgOp::Gemm(_) | LinalgOp::Softmax(_) | LinalgOp::Attention(_)
         ),
         Op::Reduce(r) => matches!(r, ReduceOp::Reduce(_)),
+        // The optimizer's com.carbide FusedConv/FusedGemm/FusedMatMul.
+        Op::Fused(_) => true,
         _ => false,
     }
 }

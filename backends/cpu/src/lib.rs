@@ -5,10 +5,12 @@
 //!
 //! The generated entry points follow the ABI in [`carbide_ir::kernel`].
 
+mod attention;
 mod build;
 mod cexpr;
 mod conv;
 mod elementwise;
+mod fused;
 mod gemm;
 mod group;
 mod pool;
@@ -92,6 +94,13 @@ pub fn lower(
         Some(n) => n,
         None => return Err(CodegenError::BadGroup("a kernel group needs at least one node".into())),
     };
+    if matches!(anchor.op, carbide_ir::Op::Fused(_)) {
+        // A fused anchor is lowered as its unfused core with the rest in the epilogue.
+        return match fused::expand(group) {
+            Some(expanded) => lower(&expanded, target, schedule),
+            None => Ok(None),
+        };
+    }
     if let Some(k) = gemm::lower(group, anchor, target, schedule)? {
         return Ok(Some(k));
     }
@@ -99,6 +108,9 @@ pub fn lower(
         return Ok(Some(k));
     }
     if let Some(k) = pool::lower(group, target, schedule)? {
+        return Ok(Some(k));
+    }
+    if let Some(k) = attention::lower(group, target, schedule)? {
         return Ok(Some(k));
     }
     if let Some(k) = rows::lower(group, target, schedule)? {

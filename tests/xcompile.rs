@@ -5,8 +5,9 @@
 //! reference runtime.
 //!
 //! The qemu run covers models whose steps are all generated kernels or
-//! shape-only aliases (zoo `mlp`: three Gemm kernels with fused bias and
-//! Relu): a full aarch64 Carbide runtime would need a Rust aarch64
+//! shape-only aliases (zoo `mlp`, the example `tiny_cnn`, zoo
+//! `mobilenet_v2`; zoo resnet18/50 qualify too but take a minute or more under
+//! qemu): a full aarch64 Carbide runtime would need a Rust aarch64
 //! toolchain, so a small C driver (below) plays the runtime's part, calling
 //! each kernel of the artifact's library in step order with the buffers,
 //! parameters and part counts the Rust side lays out from the manifest.
@@ -477,4 +478,17 @@ fn tiny_cnn_compiled_for_aarch64_runs_under_qemu_and_matches_the_reference() {
         .collect();
     let expected = carbide::npy::read_npz(&dir.join("tiny_cnn.ort.npz")).expect("ort outputs");
     check_under_qemu("tiny_cnn", &tiny_cnn(), &feeds, &expected);
+}
+
+/// Depthwise and pointwise convolutions, residual adds, global pooling and
+/// Gemm: the NEON paths of a real mobile network (about 20 s under qemu).
+#[test]
+fn mobilenet_v2_compiled_for_aarch64_runs_under_qemu_and_matches_the_reference() {
+    if !have_cross_tools(true) {
+        return;
+    }
+    let Some(case) = common::zoo_case("mobilenet_v2") else {
+        return;
+    };
+    check_under_qemu("mobilenet_v2", &case.model, &case.feeds, &case.expected);
 }

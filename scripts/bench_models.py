@@ -151,6 +151,9 @@ def main():
     geo = [r["ort_over_carbide"] for r in rows if r["ort_over_carbide"]]
     if geo:
         print(f"geomean ort/carbide: {math.exp(sum(map(math.log, geo)) / len(geo)):.2f}")
+    tuned = [r["tuned_ms"] / r["compiled_ms"] for r in rows if r["tuned_ms"] and r["compiled_ms"]]
+    if tuned:
+        print(f"geomean tuned/untuned: {math.exp(sum(map(math.log, tuned)) / len(tuned)):.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

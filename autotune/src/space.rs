@@ -58,8 +58,17 @@ pub fn gemm_dims(group: &KernelGroup) -> Option<GemmDims> {
     };
     let out = group.outputs.first()?.ty.shape.clone()?;
     let outv: Vec<f64> = out.iter().map(known).collect();
-    match &anchor.op {
-        Op::Nn(carbide_ir::ops::NnOp::Conv(_)) => {
+    use carbide_ir::ops::{FusedOp, LinalgOp, NnOp};
+    // Conv and the optimizer's fused conv are convolutions; everything else
+    // GEMM-like is a (batched) matrix product, transposed A for Gemm's transA.
+    let trans_a = match &anchor.op {
+        Op::Nn(NnOp::Conv(_)) | Op::Fused(FusedOp::FusedConv { .. }) => None,
+        Op::Linalg(LinalgOp::Gemm(g)) | Op::Fused(FusedOp::FusedGemm { gemm: g, .. }) => Some(g.trans_a),
+        Op::Linalg(LinalgOp::MatMul) | Op::Fused(FusedOp::FusedMatMul { .. }) => Some(false),
+        _ => return None,
+    };
+    match trans_a {
+        None => {
             let w: Vec<f64> = ty(anchor.inputs.get(1)?)?.iter().map(known).collect();
             if outv.len() < 3 || w.len() < 2 {
                 return None;
@@ -71,9 +80,8 @@ pub fn gemm_dims(group: &KernelGroup) -> Option<GemmDims> {
                 batch: outv[0],
             })
         }
-        Op::Linalg(l) => {
+        Some(trans_a) => {
             let a: Vec<f64> = ty(anchor.inputs.first()?)?.iter().map(known).collect();
-            let trans_a = matches!(l, carbide_ir::ops::LinalgOp::Gemm(g) if g.trans_a);
             if outv.len() < 2 || a.is_empty() {
                 return None;
             }
@@ -89,7 +97,6 @@ pub fn gemm_dims(group: &KernelGroup) -> Option<GemmDims> {
                 batch: outv[..outv.len() - 2].iter().product(),
             })
         }
-        _ => None,
     }
 }
 

@@ -97,6 +97,26 @@ fn report_text(r: &PassReport) -> String {
     }
     let unchanged: f64 = r.passes.iter().filter(|p| !p.changed).map(|p| p.ms).sum();
     let _ = writeln!(o, "  (passes that changed nothing: {unchanged:.2} ms)");
+    for e in &r.egraph {
+        let _ = writeln!(
+            o,
+            "  e-graph ({}): region {} nodes, {} classes / {} e-nodes, {} iterations, {:.1} ms ({}), cost {:.3e} -> {:.3e}, {}",
+            e.target,
+            e.region_nodes,
+            e.classes,
+            e.enodes,
+            e.iterations,
+            e.saturation_ms,
+            e.stop_reason,
+            e.cost_before,
+            e.cost_after,
+            if e.accepted {
+                format!("kept ({} -> {} nodes)", e.region_nodes, e.extracted_nodes)
+            } else {
+                "not kept".to_string()
+            }
+        );
+    }
     for d in &r.dumps {
         let _ = writeln!(o, "--- IR after {} (round {}) ---\n{}", d.pass, d.round, d.text);
     }

@@ -496,7 +496,8 @@ fn depthwise(
     );
     // Padded plane: every window of every output fits, plus a vector of slack per row.
     let hp = (g.h as i64 + g.ph).max(((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1) as i64) as usize;
-    let wp = (g.w as i64 + g.pw).max(((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) as i64) as usize + vw;
+    // A stride-2 vector load reads 2*VW floats from its first element.
+    let wp = (g.w as i64 + g.pw).max(((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) as i64) as usize + 2 * vw;
     let scratch_bytes = (hp * wp * 4).div_ceil(64) * 64;
     let mut buffers = Vec::new();
     let x_slot = slot(BufferArg::Input(xi), &mut buffers);
@@ -566,14 +567,20 @@ fn depthwise(
     let _ = writeln!(s, "            float *yrow = y + i * {ow};");
     let _ = writeln!(s, "            int64_t j = 0;");
     let eop_px: Vec<i64> = eop_strides.iter().map(|e| e.2).collect();
-    if g.sw == 1 {
+    if g.sw == 1 || g.sw == 2 {
+        // Stride 2 loads the even elements of two vectors (VLOAD_EVEN).
+        let (load, jx) = if g.sw == 1 {
+            ("VLOAD", "j")
+        } else {
+            ("VLOAD_EVEN", "2 * j")
+        };
         let _ = writeln!(s, "            for (; j + VW <= {ow}; j += VW) {{");
         let _ = writeln!(s, "                vf acc = VZERO();");
         for ky in 0..kh {
             for kx in 0..kw {
                 let _ = writeln!(
                     s,
-                    "                acc = VFMA(VSET1(wk[{}]), VLOAD(prow + {} + j), acc);",
+                    "                acc = VFMA(VSET1(wk[{}]), {load}(prow + {} + {jx}), acc);",
                     ky * kw + kx,
                     ky * g.dh * wp + kx * g.dw
                 );
@@ -835,6 +842,19 @@ mod tests {
                 residual: true,
                 act: None,
             },
+            // Depthwise stride 2 wide enough for the de-interleaving vector loads.
+            Case {
+                x: [1, 6, 11, 45],
+                m: 6,
+                k: [3, 3],
+                strides: [2, 2],
+                pads: [1, 1, 1, 1],
+                dil: [1, 1],
+                group: 6,
+                bias: true,
+                residual: true,
+                act: Some(Unary::Relu),
+            },
             // Several channel and pixel blocks: tasks reuse one packed image
             // panel for all channel blocks.
             Case {
@@ -880,7 +900,12 @@ mod tests {
 
     #[test]
     fn neon_conv2d_under_qemu() {
-        let (g, feeds) = build(&cases()[0]);
+        let cases = cases();
+        let (g, feeds) = build(&cases[0]);
+        check_neon(&g, &feeds, 1e-4);
+        // Depthwise stride 2 (vld2q de-interleaving loads).
+        let dw = cases.iter().find(|c| c.group > 1 && c.strides == [2, 2] && c.x[3] > 40);
+        let (g, feeds) = build(dw.expect("a wide stride-2 depthwise case"));
         check_neon(&g, &feeds, 1e-4);
     }
 }

@@ -174,6 +174,7 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
     let summary = serde_json::json!({
         "target": target,
         "library_bytes": library_len,
+        "memory_plan": plan_report(&a.model, &manifest.target)?,
         "weight_bytes": weight_bytes,
         "inputs": inputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
         "outputs": g.outputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
@@ -204,6 +205,7 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
     for o in &g.outputs {
         println!("output    {}: {}", o.name, o.ty);
     }
+    print!("{}", plan_text(&summary["memory_plan"]));
     println!(
         "steps     {} kernels, {} host, {} aliases",
         count("kernel"),
@@ -225,4 +227,75 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The memory plan for the artifact's declared input shapes: arena size,
+/// peak live bytes against the sum of all intermediates, in-place reuses
+/// and zero-copy aliases. Symbolic dims get a plan per shape at run time.
+/// Planning loads the module, so an artifact for another CPU reports none.
+fn plan_report(path: &std::path::Path, target: &carbide::runtime::artifact::TargetInfo) -> Result<serde_json::Value> {
+    use carbide::ir::{Dim, ValueType};
+    if let Err(e) = target.check_host() {
+        return Ok(serde_json::json!({"planned": "not on this machine", "reason": e.to_string()}));
+    }
+    let m = &carbide::Module::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let mut shapes = Vec::new();
+    for i in m.inputs() {
+        let dims = match &i.ty {
+            ValueType::Tensor(t) => t.shape.as_ref(),
+            _ => None,
+        };
+        let known: Option<Vec<usize>> = dims.and_then(|d| {
+            d.iter()
+                .map(|d| if let Dim::Known(n) = d { Some(*n) } else { None })
+                .collect()
+        });
+        match known {
+            Some(s) => shapes.push(s),
+            None => {
+                return Ok(serde_json::json!({
+                    "planned": "per shape at run time",
+                    "reason": format!("input '{}' has symbolic dims ({})", i.name, i.ty),
+                }))
+            }
+        }
+    }
+    Ok(match m.plan_stats(&shapes).context("planning memory")? {
+        Some(stats) => {
+            let mut v = serde_json::to_value(&stats)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("planned".into(), "static".into());
+                o.insert("input_shapes".into(), serde_json::to_value(&shapes)?);
+            }
+            v
+        }
+        None => serde_json::json!({
+            "planned": "no",
+            "reason": "a kernel's shapes depend on data; the model runs unplanned",
+        }),
+    })
+}
+
+fn plan_text(p: &serde_json::Value) -> String {
+    let mib = |k: &str| p[k].as_u64().unwrap_or(0) as f64 / (1024.0 * 1024.0);
+    match p["planned"].as_str() {
+        Some("static") => format!(
+            "memory    arena {:.2} MiB (peak live {:.2} MiB, all intermediates {:.2} MiB); {} in-place, {} zero-copy aliases, {} copied aliases\n",
+            mib("arena_bytes"),
+            mib("peak_live_bytes"),
+            mib("total_intermediate_bytes"),
+            p["in_place"],
+            p["zero_copy_aliases"],
+            p["copied_aliases"],
+        ),
+        Some("per shape at run time") => format!(
+            "memory    plan built per shape at run time: {}\n",
+            p["reason"].as_str().unwrap_or("")
+        ),
+        Some("not on this machine") => format!(
+            "memory    plan not computed here: {}\n",
+            p["reason"].as_str().unwrap_or("")
+        ),
+        _ => format!("memory    not planned: {}\n", p["reason"].as_str().unwrap_or("")),
+    }
 }

@@ -169,6 +169,8 @@ fn compile_then_run_inspect_and_bench_an_artifact() {
     assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert!(!v["steps"].as_array().unwrap().is_empty(), "{v}");
+    // tiny_cnn's batch is symbolic: no single static plan to report.
+    assert_eq!(v["memory_plan"]["planned"], "per shape at run time", "{v}");
 
     let bench = carbide()
         .arg("bench")
@@ -245,6 +247,12 @@ fn compile_for_another_cpu_writes_the_artifact_and_run_refuses_it() {
     assert_eq!(run.status.code(), Some(1));
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("aarch64") && err.contains("recompile"), "{err}");
+    // Inspecting needs no matching CPU: it reads the manifest only.
+    let inspect = carbide().arg("inspect").arg(&artifact).arg("--json").output().unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(v["target"]["arch"], "aarch64", "{v}");
+    assert!(v["kernel_steps"].as_u64().unwrap() > 0, "{v}");
 }
 
 #[test]
@@ -293,4 +301,44 @@ fn bench_profile_writes_a_chrome_trace_and_the_slowest_steps() {
             assert!(e["args"]["entry"].is_string(), "{e}");
         }
     }
+}
+
+#[test]
+fn inspect_reports_the_memory_plan_of_a_static_artifact() {
+    let mlp = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/zoo/mlp.onnx");
+    if !mlp.exists() {
+        assert!(
+            std::env::var("CARBIDE_REQUIRE_DATA").map_or(true, |v| v != "1"),
+            "{} missing",
+            mlp.display()
+        );
+        eprintln!("skipping: {} not found (run scripts/zoo.py)", mlp.display());
+        return;
+    }
+    let artifact = temp_dir("plan").join("mlp.carbide");
+    let out = carbide()
+        .arg("compile")
+        .arg(&mlp)
+        .arg("-o")
+        .arg(&artifact)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inspect = carbide().arg("inspect").arg(&artifact).arg("--json").output().unwrap();
+    assert!(inspect.status.success(), "{}", String::from_utf8_lossy(&inspect.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let p = &v["memory_plan"];
+    assert_eq!(p["planned"], "static", "{v}");
+    let (arena, peak, total) = (
+        p["arena_bytes"].as_u64().unwrap(),
+        p["peak_live_bytes"].as_u64().unwrap(),
+        p["total_intermediate_bytes"].as_u64().unwrap(),
+    );
+    assert!(0 < peak && peak <= arena && arena <= total, "{p}");
+    let text = carbide().arg("inspect").arg(&artifact).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("arena"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
 }

@@ -5,8 +5,9 @@
 //! reference runtime.
 //!
 //! The qemu run covers models whose steps are all generated kernels or
-//! shape-only aliases (zoo `mlp`: three Gemm kernels with fused bias and
-//! Relu): a full aarch64 Carbide runtime would need a Rust aarch64
+//! shape-only aliases (zoo `mlp`, the example `tiny_cnn`, zoo
+//! `mobilenet_v2`; zoo resnet18/50 qualify too but take a minute or more under
+//! qemu): a full aarch64 Carbide runtime would need a Rust aarch64
 //! toolchain, so a small C driver (below) plays the runtime's part, calling
 //! each kernel of the artifact's library in step order with the buffers,
 //! parameters and part counts the Rust side lays out from the manifest.
@@ -205,7 +206,13 @@ fn resolve(ty: &TensorType, syms: &HashMap<String, usize>) -> Vec<usize> {
 
 /// Runs an aarch64 artifact's kernels under qemu; returns the graph outputs
 /// as f32 vectors, or an error naming what the driver does not cover.
-fn run_under_qemu(bytes: &[u8], feeds: &[(String, Tensor)], parts_cap: usize) -> Result<Vec<Vec<f32>>, String> {
+/// `tag` names the scratch folder (tests run in parallel threads).
+fn run_under_qemu(
+    tag: &str,
+    bytes: &[u8],
+    feeds: &[(String, Tensor)],
+    parts_cap: usize,
+) -> Result<Vec<Vec<f32>>, String> {
     let sections = artifact::decode(bytes).map_err(|e| e.to_string())?;
     let m = &sections.manifest;
     let graph = &m.model.graph;
@@ -345,7 +352,7 @@ fn run_under_qemu(bytes: &[u8], feeds: &[(String, Tensor)], parts_cap: usize) ->
     words.push(outputs.len() as i64);
     words.extend(outputs.iter().map(|(id, _)| *id as i64));
 
-    let dir = std::env::temp_dir().join(format!("carbide-qemu-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("carbide-qemu-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let lib = dir.join("kernels.so");
     std::fs::write(&lib, sections.library).unwrap();
@@ -407,30 +414,23 @@ impl carbide::runtime::ops::SubgraphRunner for NoSubgraphs {
     }
 }
 
-#[test]
-fn mlp_compiled_for_aarch64_runs_under_qemu_and_matches_the_reference() {
-    if !have_cross_tools(true) {
-        return;
-    }
-    let Some(case) = common::zoo_case("mlp") else {
-        return;
-    };
-    let (bytes, report) = compile_artifact(&case.model, &neon()).expect("cross-compiles");
+/// Compiles `model` for aarch64-neon, runs it under qemu on `feeds` and
+/// checks it against the reference runtime and `expected` (onnxruntime).
+fn check_under_qemu(name: &str, model: &carbide::ir::Model, feeds: &[(String, Value)], expected: &[(String, Tensor)]) {
+    let (bytes, report) = compile_artifact(model, &neon()).expect("cross-compiles");
     assert_eq!(report.host_steps, 0, "{report:?}");
-    assert!(report.kernels >= 3, "{report:?}");
-    let feeds: Vec<(String, Tensor)> = case
-        .feeds
+    let tensors: Vec<(String, Tensor)> = feeds
         .iter()
         .map(|(n, v)| (n.clone(), v.as_tensor().unwrap().clone()))
         .collect();
-    let reference: Vec<(String, Tensor)> = carbide::Session::new(case.model.clone())
-        .run(case.feeds.clone())
+    let reference: Vec<(String, Tensor)> = carbide::Session::new(model.clone())
+        .run(feeds.to_vec())
         .expect("reference run")
         .into_iter()
         .map(|(n, v)| (n, v.as_tensor().expect("tensor output").clone()))
         .collect();
     // Two parts per call, so the kernels' work splitting is exercised too.
-    let got = run_under_qemu(&bytes, &feeds, 2).expect("runs under qemu");
+    let got = run_under_qemu(name, &bytes, &tensors, 2).expect("runs under qemu");
     assert_eq!(got.len(), reference.len());
     let outputs: Vec<(String, Value)> = got
         .into_iter()
@@ -442,6 +442,53 @@ fn mlp_compiled_for_aarch64_runs_under_qemu_and_matches_the_reference() {
             (name.clone(), Value::Tensor(t))
         })
         .collect();
-    common::assert_matches_ort("mlp (aarch64-neon under qemu vs reference)", &outputs, &reference);
-    common::assert_matches_ort("mlp (aarch64-neon under qemu vs onnxruntime)", &outputs, &case.expected);
+    common::assert_matches_ort(
+        &format!("{name} (aarch64-neon under qemu vs reference)"),
+        &outputs,
+        &reference,
+    );
+    common::assert_matches_ort(
+        &format!("{name} (aarch64-neon under qemu vs onnxruntime)"),
+        &outputs,
+        expected,
+    );
+}
+
+#[test]
+fn mlp_compiled_for_aarch64_runs_under_qemu_and_matches_the_reference() {
+    if !have_cross_tools(true) {
+        return;
+    }
+    let Some(case) = common::zoo_case("mlp") else {
+        return;
+    };
+    check_under_qemu("mlp", &case.model, &case.feeds, &case.expected);
+}
+
+#[test]
+fn tiny_cnn_compiled_for_aarch64_runs_under_qemu_and_matches_the_reference() {
+    if !have_cross_tools(true) {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/example");
+    let feeds: Vec<(String, Value)> = carbide::npy::read_npz(&dir.join("tiny_cnn.inputs.npz"))
+        .expect("inputs")
+        .into_iter()
+        .map(|(n, t)| (n, Value::Tensor(t)))
+        .collect();
+    let expected = carbide::npy::read_npz(&dir.join("tiny_cnn.ort.npz")).expect("ort outputs");
+    check_under_qemu("tiny_cnn", &tiny_cnn(), &feeds, &expected);
+}
+
+/// Depthwise and pointwise convolutions, residual adds, global pooling and
+/// Gemm: the NEON paths of a real mobile network (about 20 s under qemu).
+#[test]
+fn mobilenet_v2_compiled_for_aarch64_runs_under_qemu_and_matches_the_reference() {
+    if !have_cross_tools(true) {
+        return;
+    }
+    let Some(case) = common::zoo_case("mobilenet_v2") else {
+        return;
+    };
+    check_under_qemu("mobilenet_v2", &case.model, &case.feeds, &case.expected);
 }

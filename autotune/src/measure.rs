@@ -227,8 +227,9 @@ impl Bench {
     }
 }
 
-/// Warm-up, then `repeats` timed repeats of enough runs to last
-/// `min_repeat`; only the kernel run is timed, not copying the feeds.
+/// Warm-up, then `repeats` repeats of enough runs to last `min_repeat`;
+/// the result is the median over repeats of each repeat's fastest run.
+/// Only the kernel run is timed, not copying the feeds.
 fn time_module(module: &Module, feeds: &[(String, Value)], cfg: &MeasureConfig) -> Result<(f64, Vec<Value>), String> {
     let run = |f: Vec<(String, Value)>| -> Result<(Duration, Vec<(String, Value)>), String> {
         let t = Instant::now();
@@ -242,11 +243,13 @@ fn time_module(module: &Module, feeds: &[(String, Value)], cfg: &MeasureConfig) 
         .clamp(1.0, 1000.0) as usize;
     let mut samples = Vec::with_capacity(cfg.repeats.max(1));
     for _ in 0..cfg.repeats.max(1) {
-        let mut total = Duration::ZERO;
+        // The fastest run of each repeat: on a shared machine a run that
+        // lost its core to another process says nothing about the kernel.
+        let mut fastest = Duration::MAX;
         for _ in 0..inner {
-            total += run(feeds.to_vec())?.0;
+            fastest = fastest.min(run(feeds.to_vec())?.0);
         }
-        samples.push(total.as_secs_f64() * 1e6 / inner as f64);
+        samples.push(fastest.as_secs_f64() * 1e6);
     }
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
     // Nanosecond resolution: the value then survives the JSON round trip exactly.

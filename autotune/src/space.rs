@@ -125,8 +125,11 @@ impl Knobs {
             mr: self.mr,
             nr: self.nr,
         });
-        if let WeightLayout::PackedPanels { .. } = s.weight_layout {
-            s.weight_layout = WeightLayout::PackedPanels { nr: self.nr };
+        match s.weight_layout {
+            WeightLayout::PackedPanels { .. } => s.weight_layout = WeightLayout::PackedPanels { nr: self.nr },
+            // Conv weights are packed as the A operand in blocks of mr output channels.
+            WeightLayout::Nchwc { .. } => s.weight_layout = WeightLayout::Nchwc { block: self.mr },
+            WeightLayout::RowMajor => {}
         }
         s
     }

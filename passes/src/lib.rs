@@ -9,6 +9,7 @@
 pub mod algebra;
 pub mod attention;
 pub mod cleanup;
+pub mod egraph;
 pub mod error;
 pub mod fold;
 pub mod fusion;

@@ -47,6 +47,9 @@ pub struct PassStat {
     pub nodes_after: usize,
     pub flops_before: u64,
     pub flops_after: u64,
+    /// The e-graph run of this pass, for the e-graph level's passes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egraph: Option<crate::egraph::EGraphStats>,
 }
 
 /// The IR text after a pass, when asked for with `dump_after`.
@@ -68,6 +71,9 @@ pub struct PassReport {
     pub passes: Vec<PassStat>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dumps: Vec<Dump>,
+    /// Every e-graph run (-O3), in order: size, time, stop reason, cost.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub egraph: Vec<crate::egraph::EGraphStats>,
 }
 
 /// What a pass sees besides the graph.
@@ -149,6 +155,13 @@ pub const PASSES: &[Pass] = &[
         run: crate::fusion::fuse_bias_activation,
         level: 2,
     },
+    // After the fusions: it rewrites what they left, so it never hides a
+    // pattern from them.
+    Pass {
+        name: "egraph-rewrite",
+        run: crate::egraph::egraph_rewrite,
+        level: 3,
+    },
     Pass {
         name: "dce",
         run: crate::cleanup::dce,
@@ -201,7 +214,10 @@ pub fn optimize(model: &mut Model, opts: &PassOptions) -> Result<PassReport, Pas
             let nodes_before = g.nodes.len();
             let flops_before = graph_flops(g);
             let t = Instant::now();
+            crate::egraph::take_stats();
             let changed = (pass.run)(g, &PassCtx { opts, name: pass.name })?;
+            let egraph = crate::egraph::take_stats().pop();
+            report.egraph.extend(egraph.clone());
             if changed {
                 crate::util::toposort(g);
                 crate::util::prune_value_info(g);
@@ -225,6 +241,7 @@ pub fn optimize(model: &mut Model, opts: &PassOptions) -> Result<PassReport, Pas
                 nodes_after: g.nodes.len(),
                 flops_before,
                 flops_after: graph_flops(g),
+                egraph,
             });
             if opts.dump_after.iter().any(|d| d == pass.name) {
                 report.dumps.push(Dump {

@@ -35,6 +35,7 @@ from ._carbide import (
 )
 from ._carbide import compile as _native_compile
 from ._carbide import load as _native_load
+from ._carbide import tune as _native_tune
 
 __all__ = [
     "CarbideError",
@@ -54,6 +55,7 @@ __all__ = [
     "get_device",
     "inspect",
     "load",
+    "tune",
 ]
 
 # Context attributes every Carbide exception has; the native code sets them
@@ -159,3 +161,25 @@ def load(artifact):
         outputs = module.run({"input": x})
     """
     return _native_load(artifact)
+
+
+def tune(model, trials=200, db="tune.jsonl", target="native", time_budget=None, threads=None, opt_level=3, seed=0):
+    """Searches faster schedules for a model's kernels and records them.
+
+    Every trial is appended to ``db`` (JSON lines), so calling ``tune`` again
+    with the same ``db`` resumes: records already there count towards
+    ``trials``. ``time_budget`` is seconds or a string like ``"10m"``;
+    ``threads`` is how many cores each kernel is measured with (default: all).
+    Pass the same file to ``carbide.compile(model, tuning_db=db)`` to build
+    with the best schedule per kernel.
+
+    Returns a summary dict: ``trials_run``, ``trials_resumed``, ``seconds``,
+    ``peak_gflops`` and ``tasks``, one per distinct kernel workload with
+    ``default_us``, ``best_us``, ``speedup``, ``peak_pct`` and ``schedule``.
+
+    Example::
+
+        summary = carbide.tune("resnet50.onnx", trials=400, db="r50.jsonl", time_budget="10m")
+        module = carbide.compile("resnet50.onnx", tuning_db="r50.jsonl")
+    """
+    return _native_tune(model, trials, db, target, time_budget, threads, opt_level, seed)

@@ -11,6 +11,7 @@ mod errors;
 mod module;
 mod session;
 mod source;
+mod tune;
 
 use pyo3::prelude::*;
 use source::ModelSource;
@@ -43,6 +44,7 @@ fn _carbide(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<module::Module>()?;
     m.add_function(wrap_pyfunction!(module::compile, m)?)?;
     m.add_function(wrap_pyfunction!(module::load, m)?)?;
+    m.add_function(wrap_pyfunction!(tune::tune, m)?)?;
     m.add_function(wrap_pyfunction!(inspect, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -89,7 +89,7 @@ fn artifact_failure(e: &ArtifactError, what: &str) -> Failure {
     Failure::new(kind, format!("{what}: {e}"))
 }
 
-fn compile_failure(e: &CompileError) -> Failure {
+pub(crate) fn compile_failure(e: &CompileError) -> Failure {
     match e {
         CompileError::UnknownTarget(_) | CompileError::BadOptLevel(_) | CompileError::TuningDb { .. } => {
             Failure::invalid_argument(e.to_string())

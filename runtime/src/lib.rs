@@ -12,4 +12,4 @@ pub mod ops;
 pub use artifact::ArtifactError;
 pub use error::{OpError, RuntimeError};
 pub use interpreter::Session;
-pub use module::{KernelStep, Module, ModuleParts, Step};
+pub use module::{KernelStep, Module, ModuleParts, PlanStats, Step, TensorMut, TensorRef};

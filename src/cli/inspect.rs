@@ -97,6 +97,26 @@ fn report_text(r: &PassReport) -> String {
     }
     let unchanged: f64 = r.passes.iter().filter(|p| !p.changed).map(|p| p.ms).sum();
     let _ = writeln!(o, "  (passes that changed nothing: {unchanged:.2} ms)");
+    for e in &r.egraph {
+        let _ = writeln!(
+            o,
+            "  e-graph ({}): region {} nodes, {} classes / {} e-nodes, {} iterations, {:.1} ms ({}), cost {:.3e} -> {:.3e}, {}",
+            e.target,
+            e.region_nodes,
+            e.classes,
+            e.enodes,
+            e.iterations,
+            e.saturation_ms,
+            e.stop_reason,
+            e.cost_before,
+            e.cost_after,
+            if e.accepted {
+                format!("kept ({} -> {} nodes)", e.region_nodes, e.extracted_nodes)
+            } else {
+                "not kept".to_string()
+            }
+        );
+    }
     for d in &r.dumps {
         let _ = writeln!(o, "--- IR after {} (round {}) ---\n{}", d.pass, d.round, d.text);
     }
@@ -104,14 +124,28 @@ fn report_text(r: &PassReport) -> String {
 }
 
 /// Target, steps (kernel, host or alias, with the graph nodes each covers)
-/// and weights of a compiled artifact.
+/// and weights of a compiled artifact. Reads the manifest only (checksums
+/// checked, the kernels not loaded), so an artifact for another CPU (e.g.
+/// aarch64-neon on x86) inspects too.
 fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
-    use carbide::runtime::Step;
-    let m = carbide::Module::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    let g = &m.model().graph;
+    use carbide::runtime::{artifact, Step};
+    let bytes = std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+    let sections = artifact::decode(&bytes).with_context(|| format!("loading {}", a.model.display()))?;
+    let manifest = &sections.manifest;
+    let g = &manifest.model.graph;
+    if let Some((i, bad)) = manifest.steps.iter().enumerate().find_map(|(i, s)| match s {
+        Step::Host { node } | Step::Alias { node } => (*node >= g.nodes.len()).then_some((i, *node)),
+        Step::Kernel(k) => k.nodes.iter().find(|&&n| n >= g.nodes.len()).map(|&n| (i, n)),
+    }) {
+        anyhow::bail!(
+            "{}: artifact is corrupt: step {i} names node {bad}, the graph has {}",
+            a.model.display(),
+            g.nodes.len()
+        );
+    }
     let node_desc = |i: usize| format!("{} ({})", g.nodes[i].name, g.nodes[i].op.op_type());
-    let steps: Vec<serde_json::Value> = m
-        .steps()
+    let steps: Vec<serde_json::Value> = manifest
+        .steps
         .iter()
         .map(|s| match s {
             Step::Host { node } => serde_json::json!({"kind": "host", "nodes": [node_desc(*node)]}),
@@ -126,19 +160,24 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
         })
         .collect();
     let count = |kind: &str| steps.iter().filter(|s| s["kind"] == kind).count();
-    let weight_bytes: usize = m
-        .weight_names()
+    let weight_bytes: u64 = manifest.weights.iter().map(|w| w.blob.len).sum();
+    let weight_names: std::collections::HashSet<&str> = (manifest.weights.iter().map(|w| w.name.as_str()))
+        .chain(manifest.string_weights.iter().map(|(n, _)| n.as_str()))
+        .collect();
+    let inputs: Vec<&carbide::ir::ValueInfo> = g
+        .inputs
         .iter()
-        .filter_map(|n| m.weight(n))
-        .filter_map(|v| v.as_tensor())
-        .map(|t| t.len() * carbide::ir::tensor_bytes::element_size(t.dtype()).unwrap_or(0))
-        .sum();
+        .filter(|i| !weight_names.contains(i.name.as_str()))
+        .collect();
+    let target = &manifest.target;
+    let library_len = sections.library.len();
     let summary = serde_json::json!({
-        "target": m.target(),
-        "library_bytes": m.library_len(),
+        "target": target,
+        "library_bytes": library_len,
+        "memory_plan": plan_report(&a.model, &manifest.target)?,
         "weight_bytes": weight_bytes,
-        "inputs": m.inputs().iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
-        "outputs": m.outputs().iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
+        "inputs": inputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
+        "outputs": g.outputs.iter().map(|i| format!("{}: {}", i.name, i.ty)).collect::<Vec<_>>(),
         "kernel_steps": count("kernel"),
         "host_steps": count("host"),
         "alias_steps": count("alias"),
@@ -151,21 +190,22 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
     println!("artifact  {}", a.model.display());
     println!(
         "target    {} ({}; needs {})",
-        m.target().name,
-        m.target().arch,
-        if m.target().required_features.is_empty() {
+        target.name,
+        target.arch,
+        if target.required_features.is_empty() {
             "no special CPU features".to_string()
         } else {
-            m.target().required_features.join(", ")
+            target.required_features.join(", ")
         }
     );
-    println!("library   {} bytes; weights {} bytes", m.library_len(), weight_bytes);
-    for i in m.inputs() {
+    println!("library   {} bytes; weights {} bytes", library_len, weight_bytes);
+    for i in &inputs {
         println!("input     {}: {}", i.name, i.ty);
     }
-    for o in m.outputs() {
+    for o in &g.outputs {
         println!("output    {}: {}", o.name, o.ty);
     }
+    print!("{}", plan_text(&summary["memory_plan"]));
     println!(
         "steps     {} kernels, {} host, {} aliases",
         count("kernel"),
@@ -187,4 +227,75 @@ fn inspect_artifact(a: &InspectArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The memory plan for the artifact's declared input shapes: arena size,
+/// peak live bytes against the sum of all intermediates, in-place reuses
+/// and zero-copy aliases. Symbolic dims get a plan per shape at run time.
+/// Planning loads the module, so an artifact for another CPU reports none.
+fn plan_report(path: &std::path::Path, target: &carbide::runtime::artifact::TargetInfo) -> Result<serde_json::Value> {
+    use carbide::ir::{Dim, ValueType};
+    if let Err(e) = target.check_host() {
+        return Ok(serde_json::json!({"planned": "not on this machine", "reason": e.to_string()}));
+    }
+    let m = &carbide::Module::load(path).with_context(|| format!("loading {}", path.display()))?;
+    let mut shapes = Vec::new();
+    for i in m.inputs() {
+        let dims = match &i.ty {
+            ValueType::Tensor(t) => t.shape.as_ref(),
+            _ => None,
+        };
+        let known: Option<Vec<usize>> = dims.and_then(|d| {
+            d.iter()
+                .map(|d| if let Dim::Known(n) = d { Some(*n) } else { None })
+                .collect()
+        });
+        match known {
+            Some(s) => shapes.push(s),
+            None => {
+                return Ok(serde_json::json!({
+                    "planned": "per shape at run time",
+                    "reason": format!("input '{}' has symbolic dims ({})", i.name, i.ty),
+                }))
+            }
+        }
+    }
+    Ok(match m.plan_stats(&shapes).context("planning memory")? {
+        Some(stats) => {
+            let mut v = serde_json::to_value(&stats)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("planned".into(), "static".into());
+                o.insert("input_shapes".into(), serde_json::to_value(&shapes)?);
+            }
+            v
+        }
+        None => serde_json::json!({
+            "planned": "no",
+            "reason": "a kernel's shapes depend on data; the model runs unplanned",
+        }),
+    })
+}
+
+fn plan_text(p: &serde_json::Value) -> String {
+    let mib = |k: &str| p[k].as_u64().unwrap_or(0) as f64 / (1024.0 * 1024.0);
+    match p["planned"].as_str() {
+        Some("static") => format!(
+            "memory    arena {:.2} MiB (peak live {:.2} MiB, all intermediates {:.2} MiB); {} in-place, {} zero-copy aliases, {} copied aliases\n",
+            mib("arena_bytes"),
+            mib("peak_live_bytes"),
+            mib("total_intermediate_bytes"),
+            p["in_place"],
+            p["zero_copy_aliases"],
+            p["copied_aliases"],
+        ),
+        Some("per shape at run time") => format!(
+            "memory    plan built per shape at run time: {}\n",
+            p["reason"].as_str().unwrap_or("")
+        ),
+        Some("not on this machine") => format!(
+            "memory    plan not computed here: {}\n",
+            p["reason"].as_str().unwrap_or("")
+        ),
+        _ => format!("memory    not planned: {}\n", p["reason"].as_str().unwrap_or("")),
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod cpu;
 pub mod partition;
+mod symbolic;
 
 use carbide_ir::{Graph, Model};
 use carbide_runtime::artifact::{ArtifactError, TargetInfo};
@@ -222,6 +223,14 @@ fn prepare(
     }
     report.nodes_optimized = model.graph.nodes.len();
     carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
+    // Symbolic dims that flow through shape arithmetic (Shape → Slice → ...);
+    // each round can expose more (a refined value's Shape), so up to a few.
+    for _ in 0..4 {
+        if symbolic::refine(&mut model.graph) == 0 {
+            break;
+        }
+        carbide_ir::infer::infer_graph(&mut model.graph, &Default::default())?;
+    }
     let cpu_target = carbide_backend_cpu::Target::parse(&opts.target)
         .map_err(|e| CompileError::UnknownTarget(format!("{}: {e}", opts.target)))?;
     Ok((model, report, cpu_target))

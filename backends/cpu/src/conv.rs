@@ -6,11 +6,11 @@
 //! epilogue. Parts split (batch, group, pixel block, channel block) tasks.
 
 use crate::cexpr::{slot, Params};
-use crate::gemm::{check_schedule, default_schedule, emit_epilogue_operands, microkernel};
+use crate::gemm::{check_schedule, emit_epilogue_operands, emit_task_range, microkernel, GemmKnobs, WeightRole};
 use crate::group::{broadcast_strides, chain, is_f32, shape_text};
 use crate::target::Target;
 use crate::{CodegenError, KernelGroup, LoweredKernel};
-use carbide_ir::kernel::{BinaryFn, BufferArg, Expr, KernelCall, ParamExpr, Schedule, WorkloadKey};
+use carbide_ir::kernel::{BinaryFn, BufferArg, Expr, KernelCall, ParamExpr, Schedule, WeightLayout, WorkloadKey};
 use carbide_ir::ops::nn::{NnOp, Window};
 use carbide_ir::{Dim, Node, Op, Tensor};
 use std::fmt::Write;
@@ -31,6 +31,16 @@ struct Geometry {
     dh: usize,
     dw: usize,
     groups: usize,
+}
+
+/// The heuristic default schedule of a (non-depthwise) convolution: the
+/// GEMM defaults, with the weights as the pre-packed A operand in blocks of
+/// `mr` output channels (OIHW{mr}o).
+pub fn default_schedule(target: &Target) -> Schedule {
+    let mut s = crate::gemm::default_schedule(target);
+    let mr = s.microkernel.map_or(1, |t| t.mr);
+    s.weight_layout = WeightLayout::Nchwc { block: mr };
+    s
 }
 
 /// Packs OIHW weights per group into panels of `mr` output channels, k-major.
@@ -153,7 +163,7 @@ pub fn lower(
         ch.expr = crate::gemm::substitute_acc(&ch.expr, &Expr::binary(BinaryFn::Add, Expr::Acc, Expr::Load(slot_ix)));
     }
     if groups == c && m == c && groups > 1 {
-        return Ok(Some(depthwise(
+        return depthwise(
             &g,
             &ch,
             &eop_strides,
@@ -166,10 +176,12 @@ pub fn lower(
             xt,
             wt,
             &group.outputs[0].ty,
-        )));
+        )
+        .map(Some);
     }
     let sched = schedule.cloned().unwrap_or_else(|| default_schedule(target));
-    let (mr, nr, kc, mc, nc) = check_schedule(&sched, target, &anchor.name)?;
+    let knobs = check_schedule(&sched, target, &anchor.name, WeightRole::ConvA)?;
+    let GemmKnobs { mr, nr, kc, mc, nc, .. } = knobs;
     let Some(packed) = pack_weights(&wconst, &g, mr) else {
         return Ok(None);
     };
@@ -228,7 +240,7 @@ pub fn lower(
 
     let mut s = String::new();
     s.push_str(
-        &microkernel(mr, nr, target.vector_width(), &ch.expr, &eops_ukr)
+        &microkernel(mr, nr, knobs.unroll_k, target.vector_width(), &ch.expr, &eops_ukr)
             .replace("void ukr(", &format!("void ukr_{entry}(")),
     );
     let _ = writeln!(
@@ -259,10 +271,7 @@ pub fn lower(
         "    const int64_t mblocks = ({mg} + {mc} - 1) / {mc}, pblocks = (P + {nc} - 1) / {nc};"
     );
     let _ = writeln!(s, "    const int64_t ntasks = NB * {groups} * mblocks * pblocks;");
-    let _ = writeln!(
-        s,
-        "    const int64_t t0 = ntasks * part / num_parts, t1 = ntasks * (part + 1) / num_parts;"
-    );
+    emit_task_range(&mut s, knobs.parallel);
     let _ = writeln!(s, "    for (int64_t t = t0; t < t1; t++) {{");
     let _ = writeln!(s, "        const int64_t mb = t % mblocks, pb = (t / mblocks) % pblocks, g = (t / (mblocks * pblocks)) % {groups}, n = t / (mblocks * pblocks * {groups});");
     let _ = writeln!(
@@ -324,12 +333,16 @@ pub fn lower(
     emit_epilogue_operands(&mut s, &bases);
     let _ = writeln!(s, "                    ukr_{entry}(kcur, Ag + (i / {mr}) * K * {mr} + pc * {mr}, Bp + jp * kcur, Yg + i * P + j, P, min_i64({mr}, mcur - ip), min_i64({nr}, ncur - jp), pc > 0, pc + kcur >= K, eb, es);");
     let _ = writeln!(s, "                }}\n            }}\n        }}\n    }}\n}}");
-    let tasks = ParamExpr::Mul(
-        Box::new(batch),
-        Box::new(ParamExpr::Const(
-            (groups * mg.div_ceil(mc) * p_total.div_ceil(nc)) as i64,
-        )),
-    );
+    let tasks = if knobs.parallel {
+        ParamExpr::Mul(
+            Box::new(batch),
+            Box::new(ParamExpr::Const(
+                (groups * mg.div_ceil(mc) * p_total.div_ceil(nc)) as i64,
+            )),
+        )
+    } else {
+        ParamExpr::Const(1)
+    };
     Ok(Some(LoweredKernel {
         call: KernelCall {
             entry,
@@ -362,18 +375,25 @@ fn depthwise(
     xt: &carbide_ir::TensorType,
     wt: &carbide_ir::TensorType,
     yt: &carbide_ir::TensorType,
-) -> LoweredKernel {
+) -> Result<LoweredKernel, CodegenError> {
     let vw = target.vector_width();
-    let sched = schedule.cloned().unwrap_or_else(|| Schedule {
+    let default = Schedule {
         tiles: Default::default(),
         loop_order: vec!["plane".into(), "oh".into(), "ow".into()],
         vector_axis: Some("ow".into()),
         vector_width: vw,
         unroll: Default::default(),
         parallel_axis: Some("plane".into()),
-        weight_layout: carbide_ir::kernel::WeightLayout::RowMajor,
+        weight_layout: WeightLayout::RowMajor,
         microkernel: None,
-    });
+    };
+    let sched = match schedule {
+        Some(s) => {
+            crate::space::require_default(s, &default, name)?;
+            s.clone()
+        }
+        None => default,
+    };
     let workload = WorkloadKey {
         op: "depthwise2d".into(),
         shapes: vec![shape_text(xt), shape_text(wt), shape_text(yt)],
@@ -521,7 +541,7 @@ fn depthwise(
         crate::cexpr::emit(&ch.expr, crate::cexpr::Mode::Scalar, "acc", &sload)
     );
     let _ = writeln!(s, "            }}\n        }}\n    }}\n}}");
-    LoweredKernel {
+    Ok(LoweredKernel {
         call: KernelCall {
             entry,
             buffers,
@@ -532,7 +552,7 @@ fn depthwise(
         source: s,
         schedule: sched,
         workload,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -159,16 +159,9 @@ pub fn lower(
     if out.contains(&Dim::Unknown) {
         return Ok(None);
     }
-    let sched = schedule.cloned().unwrap_or_else(|| default_schedule(target));
-    if sched.vector_width != target.vector_width() {
-        return Err(CodegenError::BadSchedule {
-            kernel: group.nodes[0].name.clone(),
-            why: format!(
-                "vector width {} but target has {}",
-                sched.vector_width,
-                target.vector_width()
-            ),
-        });
+    let sched = default_schedule(target);
+    if let Some(s) = schedule {
+        crate::space::require_default(s, &sched, &group.nodes[0].name)?;
     }
     let out_dims: Vec<Dim> = if out.is_empty() {
         vec![Dim::Known(1)]

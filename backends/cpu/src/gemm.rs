@@ -332,11 +332,48 @@ pub fn pack_b(b: &Tensor, trans: bool, nr: usize) -> Option<(Vec<u8>, usize, usi
     Some((out, nmat, k, n))
 }
 
+/// The GEMM knobs a schedule resolves to, after [`check_schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GemmKnobs {
+    pub mr: usize,
+    pub nr: usize,
+    pub kc: usize,
+    pub mc: usize,
+    pub nc: usize,
+    /// How many k steps one iteration of the microkernel's inner loop does.
+    pub unroll_k: usize,
+    /// Split the (batch, M block, N block) tasks across parts (`"mn"`), or
+    /// run the whole kernel as one part (`None`).
+    pub parallel: bool,
+}
+
+/// The loop order the GEMM template generates: N blocks, then K blocks, then
+/// M blocks (BLIS's jc/pc/ic), the register tile innermost.
+pub(crate) const LOOP_ORDER: [&str; 3] = ["n", "k", "m"];
+/// The k-unroll factors the microkernel generator supports.
+pub(crate) const UNROLLS: [usize; 4] = [1, 2, 4, 8];
+
+/// Which operand a GEMM-like template pre-packs, deciding the weight
+/// layouts it can honour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WeightRole {
+    /// A constant B of a MatMul/Gemm: column panels of `nr` (or row-major,
+    /// then B is packed per part at run time).
+    GemmB,
+    /// Convolution weights: the A operand in blocks of `mr` output channels.
+    ConvA,
+}
+
+/// Validates every field of `s` against what the GEMM/conv template can
+/// generate, so a schedule is either honoured exactly or rejected with the
+/// field it cannot honour (the autotuner discards it); nothing is silently
+/// ignored.
 pub(crate) fn check_schedule(
     s: &Schedule,
     target: &Target,
     name: &str,
-) -> Result<(usize, usize, usize, usize, usize), CodegenError> {
+    role: WeightRole,
+) -> Result<GemmKnobs, CodegenError> {
     let bad = |why: String| CodegenError::BadSchedule {
         kernel: name.to_string(),
         why,
@@ -345,6 +382,9 @@ pub(crate) fn check_schedule(
         .microkernel
         .ok_or_else(|| bad("GEMM needs a microkernel tile".into()))?;
     let vw = target.vector_width();
+    if s.vector_width != vw {
+        return Err(bad(format!("vector width {} but target has {vw}", s.vector_width)));
+    }
     if t.nr == 0 || t.nr % vw != 0 {
         return Err(bad(format!(
             "nr={} is not a positive multiple of the vector width {vw}",
@@ -361,29 +401,68 @@ pub(crate) fn check_schedule(
             t.mr, t.nr
         )));
     }
-    if s.vector_width != vw {
-        return Err(bad(format!("vector width {} but target has {vw}", s.vector_width)));
+    if let Some(other) = s.tiles.keys().find(|k| !matches!(k.as_str(), "m" | "n" | "k")) {
+        return Err(bad(format!("no loop '{other}' to tile (GEMM tiles m, n, k)")));
     }
+    if s.loop_order.iter().map(String::as_str).ne(LOOP_ORDER) {
+        return Err(bad(format!(
+            "loop order {:?} is not generated (only {LOOP_ORDER:?})",
+            s.loop_order
+        )));
+    }
+    if s.vector_axis.as_deref() != Some("n") {
+        return Err(bad(format!(
+            "vector axis {:?} is not generated (only n)",
+            s.vector_axis
+        )));
+    }
+    if let Some(other) = s.unroll.keys().find(|k| k.as_str() != "k") {
+        return Err(bad(format!("cannot unroll loop '{other}' (only k)")));
+    }
+    let unroll_k = s.unroll_of("k");
+    if !UNROLLS.contains(&unroll_k) {
+        return Err(bad(format!("k unroll {unroll_k} is not one of {UNROLLS:?}")));
+    }
+    let parallel = match s.parallel_axis.as_deref() {
+        Some("mn") => true,
+        None => false,
+        Some(other) => return Err(bad(format!("parallel axis '{other}' is not generated (mn or none)"))),
+    };
     let kc = s.tile("k", 256);
     let mc = s.tile("m", t.mr * 8).div_ceil(t.mr) * t.mr;
     let nc = s.tile("n", t.nr * 16).div_ceil(t.nr) * t.nr;
-    match s.weight_layout {
-        WeightLayout::PackedPanels { nr } if nr == t.nr => {}
-        WeightLayout::RowMajor => {}
-        other => {
-            return Err(bad(format!(
-                "weight layout {other:?} does not match the {}-column microkernel",
-                t.nr
-            )))
-        }
+    let layout_ok = match (role, s.weight_layout) {
+        (WeightRole::GemmB, WeightLayout::PackedPanels { nr }) => nr == t.nr,
+        (WeightRole::GemmB, WeightLayout::RowMajor) => true,
+        (WeightRole::ConvA, WeightLayout::Nchwc { block }) => block == t.mr,
+        _ => false,
+    };
+    if !layout_ok {
+        let want = match role {
+            WeightRole::GemmB => format!("PackedPanels {{ nr: {} }} or RowMajor", t.nr),
+            WeightRole::ConvA => format!("Nchwc {{ block: {} }}", t.mr),
+        };
+        return Err(bad(format!(
+            "weight layout {:?} does not fit the {}x{} microkernel (expected {want})",
+            s.weight_layout, t.mr, t.nr
+        )));
     }
-    Ok((t.mr, t.nr, kc, mc, nc))
+    Ok(GemmKnobs {
+        mr: t.mr,
+        nr: t.nr,
+        kc,
+        mc,
+        nc,
+        unroll_k,
+        parallel,
+    })
 }
 
 /// The microkernel: `mr x nr` accumulators in named variables.
 pub(crate) fn microkernel(
     mr: usize,
     nr: usize,
+    unroll_k: usize,
     vw: usize,
     epi: &Expr,
     eops: &[(Vec<ParamExpr>, ParamExpr, i64)],
@@ -397,17 +476,31 @@ pub(crate) fn microkernel(
         let vars: Vec<String> = (0..nv).map(|v| format!("{} = VZERO()", acc(r, v))).collect();
         let _ = writeln!(s, "    vf {};", vars.join(", "));
     }
-    let _ = writeln!(s, "    for (int64_t k = 0; k < kc; k++) {{");
-    for v in 0..nv {
-        let _ = writeln!(s, "        vf b{v} = VLOAD(b + {});", v * vw);
-    }
-    for r in 0..mr {
-        let _ = writeln!(s, "        {{ vf av = VSET1(a[{r}]);");
+    // One k step at offset `j` of the (unrolled) loop body.
+    let step = |s: &mut String, j: usize| {
+        let _ = writeln!(s, "        {{");
         for v in 0..nv {
-            let _ = writeln!(s, "          {0} = VFMA(av, b{v}, {0});", acc(r, v));
+            let _ = writeln!(s, "        vf b{v} = VLOAD(b + {});", j * nr + v * vw);
+        }
+        for r in 0..mr {
+            let _ = writeln!(s, "        {{ vf av = VSET1(a[{}]);", j * mr + r);
+            for v in 0..nv {
+                let _ = writeln!(s, "          {0} = VFMA(av, b{v}, {0});", acc(r, v));
+            }
+            let _ = writeln!(s, "        }}");
         }
         let _ = writeln!(s, "        }}");
+    };
+    let _ = writeln!(s, "    int64_t k = 0;");
+    if unroll_k > 1 {
+        let _ = writeln!(s, "    for (; k + {unroll_k} <= kc; k += {unroll_k}) {{");
+        for j in 0..unroll_k {
+            step(&mut s, j);
+        }
+        let _ = writeln!(s, "        a += {}; b += {};\n    }}", unroll_k * mr, unroll_k * nr);
     }
+    let _ = writeln!(s, "    for (; k < kc; k++) {{");
+    step(&mut s, 0);
     let _ = writeln!(s, "        a += {mr}; b += {nr};\n    }}");
     let identity = *epi == Expr::Acc;
     // Full tile: vector epilogue, direct stores.
@@ -501,7 +594,8 @@ pub fn lower(
             .take(24)
             .collect::<String>()
     );
-    let (mr, nr, kc, mc, nc) = check_schedule(&sched, target, &anchor.name)?;
+    let knobs = check_schedule(&sched, target, &anchor.name, WeightRole::GemmB)?;
+    let GemmKnobs { mr, nr, kc, mc, nc, .. } = knobs;
     let vw = target.vector_width();
     let trans_b = matches!(&anchor.op, Op::Linalg(LinalgOp::Gemm(g)) if g.trans_b);
     let packed = match (&sp.b_const, sched.weight_layout) {
@@ -536,7 +630,7 @@ pub fn lower(
 
     let mut c = String::new();
     c.push_str(
-        &microkernel(mr, nr, vw, &sp.epilogue.expr, &sp.eop_strides)
+        &microkernel(mr, nr, knobs.unroll_k, vw, &sp.epilogue.expr, &sp.eop_strides)
             .replace("void ukr(", &format!("void ukr_{entry}(")),
     );
     let _ = writeln!(
@@ -584,10 +678,7 @@ pub fn lower(
         "    const int64_t mblocks = (M + {mc} - 1) / {mc}, nblocks = (N + {nc} - 1) / {nc};"
     );
     let _ = writeln!(c, "    const int64_t ntasks = {nbatch} * mblocks * nblocks;");
-    let _ = writeln!(
-        c,
-        "    const int64_t t0 = ntasks * part / num_parts, t1 = ntasks * (part + 1) / num_parts;"
-    );
+    emit_task_range(&mut c, knobs.parallel);
     let b_mat_size = if packed.is_some() {
         format!("((N + {nr} - 1) / {nr}) * K * {nr}")
     } else {
@@ -680,6 +771,9 @@ pub fn lower(
     for (ext, _, _) in &sp.batch {
         tasks = ParamExpr::Mul(Box::new(tasks), Box::new(ext.clone()));
     }
+    if !knobs.parallel {
+        tasks = ParamExpr::Const(1);
+    }
     Ok(Some(LoweredKernel {
         call: KernelCall {
             entry,
@@ -692,6 +786,23 @@ pub fn lower(
         schedule: sched,
         workload,
     }))
+}
+
+/// Emits this part's task range `[t0, t1)` of `ntasks`: an even share when
+/// the schedule parallelizes, else all of them (the kernel then reports
+/// `max_parts` 1, and a caller that still splits gets every task once).
+pub(crate) fn emit_task_range(s: &mut String, parallel: bool) {
+    if parallel {
+        let _ = writeln!(
+            s,
+            "    const int64_t t0 = ntasks * part / num_parts, t1 = ntasks * (part + 1) / num_parts;"
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "    const int64_t t0 = part == 0 ? 0 : ntasks, t1 = ntasks; (void)num_parts;"
+        );
+    }
 }
 
 /// Emits the `eb`/`es` arrays the microkernel reads its epilogue operands

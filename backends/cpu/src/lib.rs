@@ -16,12 +16,14 @@ mod group;
 mod pool;
 mod prelude;
 mod rows;
+mod space;
 mod target;
 
 #[cfg(test)]
 mod testutil;
 
 pub use build::{build_library, find_c_compiler};
+pub use space::schedule_space;
 pub use target::{Isa, Target};
 
 use carbide_ir::kernel::{KernelCall, Schedule, WorkloadKey};

@@ -60,7 +60,7 @@ pub fn lower(
         Dim::Sym(_) => ParamExpr::InputDim { input: xi, axis: 0 },
         Dim::Unknown => return Ok(None),
     };
-    let sched = sched.cloned().unwrap_or_else(|| Schedule {
+    let default = Schedule {
         tiles: BTreeMap::new(),
         loop_order: vec!["plane".into(), "oh".into(), "ow".into()],
         vector_axis: None,
@@ -69,7 +69,11 @@ pub fn lower(
         parallel_axis: Some("plane".into()),
         weight_layout: WeightLayout::RowMajor,
         microkernel: None,
-    });
+    };
+    if let Some(s) = sched {
+        crate::space::require_default(s, &default, &node.name)?;
+    }
+    let sched = default;
     let workload = WorkloadKey {
         op: if max { "maxpool2d".into() } else { "avgpool2d".into() },
         shapes: vec![shape_text(xt)],

@@ -149,7 +149,11 @@ pub fn lower(
         Op::Nn(NnOp::GlobalMaxPool) if rank >= 3 => (RowOp::Reduce(ReduceKind::Max), 2),
         _ => return Ok(None),
     };
-    let sched = sched.cloned().unwrap_or_else(|| schedule(target));
+    let default = schedule(target);
+    if let Some(s) = sched {
+        crate::space::require_default(s, &default, &node.name)?;
+    }
+    let sched = default;
     let mut rows = ParamExpr::Const(1);
     for (d, dim) in xs[..axis].iter().enumerate() {
         let Some(e) = dim_param(dim, xi, d) else {

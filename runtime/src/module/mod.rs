@@ -6,9 +6,17 @@
 //! already built and is only `dlopen`ed). Steps without a kernel run the
 //! reference host implementation, so every model runs.
 
+mod exec;
+mod plan;
 pub mod profile;
+mod workers;
 
+pub use exec::{TensorMut, TensorRef, PLAN_CACHE_SIZE};
+pub use plan::{PlanStats, ARENA_ALIGN};
 pub use profile::{ChromeTrace, Profile, StepKind, StepTime, StepTotal};
+
+use exec::PlanCache;
+use workers::{KernelFn, WorkerPool};
 
 use crate::artifact::{self, ArtifactError, Manifest, TargetInfo};
 use crate::error::RuntimeError;
@@ -58,9 +66,6 @@ pub struct ModuleParts {
     pub target: TargetInfo,
 }
 
-/// The C entry point of a generated kernel (see [`carbide_ir::kernel`]).
-type KernelFn = unsafe extern "C" fn(*const *mut c_void, *const i64, i64, i64);
-
 /// A heap block aligned to 64 bytes (packed weights and scratch).
 struct AlignedBuf {
     blocks: Vec<Block>,
@@ -95,6 +100,10 @@ impl AlignedBuf {
         unsafe { std::slice::from_raw_parts_mut(self.blocks.as_mut_ptr() as *mut u8, self.len) }
     }
 
+    fn as_ptr(&self) -> *const u8 {
+        self.blocks.as_ptr() as *const u8
+    }
+
     fn as_mut_ptr(&mut self) -> *mut u8 {
         self.blocks.as_mut_ptr() as *mut u8
     }
@@ -126,7 +135,9 @@ pub struct Module {
     /// For each value name, the last step that reads it (graph outputs never).
     last_use: HashMap<String, usize>,
     threads: usize,
-    pool: rayon::ThreadPool,
+    workers: WorkerPool,
+    /// Memory plans of recent input shape sets (see [`plan`]).
+    plans: PlanCache,
     /// Seed for random ops without a `seed` attribute.
     pub seed: u64,
 }
@@ -135,12 +146,8 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn build_pool(threads: usize) -> Result<rayon::ThreadPool, ArtifactError> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("carbide-worker-{i}"))
-        .build()
-        .map_err(|e| ArtifactError::Library(format!("starting {threads} worker threads: {e}")))
+fn build_pool(threads: usize) -> Result<WorkerPool, ArtifactError> {
+    WorkerPool::new(threads).map_err(|e| ArtifactError::Library(format!("starting {threads} worker threads: {e}")))
 }
 
 /// Writes the library to a private temp file and dlopens it (a loaded
@@ -251,7 +258,8 @@ impl Module {
             target,
             last_use,
             threads,
-            pool: build_pool(threads)?,
+            workers: build_pool(threads)?,
+            plans: PlanCache::default(),
             seed: 0,
         })
     }
@@ -346,14 +354,33 @@ impl Module {
     pub fn set_threads(&mut self, threads: usize) -> Result<(), ArtifactError> {
         let threads = threads.max(1);
         if threads != self.threads {
-            self.pool = build_pool(threads)?;
+            self.workers = build_pool(threads)?;
             self.threads = threads;
+            // Plans fix each kernel's part count for the thread count.
+            self.plans.get_mut().unwrap_or_else(|e| e.into_inner()).clear();
         }
         Ok(())
     }
 
     pub fn threads(&self) -> usize {
+        debug_assert_eq!(self.threads, self.workers.threads());
         self.threads
+    }
+
+    /// What the memory plan for inputs of these shapes (in [`Module::inputs`]
+    /// order, with their declared dtypes) saves; `None` when the model
+    /// cannot be planned for them.
+    pub fn plan_stats(&self, input_shapes: &[Vec<usize>]) -> Result<Option<PlanStats>, RuntimeError> {
+        let inputs = self.inputs();
+        let mut key = Vec::with_capacity(inputs.len());
+        for (i, shape) in inputs.iter().zip(input_shapes) {
+            let dtype = match &i.ty {
+                carbide_ir::ValueType::Tensor(TensorType { dtype: Some(d), .. }) => *d,
+                _ => return Ok(None),
+            };
+            key.push((dtype, shape.as_slice()));
+        }
+        Ok(self.prepared(&key)?.map(|p| p.plan.stats.clone()))
     }
 
     /// Inputs a caller must feed (those without a default weight).
@@ -430,14 +457,30 @@ impl Module {
         }
     }
 
+    /// Runs on the memory plan for the feeds' shapes, or unplanned when
+    /// the model cannot be planned (see [`Module::run_into`]).
     fn run_timed(
         &self,
         feeds: Vec<(String, Value)>,
         mut profile: Option<&mut Profile>,
     ) -> Result<Vec<(String, Value)>, RuntimeError> {
+        let (bound, syms) = bind_feeds(&self.model.graph, &self.weights, feeds)?;
+        if let Some(outs) = self.run_planned(&bound, profile.as_deref_mut())? {
+            return Ok(outs);
+        }
+        self.run_unplanned(bound, syms, profile)
+    }
+
+    /// Runs step by step with values by name, allocating every result: for
+    /// models the planner cannot handle (and as its reference in tests).
+    fn run_unplanned(
+        &self,
+        bound: HashMap<String, Value>,
+        mut syms: HashMap<String, usize>,
+        mut profile: Option<&mut Profile>,
+    ) -> Result<Vec<(String, Value)>, RuntimeError> {
         let run_start = std::time::Instant::now();
         let graph = &self.model.graph;
-        let (bound, mut syms) = bind_feeds(graph, &self.weights, feeds)?;
         let mut scope = Scope {
             values: bound,
             borrowed: Some(&self.weights),
@@ -605,37 +648,10 @@ impl Module {
             };
             buffers.push(p);
         }
-        call_parts(&self.pool, loaded.entry, &buffers, &params, parts);
-        Ok(outputs.into_iter().map(Value::Tensor).collect())
-    }
-}
-
-/// Raw kernel arguments shared by the worker threads of one call.
-struct CallArgs<'a> {
-    buffers: &'a [*mut c_void],
-    params: &'a [i64],
-}
-// SAFETY: the kernel contract makes concurrent calls for different parts
-// safe; the buffers outlive the call (`call_parts` blocks until all parts end).
-unsafe impl Sync for CallArgs<'_> {}
-
-fn call_parts(pool: &rayon::ThreadPool, entry: KernelFn, buffers: &[*mut c_void], params: &[i64], parts: usize) {
-    let args = CallArgs { buffers, params };
-    let call = |part: usize| {
-        let args = &args;
         // SAFETY: buffers were bound per the kernel's call contract, sized from
         // the checked shapes; each part writes only its own share.
-        unsafe { entry(args.buffers.as_ptr(), args.params.as_ptr(), part as i64, parts as i64) }
-    };
-    if parts == 1 {
-        call(0);
-    } else {
-        pool.scope(|s| {
-            for part in 0..parts {
-                let call = &call;
-                s.spawn(move |_| call(part));
-            }
-        });
+        unsafe { self.workers.call(loaded.entry, &buffers, &params, parts) };
+        Ok(outputs.into_iter().map(Value::Tensor).collect())
     }
 }
 

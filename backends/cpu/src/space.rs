@@ -1,0 +1,327 @@
+//! The schedule space of each kernel template: which [`Schedule`] fields it
+//! can vary and the candidate values the autotuner searches.
+//!
+//! The contract: a template either generates exactly what a schedule says or
+//! rejects it with [`CodegenError::BadSchedule`] naming the field — never
+//! ignores a field. Per template:
+//!
+//! - **gemm** (MatMul/Gemm) and **conv2d** (non-depthwise Conv): `microkernel`
+//!   (mr x nr register tile, limited by the vector register count),
+//!   `tiles` m/n/k (MC/NC/KC cache blocks), `unroll` k (1, 2, 4, 8: k steps
+//!   per microkernel loop iteration), `parallel_axis` `"mn"` (tasks over
+//!   batch x M blocks x N blocks split across parts) or none (one part),
+//!   `weight_layout` (gemm: `PackedPanels { nr }` = constant B pre-packed in
+//!   the artifact, or `RowMajor` = B packed per part at run time; conv:
+//!   `Nchwc { block: mr }`, the weights pre-packed as the A operand).
+//!   Fixed: `loop_order` n, k, m; `vector_axis` n; `vector_width` the target's.
+//! - **depthwise2d**, **maxpool2d/avgpool2d**, **softmax/layernorm/reduce**
+//!   rows, **elementwise**: no knobs yet; only their default schedule is
+//!   accepted (any other is rejected by [`require_default`]).
+
+use crate::gemm::{LOOP_ORDER, UNROLLS};
+use crate::target::{Isa, Target};
+use crate::{lower, CodegenError, KernelGroup};
+use carbide_ir::kernel::{MicroTile, Schedule, WeightLayout};
+
+/// Rejects any schedule other than `default` for a template without knobs,
+/// naming the first field that differs.
+pub(crate) fn require_default(s: &Schedule, default: &Schedule, kernel: &str) -> Result<(), CodegenError> {
+    let field = if s.tiles != default.tiles {
+        "tiles"
+    } else if s.loop_order != default.loop_order {
+        "loop_order"
+    } else if s.vector_axis != default.vector_axis {
+        "vector_axis"
+    } else if s.vector_width != default.vector_width {
+        "vector_width"
+    } else if s.unroll != default.unroll {
+        "unroll"
+    } else if s.parallel_axis != default.parallel_axis {
+        "parallel_axis"
+    } else if s.weight_layout != default.weight_layout {
+        "weight_layout"
+    } else if s.microkernel != default.microkernel {
+        "microkernel"
+    } else {
+        return Ok(());
+    };
+    Err(CodegenError::BadSchedule {
+        kernel: kernel.to_string(),
+        why: format!("this kernel has no '{field}' knob; only its default schedule is generated"),
+    })
+}
+
+/// Register tiles worth trying per ISA (all fit the register file, see
+/// `gemm::check_schedule`); the first is the default.
+fn micro_tiles(isa: Isa) -> &'static [(usize, usize)] {
+    match isa {
+        // Zen 4 executes a 512-bit FMA as 2x256: wide-N tiles halve the
+        // broadcasts per FMA, tall ones halve the B loads.
+        Isa::Avx512 => &[(12, 32), (14, 32), (8, 32), (8, 48), (6, 64), (28, 16)],
+        Isa::Avx2 => &[(6, 16), (4, 24), (12, 8), (4, 16)],
+        Isa::Neon => &[(8, 12), (4, 16), (12, 8), (6, 16)],
+    }
+}
+
+/// Every schedule worth trying for `group` on `target`, the template's
+/// default first; each one is accepted by [`lower`]. Empty when the backend
+/// generates no kernel for the group (it runs on the host). Kernels without
+/// knobs return just their default.
+pub fn schedule_space(group: &KernelGroup, target: &Target) -> Result<Vec<Schedule>, CodegenError> {
+    let Some(k) = lower(group, target, None)? else {
+        return Ok(Vec::new());
+    };
+    let default = k.schedule;
+    let role_conv = match k.workload.op.as_str() {
+        "gemm" => false,
+        "conv2d" => true,
+        _ => return Ok(vec![default]),
+    };
+    let mut out = vec![default.clone()];
+    for &(mr, nr) in micro_tiles(target.isa()) {
+        for kc in [128usize, 256, 384] {
+            // MC: the packed A block (mc x kc) at ~1/4 or ~1/2 of a 1 MiB L2.
+            for a_bytes in [256usize << 10, 512 << 10] {
+                let mc = ((a_bytes / (kc * 4)) / mr).max(1) * mr;
+                for nc in [256usize, 1024] {
+                    let nc = nc.div_ceil(nr) * nr;
+                    for unroll in [1usize, 4] {
+                        debug_assert!(UNROLLS.contains(&unroll));
+                        let mut s = default.clone();
+                        s.microkernel = Some(MicroTile { mr, nr });
+                        s.tiles = [("m".to_string(), mc), ("n".to_string(), nc), ("k".to_string(), kc)]
+                            .into_iter()
+                            .collect();
+                        s.loop_order = LOOP_ORDER.iter().map(|x| x.to_string()).collect();
+                        s.unroll = if unroll > 1 {
+                            [("k".to_string(), unroll)].into_iter().collect()
+                        } else {
+                            Default::default()
+                        };
+                        s.weight_layout = if role_conv {
+                            WeightLayout::Nchwc { block: mr }
+                        } else {
+                            WeightLayout::PackedPanels { nr }
+                        };
+                        if !out.contains(&s) {
+                            out.push(s);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schedule_space;
+    use crate::testutil::{node, rand_tensor, reference, run_native, tt};
+    use crate::{lower, CodegenError, GroupValue, KernelGroup, Target};
+    use carbide_ir::kernel::{ParamExpr, Schedule, WeightLayout};
+    use carbide_ir::ops::elementwise::{ElementwiseOp, Unary};
+    use carbide_ir::ops::linalg::LinalgOp;
+    use carbide_ir::ops::nn::{AutoPad, ConvAttrs, NnOp};
+    use carbide_ir::{Op, Tensor};
+
+    fn value(name: &str, shape: &[usize], constant: Option<&Tensor>) -> GroupValue {
+        GroupValue {
+            name: name.into(),
+            ty: tt(shape),
+            constant: constant.cloned(),
+        }
+    }
+
+    fn relu() -> Op {
+        Op::Elementwise(ElementwiseOp::Unary(Unary::Relu))
+    }
+
+    /// MatMul [m,k]x[k,n] with a constant B and a fused Relu.
+    fn matmul(m: usize, k: usize, n: usize) -> (KernelGroup, Vec<Tensor>) {
+        let (a, b) = (rand_tensor(&[m, k], 1), rand_tensor(&[k, n], 2));
+        let g = KernelGroup {
+            nodes: vec![
+                node("mm", Op::Linalg(LinalgOp::MatMul), &["a", "b"], &["y"]),
+                node("relu", relu(), &["y"], &["out"]),
+            ],
+            inputs: vec![value("a", &[m, k], None), value("b", &[k, n], Some(&b))],
+            outputs: vec![value("out", &[m, n], None)],
+        };
+        (g, vec![a, b])
+    }
+
+    /// A 3x3 pad-1 convolution with bias and Relu.
+    fn conv() -> (KernelGroup, Vec<Tensor>) {
+        let (x, w, bias) = (
+            rand_tensor(&[1, 5, 9, 11], 1),
+            rand_tensor(&[19, 5, 3, 3], 2),
+            rand_tensor(&[19], 3),
+        );
+        let attrs = ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: None,
+            group: 1,
+            kernel_shape: None,
+            pads: Some(vec![1, 1, 1, 1]),
+            strides: None,
+        };
+        let g = KernelGroup {
+            nodes: vec![
+                node("conv", Op::Nn(NnOp::Conv(attrs)), &["x", "w", "bias"], &["y"]),
+                node("relu", relu(), &["y"], &["out"]),
+            ],
+            inputs: vec![
+                value("x", &[1, 5, 9, 11], None),
+                value("w", &[19, 5, 3, 3], Some(&w)),
+                value("bias", &[19], Some(&bias)),
+            ],
+            outputs: vec![value("out", &[1, 19, 9, 11], None)],
+        };
+        (g, vec![x, w, bias])
+    }
+
+    fn host() -> Option<Target> {
+        Target::host().ok().filter(|t| t.isa() != crate::Isa::Neon)
+    }
+
+    /// Lowers `g` under `s` and compares it to the reference on 1 and 3 parts.
+    fn check_with(g: &KernelGroup, t: &Target, feeds: &[Tensor], s: &Schedule) {
+        let k = lower(g, t, Some(s))
+            .expect("schedule from the space lowers")
+            .expect("supported");
+        assert_eq!(&k.schedule, s, "the kernel records the schedule it was generated for");
+        let want = reference(g, feeds);
+        let want: Vec<f32> = match &want {
+            Tensor::F32(a) => a.iter().copied().collect(),
+            _ => unreachable!(),
+        };
+        for parts in [1, 3] {
+            let got = run_native(&k, t, feeds, &tt_shape(g), parts);
+            for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{s:?}: [{i}] {x} vs {y}");
+            }
+        }
+    }
+
+    fn tt_shape(g: &KernelGroup) -> Vec<usize> {
+        g.outputs[0].ty.concrete_shape().unwrap()
+    }
+
+    #[test]
+    fn gemm_and_conv_spaces_lower_and_compute_correctly() {
+        let Some(t) = host() else { return };
+        for (g, feeds) in [matmul(45, 300, 70), conv()] {
+            let space = schedule_space(&g, &t).unwrap();
+            assert!(space.len() > 20, "GEMM-like kernels have a real space: {}", space.len());
+            assert_eq!(Some(&space[0]), crate::default_schedule(&g, &t).unwrap().as_ref());
+            // Every schedule is accepted; a spread of them is run.
+            for (i, s) in space.iter().enumerate() {
+                if i % 29 == 0 {
+                    check_with(&g, &t, &feeds, s);
+                } else {
+                    lower(&g, &t, Some(s)).unwrap().unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_gemm_knob_changes_the_generated_code() {
+        let Some(t) = host() else { return };
+        let (g, feeds) = matmul(45, 300, 70);
+        let base = crate::default_schedule(&g, &t).unwrap().unwrap();
+        let src = |s: &Schedule| lower(&g, &t, Some(s)).unwrap().unwrap();
+        let k0 = src(&base);
+        let mut variants = Vec::new();
+        let mut s = base.clone();
+        s.unroll.insert("k".into(), 4);
+        variants.push(s);
+        let mut s = base.clone();
+        s.tiles.insert("k".into(), 64);
+        variants.push(s);
+        let mut s = base.clone();
+        s.tiles.insert("m".into(), 24);
+        variants.push(s);
+        let mut s = base.clone();
+        s.tiles.insert("n".into(), 64);
+        variants.push(s);
+        let mut s = base.clone();
+        s.weight_layout = WeightLayout::RowMajor;
+        variants.push(s);
+        let mut s = base.clone();
+        s.parallel_axis = None;
+        variants.push(s);
+        for s in &variants {
+            let k = src(s);
+            assert_ne!(k.source, k0.source, "{s:?} must change the code");
+            check_with(&g, &t, &feeds, s);
+        }
+        // Row-major weights are packed at run time, not in the artifact.
+        assert!(src(&variants[4]).call.packed.is_empty());
+        assert_eq!(src(&variants[5]).call.max_parts, Some(ParamExpr::Const(1)));
+    }
+
+    #[test]
+    fn unsupported_schedules_are_rejected_with_the_field() {
+        let Some(t) = host() else { return };
+        let (g, _) = matmul(16, 16, 16);
+        let base = crate::default_schedule(&g, &t).unwrap().unwrap();
+        let reject = |s: Schedule, field: &str| match lower(&g, &t, Some(&s)) {
+            Err(CodegenError::BadSchedule { why, .. }) => assert!(why.contains(field), "{why}"),
+            other => panic!(
+                "{s:?} should be rejected, got {:?}",
+                other.map(|k| k.map(|k| k.schedule))
+            ),
+        };
+        let mut s = base.clone();
+        s.loop_order = vec!["m".into(), "n".into(), "k".into()];
+        reject(s, "loop order");
+        let mut s = base.clone();
+        s.vector_axis = Some("k".into());
+        reject(s, "vector axis");
+        let mut s = base.clone();
+        s.unroll.insert("m".into(), 2);
+        reject(s, "unroll loop 'm'");
+        let mut s = base.clone();
+        s.unroll.insert("k".into(), 3);
+        reject(s, "k unroll 3");
+        let mut s = base.clone();
+        s.tiles.insert("x".into(), 3);
+        reject(s, "'x'");
+        let mut s = base.clone();
+        s.parallel_axis = Some("k".into());
+        reject(s, "parallel axis");
+        let mut s = base.clone();
+        s.weight_layout = WeightLayout::Nchwc { block: 8 };
+        reject(s, "weight layout");
+        let mut s = base.clone();
+        s.microkernel = Some(carbide_ir::kernel::MicroTile { mr: 30, nr: 64 });
+        reject(s, "registers");
+
+        // Conv weights are the A operand: a B-panel layout is refused.
+        let (g, _) = conv();
+        let mut s = crate::default_schedule(&g, &t).unwrap().unwrap();
+        s.weight_layout = WeightLayout::PackedPanels { nr: 32 };
+        assert!(matches!(lower(&g, &t, Some(&s)), Err(CodegenError::BadSchedule { .. })));
+    }
+
+    #[test]
+    fn kernels_without_knobs_offer_and_accept_only_their_default() {
+        let Some(t) = host() else { return };
+        let g = KernelGroup {
+            nodes: vec![node("relu", relu(), &["x"], &["out"])],
+            inputs: vec![value("x", &[3, 40], None)],
+            outputs: vec![value("out", &[3, 40], None)],
+        };
+        let space = schedule_space(&g, &t).unwrap();
+        assert_eq!(space.len(), 1);
+        lower(&g, &t, Some(&space[0])).unwrap().unwrap();
+        let mut s = space[0].clone();
+        s.unroll.insert("inner".into(), 2);
+        match lower(&g, &t, Some(&s)) {
+            Err(CodegenError::BadSchedule { why, .. }) => assert!(why.contains("unroll"), "{why}"),
+            other => panic!("expected a rejection, got {:?}", other.is_ok()),
+        }
+    }
+}

@@ -117,5 +117,8 @@ fn a_dim_beyond_the_position_table_is_an_error_not_a_crash() {
         ])
         .expect_err("seq 129 exceeds the position table");
     let msg = err.to_string();
-    assert!(msg.contains("'seq' is bound to 129"), "{msg}");
+    assert!(
+        msg.contains("'pos'") && msg.contains("128") && msg.contains("129"),
+        "{msg}"
+    );
 }

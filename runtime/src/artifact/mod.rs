@@ -434,3 +434,110 @@ pub fn blob<'a>(data: &'a [u8], blob: &BlobRef, what: &str) -> Result<&'a [u8], 
         .map(|e| &data[blob.offset as usize..e as usize])
         .ok_or_else(|| ArtifactError::Corrupt(format!("{what} lies outside the data section")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Module;
+    use carbide_ir::ops::elementwise::Binary;
+    use carbide_ir::ops::ElementwiseOp;
+    use carbide_ir::{Dim, Graph, Node, Op, Value, ValueInfo, ValueType};
+
+    /// y = x + w, one host step, with one weight and a string weight.
+    fn parts() -> ModuleParts {
+        let mut graph = Graph::default();
+        let ty = ValueType::tensor(DType::F32, vec![Dim::Sym("n".into())]);
+        graph.inputs.push(ValueInfo {
+            name: "x".into(),
+            ty: ty.clone(),
+        });
+        graph.outputs.push(ValueInfo { name: "y".into(), ty });
+        graph
+            .initializers
+            .insert("w".into(), Tensor::from_f32s(vec![1.0, 2.0, 3.0]));
+        graph.nodes.push(Node {
+            name: "add".into(),
+            op: Op::Elementwise(ElementwiseOp::Binary {
+                op: Binary::Add,
+                legacy_axis: None,
+            }),
+            inputs: vec!["x".into(), "w".into()],
+            outputs: vec!["y".into()],
+        });
+        ModuleParts {
+            model: Model {
+                graph,
+                ..Default::default()
+            },
+            steps: vec![Step::Host { node: 0 }],
+            library: Vec::new(),
+            target: TargetInfo::host_only(),
+        }
+    }
+
+    #[test]
+    fn parts_encode_without_loading_and_load_back_to_the_same_bytes() {
+        let bytes = encode_parts(parts()).unwrap();
+        let sections = decode(&bytes).unwrap();
+        assert!(
+            sections.manifest.model.graph.initializers.is_empty(),
+            "weights go to the data section"
+        );
+        assert_eq!(sections.manifest.weights.len(), 1);
+        let module = Module::from_bytes(&bytes).unwrap();
+        // One writer: the loaded module writes exactly these bytes back.
+        assert_eq!(module.to_bytes().unwrap(), bytes);
+        let out = module
+            .run(vec![(
+                "x".into(),
+                Value::Tensor(Tensor::from_f32s(vec![10.0, 20.0, 30.0])),
+            )])
+            .unwrap();
+        assert_eq!(
+            out[0].1.as_tensor().unwrap().to_f64_vec().unwrap(),
+            vec![11.0, 22.0, 33.0]
+        );
+    }
+
+    #[test]
+    fn a_foreign_cpu_artifact_encodes_but_does_not_load() {
+        let mut p = parts();
+        p.target = TargetInfo {
+            name: "elsewhere".into(),
+            arch: if std::env::consts::ARCH == "aarch64" {
+                "x86_64"
+            } else {
+                "aarch64"
+            }
+            .into(),
+            required_features: Vec::new(),
+        };
+        // A kernel step makes the target matter (host-only artifacts run anywhere).
+        p.steps = vec![Step::Kernel(Box::new(crate::KernelStep {
+            call: carbide_ir::kernel::KernelCall {
+                entry: "k".into(),
+                buffers: Vec::new(),
+                params: Vec::new(),
+                packed: vec![vec![7u8; 5]],
+                max_parts: None,
+            },
+            nodes: vec![0],
+            inputs: vec!["x".into(), "w".into()],
+            outputs: vec!["y".into()],
+            input_types: Vec::new(),
+            output_types: Vec::new(),
+        }))];
+        p.library = b"not loaded".to_vec();
+        let bytes = encode_parts(p).unwrap();
+        let sections = decode(&bytes).unwrap();
+        assert_eq!(sections.library, b"not loaded");
+        assert_eq!(
+            blob(sections.data, &sections.manifest.packed[0][0], "packed").unwrap(),
+            &[7u8; 5]
+        );
+        assert!(matches!(
+            Module::from_bytes(&bytes),
+            Err(ArtifactError::WrongCpu { .. })
+        ));
+    }
+}

@@ -22,6 +22,8 @@ pub enum PassError {
     },
     #[error("unknown pass '{0}' (see `carbide_passes::pass_names`)")]
     UnknownPass(String),
+    #[error("unknown cost target '{0}' for the e-graph level (expected cpu or gpu)")]
+    UnknownCostTarget(String),
     #[error("optimization level {0} is not one of 0..=3")]
     BadLevel(u8),
 }

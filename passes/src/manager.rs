@@ -23,6 +23,9 @@ pub struct PassOptions {
     pub fold_limit_bytes: usize,
     /// Rounds of the cleanup pipeline before giving up on a fixed point.
     pub max_rounds: usize,
+    /// The cost model the e-graph level extracts for ("cpu" or "gpu"; see
+    /// `egraph::cost::CostModel::for_target`).
+    pub cost_target: String,
 }
 
 impl Default for PassOptions {
@@ -33,6 +36,7 @@ impl Default for PassOptions {
             dump_after: Vec::new(),
             fold_limit_bytes: 1 << 16,
             max_rounds: 4,
+            cost_target: "cpu".into(),
         }
     }
 }
@@ -190,6 +194,9 @@ pub fn optimize(model: &mut Model, opts: &PassOptions) -> Result<PassReport, Pas
         if !PASSES.iter().any(|p| p.name == d) {
             return Err(PassError::UnknownPass(d.clone()));
         }
+    }
+    if crate::egraph::cost::CostModel::for_target(&opts.cost_target).is_none() {
+        return Err(PassError::UnknownCostTarget(opts.cost_target.clone()));
     }
     let start = Instant::now();
     let g = &mut model.graph;

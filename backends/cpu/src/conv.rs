@@ -43,6 +43,33 @@ pub fn default_schedule(target: &Target) -> Schedule {
     s
 }
 
+/// `tile` adjusted so `extent` splits into equal blocks, made an even count
+/// when `even` and the count is small (so 2 parts get the same work).
+fn balanced_tile(extent: usize, tile: usize, align: usize, even: bool) -> usize {
+    let mut n = extent.div_ceil(tile.max(1)).max(1);
+    if even && n % 2 == 1 && n < 8 && extent >= (n + 1) * align {
+        n += 1;
+    }
+    extent.div_ceil(n).div_ceil(align) * align
+}
+
+/// The default schedule with MC/NC chosen for this convolution's output
+/// channels (`mg` per group) and pixels, so the tasks balance across parts.
+fn balanced_schedule(mut s: Schedule, mg: usize, pixels: usize, groups: usize) -> Schedule {
+    let Some(t) = s.microkernel else { return s };
+    let nc = balanced_tile(pixels, s.tile("n", 512), t.nr, true);
+    let few_pixel_tasks = groups * pixels.div_ceil(nc) < MIN_PIXEL_TASKS;
+    let mc = balanced_tile(mg, s.tile("m", 144), t.mr, few_pixel_tasks);
+    s.tiles.insert("n".into(), nc);
+    s.tiles.insert("m".into(), mc);
+    s
+}
+
+/// With at least this many (group, pixel block) tasks a conv task covers
+/// all output channels, packing its image panels once; with fewer, tasks
+/// also split the channel blocks so the parts stay busy.
+const MIN_PIXEL_TASKS: usize = 4;
+
 /// Packs OIHW weights per group into panels of `mr` output channels, k-major.
 fn pack_weights(w: &Tensor, g: &Geometry, mr: usize) -> Option<Vec<u8>> {
     let Tensor::F32(arr) = w else { return None };
@@ -179,7 +206,10 @@ pub fn lower(
         )
         .map(Some);
     }
-    let sched = schedule.cloned().unwrap_or_else(|| default_schedule(target));
+    let sched = match schedule {
+        Some(s) => s.clone(),
+        None => balanced_schedule(default_schedule(target), m / groups, g.oh * g.ow, groups),
+    };
     let knobs = check_schedule(&sched, target, &anchor.name, WeightRole::ConvA)?;
     let GemmKnobs { mr, nr, kc, mc, nc, .. } = knobs;
     let Some(packed) = pack_weights(&wconst, &g, mr) else {
@@ -266,17 +296,26 @@ pub fn lower(
         );
     }
     let _ = writeln!(s, "    const int64_t P = {p_total}, K = {kd};");
+    // A task packs one pixel block's B panels once per K block and reuses
+    // them for its M blocks: all of them when there are enough pixel blocks
+    // to keep the parts busy, else one M block per task.
+    let (mblocks, pblocks) = (mg.div_ceil(mc), p_total.div_ceil(nc));
+    let mchunks = if groups * pblocks >= MIN_PIXEL_TASKS {
+        1
+    } else {
+        mblocks
+    };
     let _ = writeln!(
         s,
-        "    const int64_t mblocks = ({mg} + {mc} - 1) / {mc}, pblocks = (P + {nc} - 1) / {nc};"
+        "    const int64_t mblocks = {mblocks}, pblocks = {pblocks}, mchunks = {mchunks};"
     );
-    let _ = writeln!(s, "    const int64_t ntasks = NB * {groups} * mblocks * pblocks;");
+    let _ = writeln!(s, "    const int64_t ntasks = NB * {groups} * pblocks * mchunks;");
     emit_task_range(&mut s, knobs.parallel);
     let _ = writeln!(s, "    for (int64_t t = t0; t < t1; t++) {{");
-    let _ = writeln!(s, "        const int64_t mb = t % mblocks, pb = (t / mblocks) % pblocks, g = (t / (mblocks * pblocks)) % {groups}, n = t / (mblocks * pblocks * {groups});");
+    let _ = writeln!(s, "        const int64_t mch = t % mchunks, pb = (t / mchunks) % pblocks, g = (t / (mchunks * pblocks)) % {groups}, n = t / (mchunks * pblocks * {groups});");
     let _ = writeln!(
         s,
-        "        const int64_t i0 = mb * {mc}, mcur = min_i64({mc}, {mg} - i0);"
+        "        const int64_t mb0 = mblocks * mch / mchunks, mb1 = mblocks * (mch + 1) / mchunks;"
     );
     let _ = writeln!(s, "        const int64_t j0 = pb * {nc}, ncur = min_i64({nc}, P - j0);");
     let _ = writeln!(s, "        const float *Xg = X + (n * {c} + g * {cg}) * {};", h * w);
@@ -290,15 +329,22 @@ pub fn lower(
         s,
         "                const int64_t wdt = min_i64({nr}, ncur - jp), pix0 = j0 + jp;"
     );
-    let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
-    let _ = writeln!(s, "                    float *d = dst + k * {nr};");
     if pointwise {
+        let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
+        let _ = writeln!(s, "                    float *d = dst + k * {nr};");
         let _ = writeln!(s, "                    const float *src = Xg + (pc + k) * P + pix0;");
         let _ = writeln!(
             s,
             "                    int64_t q = 0; for (; q < wdt; q++) d[q] = src[q]; for (; q < {nr}; q++) d[q] = 0.0f;"
         );
+        let _ = writeln!(s, "                }}");
     } else {
+        // Implicit im2col by output-row segments: per segment the valid
+        // input columns are one strided run (contiguous at stride 1, so the
+        // C compiler vectorizes the copy); padding becomes zero runs.
+        let (sh, sw, ph, pw, dh, dw, ow) = (g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.ow);
+        let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
+        let _ = writeln!(s, "                    float *d = dst + k * {nr};");
         let _ = writeln!(
             s,
             "                    const int64_t kk = pc + k, ci = kk / {}, ky = (kk / {kw}) % {kh}, kx = kk % {kw};",
@@ -307,22 +353,56 @@ pub fn lower(
         let _ = writeln!(s, "                    const float *plane = Xg + ci * {};", h * w);
         let _ = writeln!(
             s,
-            "                    int64_t oh = pix0 / {ow}, ow = pix0 % {ow};",
-            ow = g.ow
+            "                    const int64_t xoff = kx * {dw} - {pw}, yoff = ky * {dh} - {ph};"
         );
-        let _ = writeln!(s, "                    int64_t q = 0;");
-        let _ = writeln!(s, "                    for (; q < wdt; q++) {{");
         let _ = writeln!(
             s,
-            "                        const int64_t ih = oh * {} - {} + ky * {}, iw = ow * {} - {} + kx * {};",
-            g.sh, g.ph, g.dh, g.sw, g.pw, g.dw
+            "                    const int64_t lo = xoff >= 0 ? 0 : (-xoff + {sw} - 1) / {sw};"
         );
-        let _ = writeln!(s, "                        d[q] = (ih >= 0 && ih < {h} && iw >= 0 && iw < {w}) ? plane[ih * {w} + iw] : 0.0f;");
-        let _ = writeln!(s, "                        if (++ow == {}) {{ ow = 0; oh++; }}", g.ow);
+        let _ = writeln!(
+            s,
+            "                    const int64_t hi = {w} - xoff <= 0 ? 0 : min_i64({ow}, ({w} - xoff + {sw} - 1) / {sw});"
+        );
+        let _ = writeln!(
+            s,
+            "                    int64_t q = 0, oh = pix0 / {ow}, o = pix0 % {ow};"
+        );
+        let _ = writeln!(s, "                    while (q < wdt) {{");
+        let _ = writeln!(
+            s,
+            "                        const int64_t seg = min_i64(wdt - q, {ow} - o), ih = oh * {sh} + yoff;"
+        );
+        let _ = writeln!(s, "                        float *dd = d + q - o;");
+        let _ = writeln!(s, "                        if (ih < 0 || ih >= {h}) {{ for (int64_t x = o; x < o + seg; x++) dd[x] = 0.0f; }}");
+        let _ = writeln!(s, "                        else {{");
+        let _ = writeln!(s, "                            const float *row = plane + ih * {w};");
+        let _ = writeln!(
+            s,
+            "                            const int64_t a = o > lo ? o : (lo < o + seg ? lo : o + seg);"
+        );
+        let _ = writeln!(
+            s,
+            "                            const int64_t b = hi < o + seg ? (hi > a ? hi : a) : o + seg;"
+        );
+        let _ = writeln!(s, "                            int64_t x = o;");
+        let _ = writeln!(s, "                            for (; x < a; x++) dd[x] = 0.0f;");
+        let _ = writeln!(
+            s,
+            "                            for (; x < b; x++) dd[x] = row[x * {sw} + xoff];"
+        );
+        let _ = writeln!(s, "                            for (; x < o + seg; x++) dd[x] = 0.0f;");
+        let _ = writeln!(s, "                        }}");
+        let _ = writeln!(s, "                        q += seg; o = 0; oh++;");
         let _ = writeln!(s, "                    }}");
         let _ = writeln!(s, "                    for (; q < {nr}; q++) d[q] = 0.0f;");
+        let _ = writeln!(s, "                }}");
     }
-    let _ = writeln!(s, "                }}\n            }}");
+    let _ = writeln!(s, "            }}");
+    let _ = writeln!(s, "            for (int64_t mb = mb0; mb < mb1; mb++) {{");
+    let _ = writeln!(
+        s,
+        "            const int64_t i0 = mb * {mc}, mcur = min_i64({mc}, {mg} - i0);"
+    );
     let _ = writeln!(s, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
     let _ = writeln!(s, "                for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
     let _ = writeln!(s, "                    const int64_t i = i0 + ip, j = j0 + jp;");
@@ -332,13 +412,14 @@ pub fn lower(
         .collect();
     emit_epilogue_operands(&mut s, &bases);
     let _ = writeln!(s, "                    ukr_{entry}(kcur, Ag + (i / {mr}) * K * {mr} + pc * {mr}, Bp + jp * kcur, Yg + i * P + j, P, min_i64({mr}, mcur - ip), min_i64({nr}, ncur - jp), pc > 0, pc + kcur >= K, eb, es);");
-    let _ = writeln!(s, "                }}\n            }}\n        }}\n    }}\n}}");
+    let _ = writeln!(
+        s,
+        "                }}\n            }}\n            }}\n        }}\n    }}\n}}"
+    );
     let tasks = if knobs.parallel {
         ParamExpr::Mul(
             Box::new(batch),
-            Box::new(ParamExpr::Const(
-                (groups * mg.div_ceil(mc) * p_total.div_ceil(nc)) as i64,
-            )),
+            Box::new(ParamExpr::Const((groups * pblocks * mchunks) as i64)),
         )
     } else {
         ParamExpr::Const(1)
@@ -415,7 +496,8 @@ fn depthwise(
     );
     // Padded plane: every window of every output fits, plus a vector of slack per row.
     let hp = (g.h as i64 + g.ph).max(((g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1) as i64) as usize;
-    let wp = (g.w as i64 + g.pw).max(((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) as i64) as usize + vw;
+    // A stride-2 vector load reads 2*VW floats from its first element.
+    let wp = (g.w as i64 + g.pw).max(((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) as i64) as usize + 2 * vw;
     let scratch_bytes = (hp * wp * 4).div_ceil(64) * 64;
     let mut buffers = Vec::new();
     let x_slot = slot(BufferArg::Input(xi), &mut buffers);
@@ -485,14 +567,20 @@ fn depthwise(
     let _ = writeln!(s, "            float *yrow = y + i * {ow};");
     let _ = writeln!(s, "            int64_t j = 0;");
     let eop_px: Vec<i64> = eop_strides.iter().map(|e| e.2).collect();
-    if g.sw == 1 {
+    if g.sw == 1 || g.sw == 2 {
+        // Stride 2 loads the even elements of two vectors (VLOAD_EVEN).
+        let (load, jx) = if g.sw == 1 {
+            ("VLOAD", "j")
+        } else {
+            ("VLOAD_EVEN", "2 * j")
+        };
         let _ = writeln!(s, "            for (; j + VW <= {ow}; j += VW) {{");
         let _ = writeln!(s, "                vf acc = VZERO();");
         for ky in 0..kh {
             for kx in 0..kw {
                 let _ = writeln!(
                     s,
-                    "                acc = VFMA(VSET1(wk[{}]), VLOAD(prow + {} + j), acc);",
+                    "                acc = VFMA(VSET1(wk[{}]), {load}(prow + {} + {jx}), acc);",
                     ky * kw + kx,
                     ky * g.dh * wp + kx * g.dw
                 );
@@ -754,6 +842,46 @@ mod tests {
                 residual: true,
                 act: None,
             },
+            // Depthwise stride 2 wide enough for the de-interleaving vector loads.
+            Case {
+                x: [1, 6, 11, 45],
+                m: 6,
+                k: [3, 3],
+                strides: [2, 2],
+                pads: [1, 1, 1, 1],
+                dil: [1, 1],
+                group: 6,
+                bias: true,
+                residual: true,
+                act: Some(Unary::Relu),
+            },
+            // Several channel and pixel blocks: tasks reuse one packed image
+            // panel for all channel blocks.
+            Case {
+                x: [1, 7, 41, 40],
+                m: 300,
+                k: [3, 3],
+                strides: [1, 1],
+                pads: [1, 2, 1, 0],
+                dil: [1, 1],
+                group: 1,
+                bias: true,
+                residual: false,
+                act: Some(Unary::Relu),
+            },
+            // Few pixels: tasks split the channel blocks instead.
+            Case {
+                x: [1, 24, 9, 9],
+                m: 200,
+                k: [3, 3],
+                strides: [2, 2],
+                pads: [1, 1, 1, 1],
+                dil: [1, 1],
+                group: 1,
+                bias: true,
+                residual: true,
+                act: None,
+            },
         ]
     }
 
@@ -772,7 +900,12 @@ mod tests {
 
     #[test]
     fn neon_conv2d_under_qemu() {
-        let (g, feeds) = build(&cases()[0]);
+        let cases = cases();
+        let (g, feeds) = build(&cases[0]);
+        check_neon(&g, &feeds, 1e-4);
+        // Depthwise stride 2 (vld2q de-interleaving loads).
+        let dw = cases.iter().find(|c| c.group > 1 && c.strides == [2, 2] && c.x[3] > 40);
+        let (g, feeds) = build(dw.expect("a wide stride-2 depthwise case"));
         check_neon(&g, &feeds, 1e-4);
     }
 }

@@ -30,6 +30,8 @@ typedef __m512 vf;
 #define VSEL_LT(a, b, x, y) _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x)
 /* 2^n for integral n in [-126, 127] */
 #define VPOW2I(n) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23))
+/* p[0], p[2], ..., p[2 * VW - 2]: a stride-2 load (reads 2 * VW floats) */
+#define VLOAD_EVEN(p) _mm512_permutex2var_ps(_mm512_loadu_ps(p), _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), _mm512_loadu_ps((p) + 16))
 #define VHSUM(v) _mm512_reduce_add_ps(v)
 #define VHMAX(v) _mm512_reduce_max_ps(v)
 "#;
@@ -56,6 +58,10 @@ typedef __m256 vf;
 #define VABS(a) _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a)
 #define VNEG(a) _mm256_xor_ps(_mm256_set1_ps(-0.0f), a)
 #define VSEL_LT(a, b, x, y) _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ))
+static inline vf VLOAD_EVEN(const float *p) {
+    __m256 e = _mm256_shuffle_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8), 0x88);
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+}
 #define VPOW2I(n) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23))
 static inline float VHSUM(vf v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -94,6 +100,7 @@ typedef float32x4_t vf;
 #define VNEG(a) vnegq_f32(a)
 #define VSEL_LT(a, b, x, y) vbslq_f32(vcltq_f32(a, b), x, y)
 #define VPOW2I(n) vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23))
+#define VLOAD_EVEN(p) (vld2q_f32(p).val[0])
 #define VHSUM(v) vaddvq_f32(v)
 #define VHMAX(v) vmaxvq_f32(v)
 "#;

@@ -1,5 +1,5 @@
 //! Row-wise kernels over the trailing axes of a tensor: Softmax/LogSoftmax
-//! (last axis), LayerNormalization, and ReduceSum/Mean/Max over trailing
+//! (last axis), LayerNormalization and RMSNormalization, and ReduceSum/Mean/Max over trailing
 //! axes. Each row is processed with vector loads and a scalar remainder;
 //! parts split the rows.
 
@@ -19,7 +19,9 @@ enum RowOp {
     Softmax {
         log: bool,
     },
+    /// `rms`: RMSNormalization (no mean subtracted, no bias).
     LayerNorm {
+        rms: bool,
         eps: f32,
         scale: usize,
         bias: Option<usize>,
@@ -89,7 +91,8 @@ pub fn lower(
                 ax,
             )
         }
-        Op::Nn(NnOp::LayerNormalization { axis, epsilon, .. }) => {
+        Op::Nn(NnOp::LayerNormalization { axis, epsilon, .. } | NnOp::RMSNormalization { axis, epsilon, .. }) => {
+            let rms = matches!(node.op, Op::Nn(NnOp::RMSNormalization { .. }));
             let Some(ax) = norm_axis(*axis) else { return Ok(None) };
             let Some(si) = node.inputs.get(1).and_then(|n| find(n)) else {
                 return Ok(None);
@@ -110,6 +113,7 @@ pub fn lower(
             }
             (
                 RowOp::LayerNorm {
+                    rms,
                     eps: *epsilon,
                     scale: si,
                     bias: bi,
@@ -166,7 +170,10 @@ pub fn lower(
     }
     let (kind, mut attrs) = match &op {
         RowOp::Softmax { log } => (if *log { "logsoftmax" } else { "softmax" }, vec![]),
-        RowOp::LayerNorm { eps, bias, .. } => ("layernorm", vec![format!("eps={eps},bias={}", bias.is_some())]),
+        RowOp::LayerNorm { rms, eps, bias, .. } => (
+            if *rms { "rmsnorm" } else { "layernorm" },
+            vec![format!("eps={eps},bias={}", bias.is_some())],
+        ),
         RowOp::Reduce(k) => ("reduce", vec![format!("{k:?}")]),
     };
     attrs.push(format!("axis={axis}"));
@@ -240,7 +247,7 @@ pub fn lower(
                 let _ = writeln!(s, "        for (; j < L; j++) y[j] *= inv;");
             }
         }
-        RowOp::LayerNorm { eps, scale, bias } => {
+        RowOp::LayerNorm { rms, eps, scale, bias } => {
             let sc = slot(BufferArg::Input(*scale), &mut buffers);
             let _ = writeln!(s, "        const float *g = (const float *)bufs[{sc}];");
             let badd = match bias {
@@ -251,16 +258,20 @@ pub fn lower(
                 }
                 None => ("VZERO()", "0.0f"),
             };
-            let _ = writeln!(s, "        vf vs = VZERO(); float sum = 0.0f;");
-            let _ = writeln!(
-                s,
-                "        for (j = 0; j + VW <= L; j += VW) vs = VADD(vs, VLOAD(x + j));"
-            );
-            let _ = writeln!(s, "        sum = VHSUM(vs); for (; j < L; j++) sum += x[j];");
-            let _ = writeln!(
-                s,
-                "        const float mean = sum / (float)L; const vf vmean = VSET1(mean);"
-            );
+            if *rms {
+                let _ = writeln!(s, "        const float mean = 0.0f; const vf vmean = VZERO();");
+            } else {
+                let _ = writeln!(s, "        vf vs = VZERO(); float sum = 0.0f;");
+                let _ = writeln!(
+                    s,
+                    "        for (j = 0; j + VW <= L; j += VW) vs = VADD(vs, VLOAD(x + j));"
+                );
+                let _ = writeln!(s, "        sum = VHSUM(vs); for (; j < L; j++) sum += x[j];");
+                let _ = writeln!(
+                    s,
+                    "        const float mean = sum / (float)L; const vf vmean = VSET1(mean);"
+                );
+            }
             let _ = writeln!(s, "        vf vq = VZERO(); float sq = 0.0f;");
             let _ = writeln!(s, "        for (j = 0; j + VW <= L; j += VW) {{ vf d = VSUB(VLOAD(x + j), vmean); vq = VFMA(d, d, vq); }}");
             let _ = writeln!(
@@ -397,6 +408,19 @@ mod tests {
                         constant: None,
                     },
                     b,
+                ));
+            }
+            if !bias {
+                // RMSNormalization takes X and scale only.
+                v.push(one(
+                    Op::Nn(NnOp::RMSNormalization {
+                        axis: -1,
+                        epsilon: 1e-6,
+                        stash_type: 1,
+                    }),
+                    &shape,
+                    extra.clone(),
+                    &shape,
                 ));
             }
             v.push(one(

@@ -91,9 +91,12 @@ fn stop_reason(r: &Option<StopReason>) -> String {
     }
 }
 
-/// The -O3 pass: e-graph rewriting of `g` for the CPU cost model.
-pub fn egraph_rewrite(g: &mut Graph, _cx: &PassCtx) -> Result<bool, PassError> {
-    let (changed, stats) = rewrite(g, CostModel::cpu(), Limits::default());
+/// The -O3 pass: e-graph rewriting of `g` for the cost model of
+/// `cx.opts.cost_target`.
+pub fn egraph_rewrite(g: &mut Graph, cx: &PassCtx) -> Result<bool, PassError> {
+    let model = CostModel::for_target(&cx.opts.cost_target)
+        .ok_or_else(|| PassError::UnknownCostTarget(cx.opts.cost_target.clone()))?;
+    let (changed, stats) = rewrite(g, model, Limits::default());
     STATS.with(|s| s.borrow_mut().push(stats));
     Ok(changed)
 }

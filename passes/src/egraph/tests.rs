@@ -49,7 +49,11 @@ fn fired(s: &EGraphStats, rule: &str) -> bool {
 }
 
 fn gpu_pass(g: &mut Graph, _cx: &PassCtx) -> Result<bool, PassError> {
-    Ok(rewrite(g, CostModel::gpu(), Limits::default()).0)
+    let opts = crate::PassOptions {
+        cost_target: "gpu".into(),
+        ..Default::default()
+    };
+    egraph_rewrite(g, &PassCtx { opts: &opts, name: "t" })
 }
 
 #[test]
@@ -348,4 +352,71 @@ fn level_three_reports_the_egraph_run() {
     assert!(report.passes.iter().any(|p| p.egraph.is_some()));
     crate::testutil::assert_close(&t.run(&m), &t.run(&before));
     assert_eq!(op_types(&m.graph), ["Relu"]);
+}
+
+#[test]
+fn a_slice_of_a_concat_that_picks_one_part_is_that_part() {
+    // The ONNX Slice (constant starts/ends/axes) becomes a Slice e-node.
+    let mut t = G::new();
+    t.input("a", &[2, 3])
+        .input("b", &[2, 5])
+        .init("starts", Tensor::from_i64s(vec![3]))
+        .init("ends", Tensor::from_i64s(vec![8]))
+        .init("axes", Tensor::from_i64s(vec![-1]))
+        .node(concat(1), &["a", "b"], &["c"])
+        .node(
+            Op::Tensor(TensorOp::Slice {
+                starts: None,
+                ends: None,
+                axes: None,
+            }),
+            &["c", "starts", "ends", "axes"],
+            &["s"],
+        )
+        .node(unary(Unary::Neg), &["s"], &["y"])
+        .output("y");
+    let s = stats_of(&t, CostModel::cpu());
+    assert!(fired(&s, "slice-of-concat"), "{s:?}");
+    let g = t.check_pass(egraph_rewrite);
+    assert_eq!(op_types(&g), ["Neg"]);
+    assert_eq!(g.nodes[0].inputs, ["b"]);
+}
+
+#[test]
+fn a_gemm_with_bias_absorbs_a_transposed_input() {
+    let mut t = G::new();
+    t.input("a", &[4, 3])
+        .init("w", ramp(&[4, 5], 0.1))
+        .init("bias", ramp(&[5], 0.2))
+        .node(transpose(&[1, 0]), &["a"], &["at"])
+        .node(
+            Op::Linalg(LinalgOp::Gemm(carbide_ir::ops::linalg::GemmAttrs {
+                alpha: 0.5,
+                beta: 2.0,
+                trans_a: false,
+                trans_b: false,
+            })),
+            &["at", "w", "bias"],
+            &["y"],
+        )
+        .output("y");
+    let s = stats_of(&t, CostModel::cpu());
+    assert!(fired(&s, "gemm-absorb-transpose"), "{s:?}");
+    let g = t.check_pass(egraph_rewrite);
+    assert_eq!(op_types(&g), ["Gemm"]);
+    let Op::Linalg(LinalgOp::Gemm(a)) = &g.nodes[0].op else {
+        panic!("not a Gemm")
+    };
+    assert!(a.trans_a && !a.trans_b && a.alpha == 0.5 && a.beta == 2.0);
+}
+
+#[test]
+fn an_unknown_cost_target_is_an_error() {
+    let mut m = parallel_projections(4, 8).model();
+    let opts = crate::PassOptions {
+        cost_target: "tpu".into(),
+        ..Default::default()
+    };
+    let err = crate::optimize(&mut m, &opts).unwrap_err();
+    assert!(err.to_string().contains("unknown cost target 'tpu'"), "{err}");
 }

@@ -138,6 +138,9 @@ pub struct Module {
     workers: WorkerPool,
     /// Memory plans of recent input shape sets (see [`plan`]).
     plans: PlanCache,
+    /// `CARBIDE_UNPLANNED=1` at load: `run` skips the memory plan (to
+    /// measure what it saves, and to rule it out when chasing a bug).
+    unplanned: bool,
     /// Seed for random ops without a `seed` attribute.
     pub seed: u64,
 }
@@ -260,6 +263,7 @@ impl Module {
             threads,
             workers: build_pool(threads)?,
             plans: PlanCache::default(),
+            unplanned: std::env::var_os("CARBIDE_UNPLANNED").is_some_and(|v| v == "1"),
             seed: 0,
         })
     }
@@ -465,8 +469,10 @@ impl Module {
         mut profile: Option<&mut Profile>,
     ) -> Result<Vec<(String, Value)>, RuntimeError> {
         let (bound, syms) = bind_feeds(&self.model.graph, &self.weights, feeds)?;
-        if let Some(outs) = self.run_planned(&bound, profile.as_deref_mut())? {
-            return Ok(outs);
+        if !self.unplanned {
+            if let Some(outs) = self.run_planned(&bound, profile.as_deref_mut())? {
+                return Ok(outs);
+            }
         }
         self.run_unplanned(bound, syms, profile)
     }

@@ -4,12 +4,19 @@
 //! rayon's `scope`/`spawn` boxes every spawned closure and its injector
 //! allocates queue blocks, so a steady-state run would allocate; these
 //! persistent workers take a call through a mutex-guarded slot and claim
-//! parts from an atomic counter, which allocates nothing.
+//! parts from an atomic counter, which allocates nothing. Between calls a
+//! worker spins briefly before sleeping (as rayon's do), since a run's
+//! kernels follow each other within microseconds and a futex wake-up per
+//! kernel costs more than a small kernel.
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an idle worker watches for the next call before sleeping.
+const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
 
 /// The C entry point of a generated kernel (see [`carbide_ir::kernel`]).
 pub(crate) type KernelFn = unsafe extern "C" fn(*const *mut c_void, *const i64, i64, i64);
@@ -36,6 +43,10 @@ struct Slot {
 struct Shared {
     slot: Mutex<Slot>,
     wake: Condvar,
+    /// `Slot::generation`, readable without the lock (for spinning workers).
+    posted: AtomicU64,
+    /// Workers asleep on `wake`: the poster only notifies when there are some.
+    sleepers: AtomicUsize,
     /// The next part to claim, the parts finished, and the workers inside the current job.
     next: AtomicUsize,
     done: AtomicUsize,
@@ -61,6 +72,8 @@ impl WorkerPool {
                 shutdown: false,
             }),
             wake: Condvar::new(),
+            posted: AtomicU64::new(0),
+            sleepers: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
@@ -125,8 +138,13 @@ impl WorkerPool {
             s.done.store(0, Ordering::SeqCst);
             slot.generation += 1;
             slot.job = Some(job);
+            s.posted.store(slot.generation, Ordering::Release);
         }
-        s.wake.notify_all();
+        // A worker increments `sleepers` under the lock before it waits, so
+        // one that missed the new generation is counted here.
+        if s.sleepers.load(Ordering::Acquire) > 0 {
+            s.wake.notify_all();
+        }
         run_parts(s, job);
         let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) < parts {
@@ -168,6 +186,15 @@ fn run_parts(s: &Shared, job: Job) {
 fn worker(s: &Shared) {
     let mut seen = 0u64;
     loop {
+        let spin_start = Instant::now();
+        let mut spins = 0u32;
+        while s.posted.load(Ordering::Acquire) == seen {
+            std::hint::spin_loop();
+            spins += 1;
+            if spins.is_multiple_of(256) && spin_start.elapsed() > SPIN_BEFORE_SLEEP {
+                break;
+            }
+        }
         let job = {
             let mut slot = s.slot.lock().unwrap_or_else(|e| e.into_inner());
             loop {
@@ -179,12 +206,17 @@ fn worker(s: &Shared) {
                     if let Some(job) = slot.job {
                         // Under the lock, so the poster cannot withdraw the job unseen.
                         s.active.fetch_add(1, Ordering::AcqRel);
-                        break job;
+                        break Some(job);
                     }
+                    // Missed a job the others finished: watch for the next one.
+                    break None;
                 }
+                s.sleepers.fetch_add(1, Ordering::AcqRel);
                 slot = s.wake.wait(slot).unwrap_or_else(|e| e.into_inner());
+                s.sleepers.fetch_sub(1, Ordering::AcqRel);
             }
         };
+        let Some(job) = job else { continue };
         run_parts(s, job);
         s.active.fetch_sub(1, Ordering::AcqRel);
     }
@@ -193,6 +225,8 @@ fn worker(s: &Shared) {
 impl Drop for WorkerPool {
     fn drop(&mut self) {
         self.shared.slot.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
+        // Spinning workers see the bump and then the shutdown flag.
+        self.shared.posted.fetch_add(1, Ordering::AcqRel);
         self.shared.wake.notify_all();
         for h in self.handles.drain(..) {
             let _ = h.join();
@@ -203,7 +237,6 @@ impl Drop for WorkerPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
 
     static HITS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 

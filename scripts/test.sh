@@ -27,6 +27,21 @@ if [ "$passed" -lt "$floor" ]; then
     exit 1
 fi
 
+# Compiled conformance: every case compiled for this machine (-O3) and run as
+# a Module; its floor is tests/conformance_compiled_floor, and a case that the
+# reference passes but the compiled module fails is listed as a compiler bug.
+floor=$(grep -v '^#' tests/conformance_compiled_floor | head -n 1)
+target/debug/carbide conformance .cache/onnx-node-tests --target native --json target/conformance_compiled.json \
+    --show-failures > target/conformance_compiled.txt
+summary=$(tail -n 1 target/conformance_compiled.txt)
+passed=${summary%% passed*}
+echo "compiled conformance: ${summary/passed,/passed (floor ${floor}),} -- table in target/conformance_compiled.txt" | sed 's/ failed,/ failing,/'
+grep '^FAIL (reference passes)' target/conformance_compiled.txt >&2 || true
+if [ "$passed" -lt "$floor" ]; then
+    echo "compiled conformance regressed: $passed cases pass, the floor is $floor" >&2
+    exit 1
+fi
+
 CARBIDE_REQUIRE_DATA=1 cargo test --workspace
 
 # The Python package (installed by setup.sh): its pytest suite, zoo models included.

@@ -4,8 +4,16 @@
 //! Cases run in child processes (`carbide conformance-case DIR`) so that a
 //! timeout, a stack overflow or an abort in one case is reported as that
 //! case's failure instead of ending the run.
+//!
+//! With [`Engine::Compiled`] each case's model goes through `carbide::compile`
+//! (once per case; symbolic inputs stay symbolic, so every data set runs on
+//! the same module at its own shapes) and the compiled module's outputs are
+//! compared with the same tolerances. A case that fails compiled is also run
+//! on the reference so the report can tell compiler bugs (the reference
+//! passes) from cases the runtime does not support either.
 
 use crate::compare::{compare_values, Tolerance};
+use crate::compile::{compile, CompileOptions};
 use carbide_ir::{Value, ValueType};
 use carbide_runtime::Session;
 use serde::{Deserialize, Serialize};
@@ -31,20 +39,42 @@ pub struct CaseResult {
     pub ops: Vec<String>,
     pub message: Option<String>,
     pub millis: u64,
+    /// Compiled runs only, for a failing case: whether the reference
+    /// interpreter passes it (true means the failure is the compiler's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_passes: Option<bool>,
 }
 
-/// Runs one case in this process: load, run each data set, compare.
-pub fn run_case(dir: &Path, tol: Tolerance) -> CaseResult {
+/// What executes each case's model.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Engine {
+    /// The reference interpreter (`Session`).
+    Reference,
+    /// `carbide::compile` with these options, then the compiled `Module`.
+    Compiled(CompileOptions),
+}
+
+/// Something that runs a loaded model on feeds (the interpreter or a compiled module).
+type Runner = Box<dyn Fn(Vec<(String, Value)>) -> Result<Vec<(String, Value)>, String>>;
+
+/// Runs one case in this process: load, (compile,) run each data set, compare.
+pub fn run_case(dir: &Path, tol: Tolerance, engine: &Engine) -> CaseResult {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let start = Instant::now();
     let mut ops = Vec::new();
-    let outcome = run_case_inner(dir, tol, &mut ops);
+    let outcome = run_case_inner(dir, tol, engine, &mut ops);
+    let mut reference_passes = None;
     let (status, message) = match outcome {
         Ok(()) => (Status::Pass, None),
-        Err(m) => (Status::Fail, Some(m)),
+        Err(m) => {
+            if matches!(engine, Engine::Compiled(_)) {
+                reference_passes = Some(run_case_inner(dir, tol, &Engine::Reference, &mut Vec::new()).is_ok());
+            }
+            (Status::Fail, Some(m))
+        }
     };
     CaseResult {
         name,
@@ -52,10 +82,11 @@ pub fn run_case(dir: &Path, tol: Tolerance) -> CaseResult {
         ops,
         message,
         millis: start.elapsed().as_millis() as u64,
+        reference_passes,
     }
 }
 
-fn run_case_inner(dir: &Path, tol: Tolerance, ops: &mut Vec<String>) -> Result<(), String> {
+fn run_case_inner(dir: &Path, tol: Tolerance, engine: &Engine, ops: &mut Vec<String>) -> Result<(), String> {
     let model = carbide_frontend::load_model(&dir.join("model.onnx")).map_err(|e| {
         // The op list is still useful for the table when loading fails.
         if let Some(op) = unsupported_op_name(&e.to_string()) {
@@ -75,7 +106,16 @@ fn run_case_inner(dir: &Path, tol: Tolerance, ops: &mut Vec<String>) -> Result<(
         .map(|i| (i.name.clone(), i.ty.clone()))
         .collect();
     let output_types: Vec<ValueType> = model.graph.outputs.iter().map(|o| o.ty.clone()).collect();
-    let session = Session::new(model);
+    let runner: Runner = match engine {
+        Engine::Reference => {
+            let session = Session::new(model);
+            Box::new(move |feeds| session.run(feeds).map_err(|e| format!("run: {e}")))
+        }
+        Engine::Compiled(opts) => {
+            let module = compile(&model, opts).map_err(|e| format!("compile: {e}"))?;
+            Box::new(move |feeds| module.run(feeds).map_err(|e| format!("run compiled: {e}")))
+        }
+    };
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -106,7 +146,7 @@ fn run_case_inner(dir: &Path, tol: Tolerance, ops: &mut Vec<String>) -> Result<(
                 feeds.push((name.clone(), v));
             }
         }
-        let outputs = session.run(feeds).map_err(|e| format!("run: {e}"))?;
+        let outputs = runner(feeds)?;
         for (k, ((name, actual), ty)) in outputs.iter().zip(&output_types).enumerate() {
             let expected = read("output", k, ty)?.ok_or_else(|| format!("missing output_{k}.pb"))?;
             compare_values(&expected, actual, tol).map_err(|m| format!("output '{name}': {m}"))?;
@@ -127,6 +167,8 @@ pub struct SuiteOptions {
     pub jobs: usize,
     /// The executable that runs one case (`carbide`).
     pub exe: PathBuf,
+    /// Extra arguments for each `conformance-case` child (e.g. `--target native -O 3`).
+    pub case_args: Vec<String>,
 }
 
 /// Lists case directories (those holding a model.onnx), sorted by name.
@@ -184,10 +226,12 @@ fn run_child(case: &Path, opts: &SuiteOptions) -> CaseResult {
         ops: Vec::new(),
         message: Some(message),
         millis: start.elapsed().as_millis() as u64,
+        reference_passes: None,
     };
     let child = Command::new(&opts.exe)
         .arg("conformance-case")
         .arg(case)
+        .args(&opts.case_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -245,4 +289,63 @@ pub fn per_op_table(results: &[CaseResult]) -> BTreeMap<String, (usize, usize)> 
         }
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The node tests live in .cache (scripts/setup.sh); without them this
+    /// test passes vacuously unless CARBIDE_REQUIRE_DATA=1 (CI) demands them.
+    fn node_tests() -> Option<PathBuf> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/onnx-node-tests");
+        if dir.is_dir() {
+            return Some(dir);
+        }
+        assert!(
+            std::env::var("CARBIDE_REQUIRE_DATA").is_err(),
+            "{} is missing",
+            dir.display()
+        );
+        None
+    }
+
+    #[test]
+    fn compiled_cases_pass_like_the_reference() {
+        let Some(dir) = node_tests() else { return };
+        let engine = Engine::Compiled(CompileOptions {
+            threads: Some(1),
+            ..Default::default()
+        });
+        for case in [
+            "test_relu",
+            "test_conv_with_strides_padding",
+            "test_gemm_default_matrix_bias",
+            "test_matmul_2d",
+            "test_softmax_axis_1",
+        ] {
+            let r = run_case(&dir.join(case), Tolerance::default(), &engine);
+            assert_eq!(r.status, Status::Pass, "{case}: {:?}", r.message);
+            assert_eq!(r.reference_passes, None);
+        }
+    }
+
+    #[test]
+    fn compiled_failures_say_whether_the_reference_passes() {
+        let Some(dir) = node_tests() else { return };
+        // An unknown target fails every case at compile time, while the
+        // reference passes it: exactly what the report must flag.
+        let engine = Engine::Compiled(CompileOptions {
+            target: "no-such-cpu".into(),
+            ..Default::default()
+        });
+        let r = run_case(&dir.join("test_relu"), Tolerance::default(), &engine);
+        assert_eq!(r.status, Status::Fail);
+        assert!(
+            r.message.as_deref().is_some_and(|m| m.starts_with("compile:")),
+            "{:?}",
+            r.message
+        );
+        assert_eq!(r.reference_passes, Some(true));
+    }
 }

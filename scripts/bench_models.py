@@ -4,7 +4,7 @@
 The machine is shared and noisy, so absolute numbers drift from run to run;
 the ratios against the peers measured in the same run are what to read.
 
-    scripts/bench_models.py [--models resnet50,mlp] [--threads 2] [--runs 20] [--json out.json]
+    scripts/bench_models.py [--models resnet50,mlp] [--threads 1,2] [--runs 20] [--json out.json]
 
 Columns: median latency in ms of onnxruntime (ORT_ENABLE_ALL), OpenVINO
 (CPU plugin, latency hint), Carbide's reference interpreter, Carbide
@@ -59,7 +59,8 @@ def bench_openvino(model, feeds, threads, warmup, runs):
         return None
     core = ov.Core()
     compiled = core.compile_model(
-        str(model), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        str(model), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                         "INFERENCE_PRECISION_HINT": "f32"}
     )
     request = compiled.create_infer_request()
     return timed_runs(lambda: request.infer(feeds), warmup, runs)
@@ -105,7 +106,8 @@ def main():
     ap.add_argument("--models", default=",".join(ZOO))
     ap.add_argument("--zoo", default=str(ROOT / ".cache" / "zoo"))
     ap.add_argument("--carbide", default=str(ROOT / "target" / "release" / "carbide"))
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--threads", default=f"1,{os.cpu_count() or 1}",
+                    help="comma-separated thread counts, each measured for every runtime in turn (default: 1 and all cores)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--tuning-db", default=None)
@@ -114,6 +116,7 @@ def main():
     args = ap.parse_args()
 
     zoo = Path(args.zoo)
+    thread_counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
@@ -123,37 +126,42 @@ def main():
                 print(f"{name}: {model} missing (run scripts/setup.sh)", file=sys.stderr)
                 continue
             feeds = dict(np.load(inputs)) if inputs.exists() else {}
-            print(f"{name} ...", file=sys.stderr)
-            row = {"model": name}
-            row["ort_ms"] = bench_ort(model, feeds, args.threads, args.warmup, args.runs)
-            row["openvino_ms"] = bench_openvino(model, feeds, args.threads, args.warmup, args.runs)
-            row["reference_ms"] = None if args.skip_reference else bench_carbide(
-                args.carbide, model, inputs, args.threads, 1, max(3, args.runs // 4), reference=True)
             artifact = Path(tmp) / f"{name}.carbide"
-            row["compiled_ms"] = bench_carbide(args.carbide, artifact, inputs, args.threads, args.warmup, args.runs) \
-                if compile_carbide(args.carbide, model, artifact) else None
-            row["tuned_ms"] = None
-            if args.tuning_db:
-                tuned = Path(tmp) / f"{name}.tuned.carbide"
-                if compile_carbide(args.carbide, model, tuned, args.tuning_db):
-                    row["tuned_ms"] = bench_carbide(args.carbide, tuned, inputs, args.threads, args.warmup, args.runs)
-            best = row["tuned_ms"] if row["tuned_ms"] is not None else row["compiled_ms"]
-            row["ort_over_carbide"] = ratio(row["ort_ms"], best)
-            row["openvino_over_carbide"] = ratio(row["openvino_ms"], best)
-            rows.append(row)
+            compiled = compile_carbide(args.carbide, model, artifact)
+            tuned = Path(tmp) / f"{name}.tuned.carbide"
+            tuned_ok = bool(args.tuning_db) and compile_carbide(args.carbide, model, tuned, args.tuning_db)
+            for threads in thread_counts:
+                print(f"{name} threads={threads} ...", file=sys.stderr)
+                row = {"model": name, "threads": threads}
+                # Peers and Carbide alternate per model and thread count, so load drift hits all alike.
+                row["ort_ms"] = bench_ort(model, feeds, threads, args.warmup, args.runs)
+                row["openvino_ms"] = bench_openvino(model, feeds, threads, args.warmup, args.runs)
+                row["reference_ms"] = None if args.skip_reference else bench_carbide(
+                    args.carbide, model, inputs, threads, 1, max(3, args.runs // 4), reference=True)
+                row["compiled_ms"] = bench_carbide(args.carbide, artifact, inputs, threads, args.warmup,
+                                                   args.runs) if compiled else None
+                row["tuned_ms"] = bench_carbide(args.carbide, tuned, inputs, threads, args.warmup,
+                                                args.runs) if tuned_ok else None
+                best = row["tuned_ms"] if row["tuned_ms"] is not None else row["compiled_ms"]
+                row["ort_over_carbide"] = ratio(row["ort_ms"], best)
+                row["openvino_over_carbide"] = ratio(row["openvino_ms"], best)
+                rows.append(row)
 
-    cols = ["model", "ort_ms", "openvino_ms", "reference_ms", "compiled_ms", "tuned_ms",
+    cols = ["model", "threads", "ort_ms", "openvino_ms", "reference_ms", "compiled_ms", "tuned_ms",
             "ort_over_carbide", "openvino_over_carbide"]
-    print(f"threads={args.threads} runs={args.runs} (ratios > 1: Carbide faster)")
-    print(" | ".join(f"{c:>20}" for c in cols))
+    print(f"runs={args.runs} (ratios > 1: Carbide faster)")
+    print(" | ".join(f"{c:>14}" for c in cols))
     for r in rows:
-        print(" | ".join(f"{r[c]:>20}" if c == "model" else f"{fmt(r[c]):>20}" for c in cols))
-    geo = [r["ort_over_carbide"] for r in rows if r["ort_over_carbide"]]
-    if geo:
-        print(f"geomean ort/carbide: {math.exp(sum(map(math.log, geo)) / len(geo)):.2f}")
-    tuned = [r["tuned_ms"] / r["compiled_ms"] for r in rows if r["tuned_ms"] and r["compiled_ms"]]
-    if tuned:
-        print(f"geomean tuned/untuned: {math.exp(sum(map(math.log, tuned)) / len(tuned)):.2f}")
+        print(" | ".join(f"{r[c]:>14}" if c in ("model", "threads") else f"{fmt(r[c]):>14}" for c in cols))
+    geomean = lambda xs: math.exp(sum(map(math.log, xs)) / len(xs))
+    for threads in thread_counts:
+        at = [r for r in rows if r["threads"] == threads]
+        geo = [r["ort_over_carbide"] for r in at if r["ort_over_carbide"]]
+        if geo:
+            print(f"threads={threads}: geomean ort/carbide {geomean(geo):.2f}, worst {min(geo):.2f}")
+        tuned = [r["tuned_ms"] / r["compiled_ms"] for r in at if r["tuned_ms"] and r["compiled_ms"]]
+        if tuned:
+            print(f"threads={threads}: geomean tuned/untuned {geomean(tuned):.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -611,21 +611,9 @@ impl Module {
         let in_shapes: Vec<&[usize]> = in_shapes_owned.iter().map(Vec::as_slice).collect();
         let out_shapes: Vec<Vec<usize>> = outputs.iter().map(|t| t.shape().to_vec()).collect();
         let out_shapes: Vec<&[usize]> = out_shapes.iter().map(Vec::as_slice).collect();
-        let eval = |e: &carbide_ir::kernel::ParamExpr, what: &str| {
-            e.eval(&in_shapes, &out_shapes)
-                .ok_or_else(|| err(format!("cannot evaluate {what} {e:?} on the bound shapes")))
-        };
-        let params: Vec<i64> = k
-            .call
-            .params
-            .iter()
-            .map(|p| eval(p, "parameter"))
-            .collect::<Result<_, _>>()?;
-        let max_parts = match &k.call.max_parts {
-            Some(e) => eval(e, "max_parts")?.max(1) as usize,
-            None => self.threads,
-        };
-        let parts = self.threads.min(max_parts).max(1);
+        let eval =
+            |e: &carbide_ir::kernel::ParamExpr, what: &str| eval_expr(e, &in_shapes, &out_shapes, what).map_err(err);
+        let (params, parts) = bind_call(&k.call, &in_shapes, &out_shapes, self.threads).map_err(err)?;
         let mut scratch: Vec<AlignedBuf> = Vec::new();
         let mut buffers: Vec<*mut c_void> = Vec::with_capacity(k.call.buffers.len());
         for b in &k.call.buffers {
@@ -754,4 +742,33 @@ fn names_used<'g>(g: &'g carbide_ir::Graph, out: &mut Vec<&'g str>) {
         }
     }
     out.extend(g.outputs.iter().map(|o| o.name.as_str()));
+}
+
+/// Evaluates one of a kernel call's shape expressions on the bound shapes.
+fn eval_expr(
+    e: &carbide_ir::kernel::ParamExpr,
+    ins: &[&[usize]],
+    outs: &[&[usize]],
+    what: &str,
+) -> Result<i64, String> {
+    e.eval(ins, outs)
+        .ok_or_else(|| format!("cannot evaluate {what} {e:?} on the bound shapes"))
+}
+
+/// A kernel call's parameter values and part count on the bound shapes:
+/// the planned and the unplanned paths bind calls the same way.
+fn bind_call(
+    call: &KernelCall,
+    ins: &[&[usize]],
+    outs: &[&[usize]],
+    threads: usize,
+) -> Result<(Vec<i64>, usize), String> {
+    let params = (call.params.iter())
+        .map(|p| eval_expr(p, ins, outs, "parameter"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let max_parts = match &call.max_parts {
+        Some(e) => eval_expr(e, ins, outs, "max_parts")?.max(1) as usize,
+        None => threads,
+    };
+    Ok((params, threads.min(max_parts).max(1)))
 }

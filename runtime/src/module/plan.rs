@@ -374,20 +374,9 @@ impl Plan {
                     let ins: Vec<&[usize]> = in_shapes.iter().map(Vec::as_slice).collect();
                     let outs: Vec<&[usize]> = out_shapes.iter().map(Vec::as_slice).collect();
                     let eval = |e: &carbide_ir::kernel::ParamExpr, what: &str| {
-                        e.eval(&ins, &outs)
-                            .ok_or_else(|| kerr(format!("cannot evaluate {what} {e:?} on the bound shapes")))
+                        super::eval_expr(e, &ins, &outs, what).map_err(kerr)
                     };
-                    let params: Vec<i64> = k
-                        .call
-                        .params
-                        .iter()
-                        .map(|p| eval(p, "parameter"))
-                        .collect::<Result<_, _>>()?;
-                    let max_parts = match &k.call.max_parts {
-                        Some(e) => eval(e, "max_parts")?.max(1) as usize,
-                        None => module.threads,
-                    };
-                    let parts = module.threads.min(max_parts).max(1);
+                    let (params, parts) = super::bind_call(&k.call, &ins, &outs, module.threads).map_err(kerr)?;
                     // Reads extend the lifetimes of the buffers behind the inputs.
                     for id in in_ids.iter().flatten() {
                         touch(&mut b.buffers, &b.values, *id, si);

@@ -16,35 +16,13 @@
 //! as the reference does.
 
 use crate::cexpr::{flit, pmul, slot, Params};
-use crate::group::{broadcast_strides, is_f32, shape_text};
+use crate::group::{broadcast_strides, dim_param, is_f32, shape_text};
 use crate::target::Target;
 use crate::{CodegenError, KernelGroup, LoweredKernel};
-use carbide_ir::kernel::{BufferArg, KernelCall, ParamExpr, Schedule, WeightLayout, WorkloadKey};
+use carbide_ir::kernel::{BufferArg, KernelCall, ParamExpr, Schedule, WorkloadKey};
 use carbide_ir::ops::linalg::LinalgOp;
 use carbide_ir::{DType, Dim, Op};
-use std::collections::BTreeMap;
 use std::fmt::Write;
-
-fn schedule(target: &Target) -> Schedule {
-    Schedule {
-        tiles: BTreeMap::new(),
-        loop_order: vec!["row".into(), "key".into()],
-        vector_axis: Some("key".into()),
-        vector_width: target.vector_width(),
-        unroll: BTreeMap::new(),
-        parallel_axis: Some("row".into()),
-        weight_layout: WeightLayout::RowMajor,
-        microkernel: None,
-    }
-}
-
-fn dim_param(d: &Dim, input: usize, axis: usize) -> Option<ParamExpr> {
-    match d {
-        Dim::Known(n) => Some(ParamExpr::Const(*n as i64)),
-        Dim::Sym(_) => Some(ParamExpr::InputDim { input, axis }),
-        Dim::Unknown => None,
-    }
-}
 
 /// Two dims that are provably equal at run time.
 fn same(a: &Dim, b: &Dim) -> bool {
@@ -95,46 +73,38 @@ fn emit_rows(s: &mut String, n: usize, causal: bool, mask: bool) {
     }
     l("const int64_t Lv = (Lmax + VW - 1) / VW * VW;".into());
     l("int64_t j = 0;".into());
-    l("for (; j + 2 * VW <= Lv; j += 2 * VW) {".into());
-    l(format!(
-        "    vf {};",
-        rows.clone()
-            .map(|r| format!("a{r}_0 = VZERO(), a{r}_1 = VZERO()"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    l("    for (int64_t c = 0; c < D; c++) {".into());
-    l("        const float *kr = kt + c * Lp + j; const vf k0 = VLOAD(kr), k1 = VLOAD(kr + VW);".into());
-    for r in rows.clone() {
+    // Scores, `w` key vectors at a time (w = 2, then 1 for the rest: Lv is
+    // a whole number of vectors).
+    for w in [2, 1] {
+        let us = 0..w;
+        l(format!("for (; j + {w} * VW <= Lv; j += {w} * VW) {{"));
+        let accs: Vec<String> = (rows.clone())
+            .flat_map(|r| us.clone().map(move |u| format!("a{r}_{u} = VZERO()")))
+            .collect();
+        l(format!("    vf {};", accs.join(", ")));
+        l("    for (int64_t c = 0; c < D; c++) {".into());
+        let loads: Vec<String> = us.clone().map(|u| format!("k{u} = VLOAD(kr + {u} * VW)")).collect();
         l(format!(
-            "        {{ const vf qb = VSET1(q{r}[c]); a{r}_0 = VFMA(qb, k0, a{r}_0); a{r}_1 = VFMA(qb, k1, a{r}_1); }}"
+            "        const float *kr = kt + c * Lp + j; const vf {};",
+            loads.join(", ")
         ));
+        for r in rows.clone() {
+            let fmas: String = us
+                .clone()
+                .map(|u| format!(" a{r}_{u} = VFMA(qb, k{u}, a{r}_{u});"))
+                .collect();
+            l(format!("        {{ const vf qb = VSET1(q{r}[c]);{fmas} }}"));
+        }
+        l("    }".into());
+        for r in rows.clone() {
+            let stores: String = us
+                .clone()
+                .map(|u| format!(" VSTORE(s{r} + j + {u} * VW, VMUL(a{r}_{u}, vscale));"))
+                .collect();
+            l(format!("   {stores}"));
+        }
+        l("}".into());
     }
-    l("    }".into());
-    for r in rows.clone() {
-        l(format!(
-            "    VSTORE(s{r} + j, VMUL(a{r}_0, vscale)); VSTORE(s{r} + j + VW, VMUL(a{r}_1, vscale));"
-        ));
-    }
-    l("}".into());
-    l("for (; j < Lv; j += VW) {".into());
-    l(format!(
-        "    vf {};",
-        rows.clone()
-            .map(|r| format!("a{r} = VZERO()"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    l("    for (int64_t c = 0; c < D; c++) {".into());
-    l("        const vf k0 = VLOAD(kt + c * Lp + j);".into());
-    for r in rows.clone() {
-        l(format!("        a{r} = VFMA(VSET1(q{r}[c]), k0, a{r});"));
-    }
-    l("    }".into());
-    for r in rows.clone() {
-        l(format!("    VSTORE(s{r} + j, VMUL(a{r}, vscale));"));
-    }
-    l("}".into());
     for r in rows.clone() {
         l("{".into());
         if causal {
@@ -170,47 +140,40 @@ fn emit_rows(s: &mut String, n: usize, causal: bool, mask: bool) {
         l("    }".into());
         l("}".into());
     }
+    // p·V, `w` value vectors at a time, then scalar columns.
     l("int64_t c = 0;".into());
-    l("for (; c + 2 * VW <= Dv; c += 2 * VW) {".into());
-    l(format!(
-        "    vf {};",
-        rows.clone()
-            .map(|r| format!("a{r}_0 = VZERO(), a{r}_1 = VZERO()"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    l("    for (int64_t t = 0; t < Lmax; t++) {".into());
-    l("        const float *vr = vh + t * vsr + c; const vf v0 = VLOAD(vr), v1 = VLOAD(vr + VW);".into());
-    for r in rows.clone() {
+    for w in [2, 1] {
+        let us = 0..w;
+        l(format!("for (; c + {w} * VW <= Dv; c += {w} * VW) {{"));
+        let accs: Vec<String> = (rows.clone())
+            .flat_map(|r| us.clone().map(move |u| format!("a{r}_{u} = VZERO()")))
+            .collect();
+        l(format!("    vf {};", accs.join(", ")));
+        l("    for (int64_t t = 0; t < Lmax; t++) {".into());
+        let loads: Vec<String> = us.clone().map(|u| format!("v{u} = VLOAD(vr + {u} * VW)")).collect();
         l(format!(
-            "        {{ const vf pb = VSET1(s{r}[t]); a{r}_0 = VFMA(pb, v0, a{r}_0); a{r}_1 = VFMA(pb, v1, a{r}_1); }}"
+            "        const float *vr = vh + t * vsr + c; const vf {};",
+            loads.join(", ")
         ));
+        for r in rows.clone() {
+            let fmas: String = us
+                .clone()
+                .map(|u| format!(" a{r}_{u} = VFMA(pb, v{u}, a{r}_{u});"))
+                .collect();
+            l(format!("        {{ const vf pb = VSET1(s{r}[t]);{fmas} }}"));
+        }
+        l("    }".into());
+        for r in rows.clone() {
+            let stores: String = us
+                .clone()
+                .map(|u| format!(" VSTORE(y + {u} * VW, VMUL(a{r}_{u}, vi));"))
+                .collect();
+            l(format!(
+                "    {{ float *y = Y + b * ysb + h * ysh + (i + {r}) * ysr + c; const vf vi = VSET1(inv{r});{stores} }}"
+            ));
+        }
+        l("}".into());
     }
-    l("    }".into());
-    for r in rows.clone() {
-        l(format!("    {{ float *y = Y + b * ysb + h * ysh + (i + {r}) * ysr + c; const vf vi = VSET1(inv{r}); VSTORE(y, VMUL(a{r}_0, vi)); VSTORE(y + VW, VMUL(a{r}_1, vi)); }}"));
-    }
-    l("}".into());
-    l("for (; c + VW <= Dv; c += VW) {".into());
-    l(format!(
-        "    vf {};",
-        rows.clone()
-            .map(|r| format!("a{r} = VZERO()"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    l("    for (int64_t t = 0; t < Lmax; t++) {".into());
-    l("        const vf v0 = VLOAD(vh + t * vsr + c);".into());
-    for r in rows.clone() {
-        l(format!("        a{r} = VFMA(VSET1(s{r}[t]), v0, a{r});"));
-    }
-    l("    }".into());
-    for r in rows.clone() {
-        l(format!(
-            "    VSTORE(Y + b * ysb + h * ysh + (i + {r}) * ysr + c, VMUL(a{r}, VSET1(inv{r})));"
-        ));
-    }
-    l("}".into());
     l("for (; c < Dv; c++) {".into());
     for r in rows {
         l(format!("    {{ float a = 0.0f; for (int64_t t = 0; t < Lmax; t++) a += s{r}[t] * vh[t * vsr + c]; Y[b * ysb + h * ysh + (i + {r}) * ysr + c] = a * inv{r}; }}"));
@@ -365,7 +328,9 @@ pub fn lower(
     };
     let scale = at.scale.unwrap_or(1.0 / (d as f32).sqrt());
 
-    let sched = sched.cloned().unwrap_or_else(|| schedule(target));
+    let sched = sched
+        .cloned()
+        .unwrap_or_else(|| crate::rows::row_schedule(target, "key"));
     let mut shapes = vec![shape_text(ty(qi)), shape_text(ty(ki)), shape_text(ty(vi))];
     shapes.extend(mi.map(|m| shape_text(ty(m))));
     let workload = WorkloadKey {

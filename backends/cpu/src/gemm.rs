@@ -6,7 +6,7 @@
 //! the store. Parts split the (batch, M block, N block) tasks.
 
 use crate::cexpr::{emit, pmul, slot, Mode, Params};
-use crate::group::{broadcast_strides, chain, is_f32, shape_text, Chain};
+use crate::group::{broadcast_strides, chain, dim_param, is_f32, shape_text, Chain};
 use crate::target::{Isa, Target};
 use crate::{CodegenError, KernelGroup, LoweredKernel};
 use carbide_ir::kernel::{
@@ -59,14 +59,6 @@ pub struct GemmSpec {
     pub attrs: Vec<String>,
 }
 
-fn dim_expr(d: &Dim, input: usize, axis: usize) -> Option<ParamExpr> {
-    match d {
-        Dim::Known(n) => Some(ParamExpr::Const(*n as i64)),
-        Dim::Sym(_) => Some(ParamExpr::InputDim { input, axis }),
-        Dim::Unknown => None,
-    }
-}
-
 /// Resolves a MatMul/Gemm-anchored group; `None` if it is not one this kernel handles.
 fn spec(group: &KernelGroup, anchor: &Node) -> Option<GemmSpec> {
     let Op::Linalg(op) = &anchor.op else { return None };
@@ -112,8 +104,8 @@ fn spec(group: &KernelGroup, anchor: &Node) -> Option<GemmSpec> {
                 return None;
             }
             // Row length of A as stored: K when A is [M, K], M when it is [K, M].
-            let a_row = dim_expr(&ash[1], a, 1)?;
-            let bn = dim_expr(&bsh[1], b, 1)?;
+            let a_row = dim_param(&ash[1], a, 1)?;
+            let bn = dim_param(&bsh[1], b, 1)?;
             sa = if g.trans_a {
                 (ParamExpr::Const(1), a_row)
             } else {
@@ -145,12 +137,12 @@ fn spec(group: &KernelGroup, anchor: &Node) -> Option<GemmSpec> {
             {
                 return None;
             }
-            let ak = dim_expr(&ash[ra - 1], a, ra - 1)?;
+            let ak = dim_param(&ash[ra - 1], a, ra - 1)?;
             sa = (ak, ParamExpr::Const(1));
             sb = if b_vec {
                 (ParamExpr::Const(1), ParamExpr::Const(0))
             } else {
-                (dim_expr(&bsh[rb - 1], b, rb - 1)?, ParamExpr::Const(1))
+                (dim_param(&bsh[rb - 1], b, rb - 1)?, ParamExpr::Const(1))
             };
             // Output batch dims broadcast A's and B's batch dims.
             let (na, nbt) = (ra.saturating_sub(2), rb.saturating_sub(2));
@@ -172,7 +164,7 @@ fn spec(group: &KernelGroup, anchor: &Node) -> Option<GemmSpec> {
                     if !is_one {
                         v[nb - nmat + d] = running.clone();
                     }
-                    running = pmul(running, dim_expr(&sh[d], input, d)?);
+                    running = pmul(running, dim_param(&sh[d], input, d)?);
                 }
                 Some(v)
             };

@@ -8,6 +8,16 @@ use carbide_ir::ops::elementwise::{Binary, ElementwiseOp, Unary, Variadic};
 use carbide_ir::{DType, Dim, Node, Op, Tensor, TensorType};
 use std::collections::HashMap;
 
+/// Dim `axis` of group input `input` as a kernel parameter: a constant when
+/// known, read from the bound shape when symbolic, `None` when unknown.
+pub fn dim_param(d: &Dim, input: usize, axis: usize) -> Option<ParamExpr> {
+    match d {
+        Dim::Known(n) => Some(ParamExpr::Const(*n as i64)),
+        Dim::Sym(_) => Some(ParamExpr::InputDim { input, axis }),
+        Dim::Unknown => None,
+    }
+}
+
 /// Resolves a value name to its expression (registering group inputs as operands).
 type Resolver<'a> = dyn FnMut(&str, &HashMap<String, Expr>) -> Option<Expr> + 'a;
 
@@ -164,11 +174,7 @@ pub fn broadcast_strides(ty: &TensorType, input: usize, out: &[Dim]) -> Option<V
     let mut running = ParamExpr::Const(1);
     for d in (0..shape.len()).rev() {
         let (od, id) = (&out[off + d], &shape[d]);
-        let dim_expr = match id {
-            Dim::Known(n) => ParamExpr::Const(*n as i64),
-            Dim::Sym(_) => ParamExpr::InputDim { input, axis: d },
-            Dim::Unknown => return None,
-        };
+        let dim_expr = dim_param(id, input, d)?;
         let broadcast = match (id, od) {
             (Dim::Known(1), _) => true,
             (Dim::Known(a), Dim::Known(b)) if a == b => false,

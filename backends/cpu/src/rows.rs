@@ -4,14 +4,14 @@
 //! parts split the rows.
 
 use crate::cexpr::{flit, slot, Params};
-use crate::group::{is_f32, shape_text};
+use crate::group::{dim_param, is_f32, shape_text};
 use crate::target::Target;
 use crate::{CodegenError, KernelGroup, LoweredKernel};
 use carbide_ir::kernel::{BufferArg, KernelCall, ParamExpr, Schedule, WeightLayout, WorkloadKey};
 use carbide_ir::ops::linalg::{LinalgOp, SoftmaxKind};
 use carbide_ir::ops::nn::NnOp;
 use carbide_ir::ops::reduce::{ReduceKind, ReduceOp};
-use carbide_ir::{Dim, Op};
+use carbide_ir::Op;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -29,24 +29,18 @@ enum RowOp {
     Reduce(ReduceKind),
 }
 
-fn schedule(target: &Target) -> Schedule {
+/// Rows split across parts, each row vectorized along `inner`: the shape of
+/// every row-wise kernel (softmax, norms, reductions, attention).
+pub fn row_schedule(target: &Target, inner: &str) -> Schedule {
     Schedule {
         tiles: BTreeMap::new(),
-        loop_order: vec!["row".into(), "col".into()],
-        vector_axis: Some("col".into()),
+        loop_order: vec!["row".into(), inner.into()],
+        vector_axis: Some(inner.into()),
         vector_width: target.vector_width(),
         unroll: BTreeMap::new(),
         parallel_axis: Some("row".into()),
         weight_layout: WeightLayout::RowMajor,
         microkernel: None,
-    }
-}
-
-fn dim_param(d: &Dim, input: usize, axis: usize) -> Option<ParamExpr> {
-    match d {
-        Dim::Known(n) => Some(ParamExpr::Const(*n as i64)),
-        Dim::Sym(_) => Some(ParamExpr::InputDim { input, axis }),
-        Dim::Unknown => None,
     }
 }
 
@@ -149,7 +143,7 @@ pub fn lower(
         Op::Nn(NnOp::GlobalMaxPool) if rank >= 3 => (RowOp::Reduce(ReduceKind::Max), 2),
         _ => return Ok(None),
     };
-    let default = schedule(target);
+    let default = row_schedule(target, "col");
     if let Some(s) = sched {
         crate::space::require_default(s, &default, &node.name)?;
     }

@@ -84,7 +84,7 @@ pub fn fold_constants(g: &mut Graph, cx: &PassCtx) -> Result<bool, PassError> {
 
 /// One element of a 1-D integer value whose elements are known separately.
 #[derive(Clone, Debug, PartialEq)]
-enum Elem {
+pub enum Elem {
     Known(i64),
     /// A symbolic dim: equal to any other dim of the same name.
     Sym(String),
@@ -93,9 +93,9 @@ enum Elem {
 
 /// The element-wise knowledge about a small 1-D (or scalar) int64 value.
 #[derive(Clone, Debug)]
-struct Partial {
-    elems: Vec<Elem>,
-    scalar: bool,
+pub struct Partial {
+    pub elems: Vec<Elem>,
+    pub scalar: bool,
 }
 
 impl Partial {
@@ -108,6 +108,13 @@ impl Partial {
             })
             .collect()
     }
+}
+
+/// What is known of the elements of a small integer value computed by
+/// shape arithmetic (Shape, Gather, Slice, Concat, ...): shape folding and
+/// the compiler's symbolic-dim refinement both read shape values this way.
+pub fn shape_value(g: &Graph, uses: &Uses, name: &str) -> Option<Partial> {
+    partial_of(g, uses, name, 0)
 }
 
 fn partial_of(g: &Graph, uses: &Uses, name: &str, depth: usize) -> Option<Partial> {

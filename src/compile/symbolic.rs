@@ -4,9 +4,9 @@
 //! *value* computed at run time: `Slice(pos_table, 0, Shape(ids)[1])` in a
 //! transformer is `seq` rows, but inference only knows "some rows", and every
 //! value downstream (the whole encoder) loses the `seq` dim, so no kernel
-//! can be generated for it. This pass tracks integer shape values
-//! symbolically (Shape, Slice, Gather, Concat, Unsqueeze, Squeeze, Cast,
-//! Identity) and refines the output types of the ops that consume them
+//! can be generated for it. This pass reads integer shape values
+//! symbolically through the optimizer's [`shape_value`] (Shape, Slice,
+//! Gather, Concat, Unsqueeze, Squeeze, Cast, Identity) and refines the output types of the ops that consume them
 //! (Slice, Reshape, Range, Expand, ConstantOfShape), then shape inference
 //! carries the refined dims on.
 //!
@@ -17,139 +17,40 @@
 //! assumption fails is a clear shape error at the first kernel, never a
 //! wrong answer; host steps compute real shapes regardless.
 
-use carbide_ir::ops::{ElementwiseOp, TensorOp};
-use carbide_ir::{DType, Dim, Graph, Op, TensorType, ValueType};
-use std::collections::HashMap;
+use carbide_ir::ops::TensorOp;
+use carbide_ir::{Dim, Graph, Op, TensorType, ValueType};
+use carbide_passes::fold::{shape_value, Elem};
+use carbide_passes::util::Uses;
 
-/// One element of an integer shape value.
-#[derive(Clone, Debug, PartialEq)]
-enum SymInt {
-    Const(i64),
-    Sym(String),
-}
-
-/// Elements of a small integer tensor; `None` where unknown.
-type ShapeValue = Vec<Option<SymInt>>;
-
-/// The most elements a constant may have to be treated as a shape value.
-const MAX_SHAPE_VALUE_LEN: usize = 64;
+/// Elements of a small integer tensor (see [`shape_value`]).
+type ShapeValue = Vec<Elem>;
 
 /// Refines value types in `graph.value_info` (call shape inference after).
 /// Returns how many values got a more precise type.
 pub fn refine(graph: &mut Graph) -> usize {
-    // Rank-1 shape values, and rank-0 ones (scalars) apart.
-    let mut values: HashMap<String, ShapeValue> = HashMap::new();
-    let mut scalars: HashMap<String, SymInt> = HashMap::new();
-    for (name, t) in &graph.initializers {
-        if matches!(t.dtype(), DType::I64 | DType::I32) && t.rank() <= 1 && t.len() <= MAX_SHAPE_VALUE_LEN {
-            match (t.rank(), t.to_i64_vec()) {
-                (0, Some(v)) => {
-                    scalars.insert(name.clone(), SymInt::Const(v[0]));
-                }
-                (_, Some(v)) => {
-                    values.insert(name.clone(), v.into_iter().map(|x| Some(SymInt::Const(x))).collect());
-                }
-                _ => {}
-            }
-        }
-    }
+    let uses = Uses::of(graph);
     let mut refined = Vec::new();
     for node in &graph.nodes {
         let input = |k: usize| node.inputs.get(k).filter(|n| !n.is_empty());
-        let value = |k: usize| input(k).and_then(|n| values.get(n));
-        let scalar = |k: usize| input(k).and_then(|n| scalars.get(n));
+        let partial = |k: usize| input(k).and_then(|n| shape_value(graph, &uses, n));
+        let value = |k: usize| partial(k).filter(|p| !p.scalar).map(|p| p.elems);
+        let scalar = |k: usize| partial(k).filter(|p| p.scalar).and_then(|p| p.elems.into_iter().next());
         let ty = |k: usize| input(k).and_then(|n| tensor_type(graph, n));
         let Some(out) = node.outputs.first().filter(|o| !o.is_empty()) else {
             continue;
         };
-        // Shape values.
-        let shape_value: Option<ShapeValue> = match &node.op {
-            Op::Tensor(TensorOp::Shape { start, end }) => ty(0).and_then(|t| t.shape).map(|dims| {
-                let elems: ShapeValue = dims
-                    .iter()
-                    .map(|d| match d {
-                        Dim::Known(n) => Some(SymInt::Const(*n as i64)),
-                        Dim::Sym(s) => Some(SymInt::Sym(s.clone())),
-                        Dim::Unknown => None,
-                    })
-                    .collect();
-                let r = elems.len() as i64;
-                let clamp = |i: i64| (if i < 0 { i + r } else { i }).clamp(0, r) as usize;
-                let (a, b) = (clamp(*start), clamp(end.unwrap_or(r)));
-                elems[a..b.max(a)].to_vec()
-            }),
-            Op::Tensor(TensorOp::Slice { starts: None, .. }) => value(0).and_then(|v| {
-                let c = |k: usize| consts(value(k)?);
-                let (starts, ends) = (c(1)?, c(2)?);
-                let axes = if input(3).is_some() { c(3)? } else { vec![0] };
-                let steps = if input(4).is_some() { c(4)? } else { vec![1] };
-                (starts.len() == 1 && axes == [0] && steps == [1]).then(|| {
-                    let n = v.len() as i64;
-                    let clamp = |i: i64| (if i < 0 { i + n } else { i }).clamp(0, n) as usize;
-                    let (a, b) = (clamp(starts[0]), clamp(ends[0]));
-                    v[a..b.max(a)].to_vec()
-                })
-            }),
-            Op::Tensor(TensorOp::Gather { axis: 0 }) => {
-                let pick = |v: &ShapeValue, i: i64| {
-                    let i = if i < 0 { i + v.len() as i64 } else { i };
-                    usize::try_from(i).ok().and_then(|i| v.get(i).cloned())
-                };
-                match (value(0), input(1)) {
-                    (Some(v), Some(idx)) => {
-                        if let Some(SymInt::Const(i)) = scalars.get(idx) {
-                            if let Some(Some(e)) = pick(v, *i) {
-                                scalars.insert(out.clone(), e);
-                            }
-                            continue;
-                        }
-                        values
-                            .get(idx)
-                            .and_then(consts)
-                            .and_then(|idx| idx.into_iter().map(|i| pick(v, i)).collect())
-                    }
-                    _ => None,
-                }
-            }
-            Op::Tensor(TensorOp::Concat { .. }) => node
-                .inputs
-                .iter()
-                .map(|n| values.get(n).cloned())
-                .collect::<Option<Vec<_>>>()
-                .map(|parts| parts.concat()),
-            // A scalar becomes a one-element vector; anything else would be rank 2.
-            Op::Tensor(TensorOp::Unsqueeze { .. }) => scalar(0).map(|e| vec![Some(e.clone())]),
-            Op::Tensor(TensorOp::Squeeze { .. }) => {
-                if let Some([Some(e)]) = value(0).map(Vec::as_slice) {
-                    scalars.insert(out.clone(), e.clone());
-                }
-                continue;
-            }
-            Op::Tensor(TensorOp::Identity)
-            | Op::Elementwise(ElementwiseOp::Cast {
-                to: DType::I64 | DType::I32,
-                ..
-            }) => {
-                if let Some(e) = scalar(0) {
-                    scalars.insert(out.clone(), e.clone());
-                    continue;
-                }
-                value(0).cloned()
-            }
-            _ => None,
-        };
-        if let Some(v) = shape_value {
-            values.insert(out.clone(), v);
+        // A shape value itself (e.g. a Slice of a Shape) is typed exactly already.
+        if shape_value(graph, &uses, out).is_some() {
             continue;
         }
         // Types of values shaped by shape values.
         let dims: Option<Vec<Dim>> = match &node.op {
             Op::Tensor(TensorOp::Slice { starts: None, .. }) => slice_dims(
                 &ty(0),
-                value(1),
-                value(2),
-                value(3),
-                value(4),
+                value(1).as_ref(),
+                value(2).as_ref(),
+                value(3).as_ref(),
+                value(4).as_ref(),
                 input(3).is_some(),
                 input(4).is_some(),
             ),
@@ -159,18 +60,16 @@ pub fn refine(graph: &mut Graph) -> usize {
                         .iter()
                         .enumerate()
                         .map(|(i, e)| match e {
-                            Some(SymInt::Const(0)) if !allowzero => data.get(i).cloned().unwrap_or(Dim::Unknown),
-                            Some(SymInt::Const(n)) if *n > 0 => Dim::Known(*n as usize),
-                            Some(SymInt::Sym(s)) => Dim::Sym(s.clone()),
+                            Elem::Known(0) if !allowzero => data.get(i).cloned().unwrap_or(Dim::Unknown),
+                            Elem::Known(n) if *n > 0 => Dim::Known(*n as usize),
+                            Elem::Sym(s) => Dim::Sym(s.clone()),
                             _ => Dim::Unknown,
                         })
                         .collect()
                 })
             }
             Op::Tensor(TensorOp::Range) => match (scalar(0), scalar(1), scalar(2)) {
-                (Some(SymInt::Const(0)), Some(SymInt::Sym(s)), Some(SymInt::Const(1))) => {
-                    Some(vec![Dim::Sym(s.clone())])
-                }
+                (Some(Elem::Known(0)), Some(Elem::Sym(s)), Some(Elem::Known(1))) => Some(vec![Dim::Sym(s)]),
                 _ => None,
             },
             Op::Tensor(TensorOp::ConstantOfShape { .. }) => value(0).map(|v| v.iter().map(dim_of).collect()),
@@ -225,16 +124,16 @@ pub fn refine(graph: &mut Graph) -> usize {
 fn consts(v: &ShapeValue) -> Option<Vec<i64>> {
     v.iter()
         .map(|e| match e {
-            Some(SymInt::Const(c)) => Some(*c),
+            Elem::Known(c) => Some(*c),
             _ => None,
         })
         .collect()
 }
 
-fn dim_of(e: &Option<SymInt>) -> Dim {
+fn dim_of(e: &Elem) -> Dim {
     match e {
-        Some(SymInt::Const(n)) if *n >= 0 => Dim::Known(*n as usize),
-        Some(SymInt::Sym(s)) => Dim::Sym(s.clone()),
+        Elem::Known(n) if *n >= 0 => Dim::Known(*n as usize),
+        Elem::Sym(s) => Dim::Sym(s.clone()),
         _ => Dim::Unknown,
     }
 }
@@ -275,7 +174,7 @@ fn slice_dims(
         let axis = if axis < 0 { axis + rank } else { axis };
         let slot = out.get_mut(usize::try_from(axis).ok()?)?;
         *slot = match (&starts[k], &ends[k], steps[k]) {
-            (Some(SymInt::Const(0)), Some(SymInt::Sym(s)), 1) => {
+            (Elem::Known(0), Elem::Sym(s), 1) => {
                 any_symbolic = true;
                 Dim::Sym(s.clone())
             }
@@ -310,7 +209,7 @@ fn tensor_type(graph: &Graph, name: &str) -> Option<TensorType> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use carbide_ir::{Node, Tensor, ValueInfo};
+    use carbide_ir::{DType, Node, Tensor, ValueInfo};
 
     fn node(name: &str, op: Op, inputs: &[&str], outputs: &[&str]) -> Node {
         Node {

@@ -236,11 +236,33 @@ pub fn lower(
             .take(24)
             .collect::<String>()
     );
+    let cg = c / groups;
+    let mg = m / groups;
+    let kd = cg * kh * kw;
+    let np_w = mg.div_ceil(mr);
+    let pointwise = kh == 1 && kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.oh == h && g.ow == w;
+    if g.ph < 0 || g.pw < 0 || g.oh == 0 || g.ow == 0 {
+        return Ok(None);
+    }
+    let (ph, pw) = (g.ph as usize, g.pw as usize);
+    // The image as the packing reads it: when a window leaves the image,
+    // each part first copies its group's channels into a zero-bordered
+    // scratch image (hp x wp per channel), so packing is plain row copies.
+    let hp = (ph + h).max((g.oh - 1) * g.sh + (kh - 1) * g.dh + 1);
+    let wp = (pw + w).max((g.ow - 1) * g.sw + (kw - 1) * g.dw + 1);
+    let padded = !pointwise && (hp != h || wp != w || ph != 0 || pw != 0);
+    let panel_bytes = (nc * kc * 4).div_ceil(64) * 64;
+    // The last row's right-border memset runs `pw` floats past the plane.
+    let pad_bytes = if padded {
+        ((cg * hp * wp + pw) * 4).div_ceil(64) * 64
+    } else {
+        0
+    };
+    let scratch_bytes = panel_bytes + pad_bytes;
     let mut buffers = Vec::new();
     let x_slot = slot(BufferArg::Input(xi), &mut buffers);
     let w_slot = slot(BufferArg::Packed(0), &mut buffers);
     let y_slot = slot(BufferArg::Output(0), &mut buffers);
-    let scratch_bytes = (nc * kc * 4).div_ceil(64) * 64;
     let s_slot = slot(
         BufferArg::Scratch {
             bytes: ParamExpr::Const(scratch_bytes as i64),
@@ -258,11 +280,6 @@ pub fn lower(
         Dim::Known(n) => ParamExpr::Const(*n as i64),
         _ => ParamExpr::InputDim { input: xi, axis: 0 },
     };
-    let cg = c / groups;
-    let mg = m / groups;
-    let kd = cg * kh * kw;
-    let np_w = mg.div_ceil(mr);
-    let pointwise = kh == 1 && kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.oh == h && g.ow == w;
     let eops_ukr: Vec<(Vec<ParamExpr>, ParamExpr, i64)> = eop_strides
         .iter()
         .map(|(b, mm, px)| (vec![b.clone()], mm.clone(), *px))
@@ -285,6 +302,10 @@ pub fn lower(
         s,
         "    float *Bp = (float *)((char *)bufs[{s_slot}] + part * (int64_t){scratch_bytes});"
     );
+    if padded {
+        let _ = writeln!(s, "    float *Xpad = (float *)((char *)Bp + {panel_bytes});");
+        let _ = writeln!(s, "    int64_t padded_ng = -1;");
+    }
     let _ = writeln!(s, "    const int64_t NB = {};", p.c(batch.clone()));
     for (i, sl) in e_slots.iter().enumerate() {
         let _ = writeln!(s, "    const float *E{i} = (const float *)bufs[{sl}];");
@@ -296,9 +317,11 @@ pub fn lower(
         );
     }
     let _ = writeln!(s, "    const int64_t P = {p_total}, K = {kd};");
-    // A task packs one pixel block's B panels once per K block and reuses
-    // them for its M blocks: all of them when there are enough pixel blocks
-    // to keep the parts busy, else one M block per task.
+    // Tasks are (batch, group, pixel block, M chunk), the M chunk fastest.
+    // A part walks its tasks in runs of one pixel block: it packs that
+    // block's B panels once per K block and reuses them for every M block
+    // of the run (all M blocks when there are enough pixel blocks to keep
+    // the parts busy, else the run's share of them).
     let (mblocks, pblocks) = (mg.div_ceil(mc), p_total.div_ceil(nc));
     let mchunks = if groups * pblocks >= MIN_PIXEL_TASKS {
         1
@@ -311,16 +334,52 @@ pub fn lower(
     );
     let _ = writeln!(s, "    const int64_t ntasks = NB * {groups} * pblocks * mchunks;");
     emit_task_range(&mut s, knobs.parallel);
-    let _ = writeln!(s, "    for (int64_t t = t0; t < t1; t++) {{");
-    let _ = writeln!(s, "        const int64_t mch = t % mchunks, pb = (t / mchunks) % pblocks, g = (t / (mchunks * pblocks)) % {groups}, n = t / (mchunks * pblocks * {groups});");
+    let _ = writeln!(s, "    for (int64_t t = t0, te; t < t1; t = te) {{");
+    let _ = writeln!(s, "        const int64_t run = t / mchunks;");
+    let _ = writeln!(s, "        te = min_i64(t1, (run + 1) * mchunks);");
     let _ = writeln!(
         s,
-        "        const int64_t mb0 = mblocks * mch / mchunks, mb1 = mblocks * (mch + 1) / mchunks;"
+        "        const int64_t pb = run % pblocks, g = (run / pblocks) % {groups}, n = run / (pblocks * {groups});"
+    );
+    let _ = writeln!(
+        s,
+        "        const int64_t mb0 = mblocks * (t % mchunks) / mchunks, mb1 = mblocks * ((te - 1) % mchunks + 1) / mchunks;"
     );
     let _ = writeln!(s, "        const int64_t j0 = pb * {nc}, ncur = min_i64({nc}, P - j0);");
     let _ = writeln!(s, "        const float *Xg = X + (n * {c} + g * {cg}) * {};", h * w);
     let _ = writeln!(s, "        float *Yg = Y + (n * {m} + g * {mg}) * P;");
     let _ = writeln!(s, "        const float *Ag = Wp + g * {};", np_w * kd * mr);
+    if padded {
+        let _ = writeln!(s, "        if (padded_ng != n * {groups} + g) {{");
+        let _ = writeln!(s, "            padded_ng = n * {groups} + g;");
+        let _ = writeln!(s, "            for (int64_t ci = 0; ci < {cg}; ci++) {{");
+        let _ = writeln!(s, "                float *dp = Xpad + ci * {};", hp * wp);
+        let _ = writeln!(s, "                const float *sp = Xg + ci * {};", h * w);
+        let _ = writeln!(s, "                memset(dp, 0, sizeof(float) * {});", ph * wp + pw);
+        let _ = writeln!(s, "                for (int64_t i = 0; i < {h}; i++) {{");
+        let _ = writeln!(
+            s,
+            "                    memcpy(dp + {} + i * {wp}, sp + i * {w}, sizeof(float) * {w});",
+            ph * wp + pw
+        );
+        let _ = writeln!(
+            s,
+            "                    memset(dp + {} + i * {wp}, 0, sizeof(float) * {});",
+            ph * wp + pw + w,
+            if h > 0 { wp - w } else { 0 }
+        );
+        let _ = writeln!(s, "                }}");
+        let tail = (ph + h) * wp + pw;
+        let _ = writeln!(
+            s,
+            "                memset(dp + {tail}, 0, sizeof(float) * {});",
+            hp * wp - tail.min(hp * wp)
+        );
+        let _ = writeln!(s, "            }}\n        }}");
+        let _ = writeln!(s, "        const float *Xs = Xpad;");
+    } else {
+        let _ = writeln!(s, "        const float *Xs = Xg;");
+    }
     let _ = writeln!(s, "        for (int64_t pc = 0; pc < K; pc += {kc}) {{");
     let _ = writeln!(s, "            const int64_t kcur = min_i64({kc}, K - pc);");
     let _ = writeln!(s, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
@@ -332,17 +391,33 @@ pub fn lower(
     if pointwise {
         let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
         let _ = writeln!(s, "                    float *d = dst + k * {nr};");
-        let _ = writeln!(s, "                    const float *src = Xg + (pc + k) * P + pix0;");
+        let _ = writeln!(s, "                    const float *src = Xs + (pc + k) * P + pix0;");
         let _ = writeln!(
             s,
             "                    int64_t q = 0; for (; q < wdt; q++) d[q] = src[q]; for (; q < {nr}; q++) d[q] = 0.0f;"
         );
         let _ = writeln!(s, "                }}");
     } else {
-        // Implicit im2col by output-row segments: per segment the valid
-        // input columns are one strided run (contiguous at stride 1, so the
-        // C compiler vectorizes the copy); padding becomes zero runs.
-        let (sh, sw, ph, pw, dh, dw, ow) = (g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.ow);
+        // Implicit im2col: the panel's pixels are runs along output rows
+        // (found once per panel); per K row each run is one strided copy
+        // from the (padded) image, vectorized at stride 1 and 2.
+        let (sh, sw, dh, dw, ow) = (g.sh, g.sw, g.dh, g.dw, g.ow);
+        let _ = writeln!(
+            s,
+            "                int64_t seg_q[{0}], seg_off[{0}], seg_len[{0}], nseg = 0;",
+            nr + 1
+        );
+        let _ = writeln!(
+            s,
+            "                for (int64_t q = 0, oh = pix0 / {ow}, o = pix0 % {ow}; q < wdt; o = 0, oh++) {{"
+        );
+        let _ = writeln!(s, "                    const int64_t len = min_i64(wdt - q, {ow} - o);");
+        let _ = writeln!(
+            s,
+            "                    seg_q[nseg] = q; seg_off[nseg] = oh * {} + o * {sw}; seg_len[nseg] = len; nseg++; q += len;",
+            sh * wp
+        );
+        let _ = writeln!(s, "                }}");
         let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
         let _ = writeln!(s, "                    float *d = dst + k * {nr};");
         let _ = writeln!(
@@ -350,51 +425,40 @@ pub fn lower(
             "                    const int64_t kk = pc + k, ci = kk / {}, ky = (kk / {kw}) % {kh}, kx = kk % {kw};",
             kh * kw
         );
-        let _ = writeln!(s, "                    const float *plane = Xg + ci * {};", h * w);
         let _ = writeln!(
             s,
-            "                    const int64_t xoff = kx * {dw} - {pw}, yoff = ky * {dh} - {ph};"
+            "                    const float *tap = Xs + ci * {} + ky * {} + kx * {dw};",
+            hp * wp,
+            dh * wp
         );
+        let _ = writeln!(s, "                    for (int64_t sg = 0; sg < nseg; sg++) {{");
         let _ = writeln!(
             s,
-            "                    const int64_t lo = xoff >= 0 ? 0 : (-xoff + {sw} - 1) / {sw};"
+            "                        float *dd = d + seg_q[sg]; const float *src = tap + seg_off[sg]; const int64_t len = seg_len[sg];"
         );
-        let _ = writeln!(
-            s,
-            "                    const int64_t hi = {w} - xoff <= 0 ? 0 : min_i64({ow}, ({w} - xoff + {sw} - 1) / {sw});"
-        );
-        let _ = writeln!(
-            s,
-            "                    int64_t q = 0, oh = pix0 / {ow}, o = pix0 % {ow};"
-        );
-        let _ = writeln!(s, "                    while (q < wdt) {{");
-        let _ = writeln!(
-            s,
-            "                        const int64_t seg = min_i64(wdt - q, {ow} - o), ih = oh * {sh} + yoff;"
-        );
-        let _ = writeln!(s, "                        float *dd = d + q - o;");
-        let _ = writeln!(s, "                        if (ih < 0 || ih >= {h}) {{ for (int64_t x = o; x < o + seg; x++) dd[x] = 0.0f; }}");
-        let _ = writeln!(s, "                        else {{");
-        let _ = writeln!(s, "                            const float *row = plane + ih * {w};");
-        let _ = writeln!(
-            s,
-            "                            const int64_t a = o > lo ? o : (lo < o + seg ? lo : o + seg);"
-        );
-        let _ = writeln!(
-            s,
-            "                            const int64_t b = hi < o + seg ? (hi > a ? hi : a) : o + seg;"
-        );
-        let _ = writeln!(s, "                            int64_t x = o;");
-        let _ = writeln!(s, "                            for (; x < a; x++) dd[x] = 0.0f;");
-        let _ = writeln!(
-            s,
-            "                            for (; x < b; x++) dd[x] = row[x * {sw} + xoff];"
-        );
-        let _ = writeln!(s, "                            for (; x < o + seg; x++) dd[x] = 0.0f;");
-        let _ = writeln!(s, "                        }}");
-        let _ = writeln!(s, "                        q += seg; o = 0; oh++;");
+        let _ = writeln!(s, "                        int64_t i = 0;");
+        match sw {
+            1 => {
+                let _ = writeln!(
+                    s,
+                    "                        for (; i + VW <= len; i += VW) VSTORE(dd + i, VLOAD(src + i));"
+                );
+            }
+            // Reads 2*VW floats from src + 2i: in bounds while i + VW < len.
+            2 => {
+                let _ = writeln!(
+                    s,
+                    "                        for (; i + VW < len; i += VW) VSTORE(dd + i, VLOAD_EVEN(src + 2 * i));"
+                );
+            }
+            _ => {}
+        }
+        let _ = writeln!(s, "                        for (; i < len; i++) dd[i] = src[i * {sw}];");
         let _ = writeln!(s, "                    }}");
-        let _ = writeln!(s, "                    for (; q < {nr}; q++) d[q] = 0.0f;");
+        let _ = writeln!(
+            s,
+            "                    for (int64_t q = wdt; q < {nr}; q++) d[q] = 0.0f;"
+        );
         let _ = writeln!(s, "                }}");
     }
     let _ = writeln!(s, "            }}");
@@ -867,6 +931,32 @@ mod tests {
                 group: 1,
                 bias: true,
                 residual: false,
+                act: Some(Unary::Relu),
+            },
+            // Stride 2 with runs long enough for the de-interleaving packing
+            // loads, from the zero-bordered copy and straight from the image.
+            Case {
+                x: [1, 5, 20, 75],
+                m: 14,
+                k: [3, 3],
+                strides: [2, 2],
+                pads: [1, 1, 0, 1],
+                dil: [1, 1],
+                group: 1,
+                bias: true,
+                residual: false,
+                act: None,
+            },
+            Case {
+                x: [2, 9, 6, 67],
+                m: 17,
+                k: [1, 1],
+                strides: [2, 2],
+                pads: [0, 0, 0, 0],
+                dil: [1, 1],
+                group: 1,
+                bias: false,
+                residual: true,
                 act: Some(Unary::Relu),
             },
             // Few pixels: tasks split the channel blocks instead.

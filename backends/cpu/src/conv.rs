@@ -61,7 +61,11 @@ fn fill(extent: usize, tile: usize) -> f64 {
 /// The tallest register tile of `nr` columns that fits the vector registers
 /// (the limit `gemm::check_schedule` enforces).
 fn max_rows(target: &Target, nr: usize) -> usize {
-    let regs = if target.isa() == crate::target::Isa::Avx2 { 16 } else { 32 };
+    let regs = if target.isa() == crate::target::Isa::Avx2 {
+        16
+    } else {
+        32
+    };
     let nv = nr / target.vector_width();
     (regs - nv - 1) / nv
 }
@@ -89,7 +93,8 @@ fn heuristic_schedule(target: &Target, mg: usize, kd: usize, pixels: usize, grou
         let mc = balanced_tile(pixels, 256, rows, false);
         let few_pixel_tasks = groups * pixels.div_ceil(mc) < MIN_PIXEL_TASKS;
         s.tiles.insert("m".into(), mc);
-        s.tiles.insert("n".into(), balanced_tile(mg, 128, t.nr, few_pixel_tasks));
+        s.tiles
+            .insert("n".into(), balanced_tile(mg, 128, t.nr, few_pixel_tasks));
         return s;
     }
     let nc = balanced_tile(pixels, s.tile("n", 512), t.nr, true);
@@ -367,7 +372,7 @@ pub fn lower(
         } else {
             microkernel(mr, nr, knobs.unroll_k, target.vector_width(), &ch.expr, &eops_ukr)
         })
-            .replace("void ukr(", &format!("void ukr_{entry}(")),
+        .replace("void ukr(", &format!("void ukr_{entry}(")),
     );
     let _ = writeln!(
         s,
@@ -630,10 +635,7 @@ pub fn lower(
         groups * pblocks * mchunks
     };
     let tasks = if knobs.parallel {
-        ParamExpr::Mul(
-            Box::new(batch),
-            Box::new(ParamExpr::Const(tasks_per_batch as i64)),
-        )
+        ParamExpr::Mul(Box::new(batch), Box::new(ParamExpr::Const(tasks_per_batch as i64)))
     } else {
         ParamExpr::Const(1)
     };
@@ -1195,7 +1197,10 @@ mod tests {
                 continue;
             }
             let nr = 2 * t.vector_width();
-            for c in cases().iter().filter(|c| !(c.group as usize == c.x[1] && c.m == c.x[1])) {
+            for c in cases()
+                .iter()
+                .filter(|c| !(c.group as usize == c.x[1] && c.m == c.x[1]))
+            {
                 let (g, feeds) = build(c);
                 let mut s = crate::default_schedule(&g, &t).unwrap().unwrap();
                 s.microkernel = Some(MicroTile { mr: 5, nr });

@@ -5,18 +5,18 @@
 //! rather than a thread spawned per call. Prints a median table
 //! (`cargo bench -p carbide-backend-cpu --bench rows`).
 
+#[allow(dead_code)] // the shared harness also serves the GEMM and conv benchmarks
 mod common;
 
 use carbide_backend_cpu::{lower, GroupValue, KernelGroup, LoweredKernel, Target};
 use carbide_ir::ops::linalg::{AttentionAttrs, LinalgOp, SoftmaxAttrs, SoftmaxKind};
 use carbide_ir::ops::nn::{AutoPad, NnOp, PoolAttrs};
 use carbide_ir::{DType, Node, Op, TensorType};
-use common::{bind, load, Bound, Loaded};
+use common::{bind, load, median_secs, Bound, Loaded};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 /// One persistent worker that runs part 1 of 2 whenever `generation` moves.
 struct Helper {
@@ -49,7 +49,8 @@ impl Helper {
                     continue;
                 }
                 (seen, idle) = (now, 0);
-                let f: common::Entry = unsafe { std::mem::transmute::<usize, common::Entry>(j[0].load(Ordering::Acquire)) };
+                let f: common::Entry =
+                    unsafe { std::mem::transmute::<usize, common::Entry>(j[0].load(Ordering::Acquire)) };
                 let (pp, prm) = (j[1].load(Ordering::Acquire), j[2].load(Ordering::Acquire));
                 unsafe { f(pp as *const *mut c_void, prm as *const i64, 1, 2) };
                 d.store(now, Ordering::Release);
@@ -132,7 +133,7 @@ fn pool(max: bool, k: i64, s: i64, pad: i64, ceil: bool) -> Op {
     Op::Nn(if max { NnOp::MaxPool(a) } else { NnOp::AveragePool(a) })
 }
 
-/// (name, group, bytes the kernel must at least read and write).
+/// (name, group) at the zoo models' shapes.
 fn cases() -> Vec<(&'static str, KernelGroup)> {
     let ln = Op::Nn(NnOp::LayerNormalization {
         axis: -1,
@@ -162,22 +163,41 @@ fn cases() -> Vec<(&'static str, KernelGroup)> {
             "layernorm_128x384",
             group(ln, &[("x", &s), ("g", &[384]), ("b", &[384])], &s),
         ),
-        ("softmax_12x128x128", group(softmax, &[("x", &[12, 128, 128])], &[12, 128, 128])),
+        (
+            "softmax_12x128x128",
+            group(softmax, &[("x", &[12, 128, 128])], &[12, 128, 128]),
+        ),
         (
             "maxpool3s2_64x111x111",
-            group(pool(true, 3, 2, 0, true), &[("x", &[1, 64, 111, 111])], &[1, 64, 55, 55]),
+            group(
+                pool(true, 3, 2, 0, true),
+                &[("x", &[1, 64, 111, 111])],
+                &[1, 64, 55, 55],
+            ),
         ),
         (
             "maxpool3s2p1_64x112x112",
-            group(pool(true, 3, 2, 1, false), &[("x", &[1, 64, 112, 112])], &[1, 64, 56, 56]),
+            group(
+                pool(true, 3, 2, 1, false),
+                &[("x", &[1, 64, 112, 112])],
+                &[1, 64, 56, 56],
+            ),
         ),
         (
             "avgpool3s1p1_32x28x28",
-            group(pool(false, 3, 1, 1, false), &[("x", &[1, 32, 28, 28])], &[1, 32, 28, 28]),
+            group(
+                pool(false, 3, 1, 1, false),
+                &[("x", &[1, 32, 28, 28])],
+                &[1, 32, 28, 28],
+            ),
         ),
         (
             "globalavgpool_1280x7x7",
-            group(Op::Nn(NnOp::GlobalAveragePool), &[("x", &[1, 1280, 7, 7])], &[1, 1280, 1, 1]),
+            group(
+                Op::Nn(NnOp::GlobalAveragePool),
+                &[("x", &[1, 1280, 7, 7])],
+                &[1, 1280, 1, 1],
+            ),
         ),
         (
             "attention_128x12x32",
@@ -204,7 +224,14 @@ fn bench(c: &mut Criterion) {
         let shapes: Vec<Vec<usize>> = g
             .inputs
             .iter()
-            .map(|v| v.ty.shape.as_ref().unwrap().iter().map(|d| d.known().unwrap()).collect())
+            .map(|v| {
+                v.ty.shape
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.known().unwrap())
+                    .collect()
+            })
             .collect();
         let mut inputs: Vec<Vec<f32>> = shapes
             .iter()
@@ -231,15 +258,8 @@ fn bench(c: &mut Criterion) {
             for _ in 0..20 {
                 helper.run(&l, &ptrs, &b, parts);
             }
-            let mut times: Vec<f64> = (0..201)
-                .map(|_| {
-                    let t = Instant::now();
-                    helper.run(&l, &ptrs, &b, parts);
-                    t.elapsed().as_secs_f64() * 1e6
-                })
-                .collect();
-            times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            line.push_str(&format!("  {parts} thread(s) median {:8.1} us", times[100]));
+            let us = median_secs(201, || helper.run(&l, &ptrs, &b, parts)) * 1e6;
+            line.push_str(&format!("  {parts} thread(s) median {us:8.1} us"));
             c.bench_function(&format!("{name}_t{parts}"), |bch| {
                 bch.iter(|| helper.run(&l, &ptrs, &b, parts))
             });

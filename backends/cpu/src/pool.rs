@@ -115,7 +115,8 @@ pub fn lower(
     }
     let (ph, pw) = (ph as usize, pw as usize);
     // Extent a window set reaches along one axis: the last window's last tap + 1.
-    let reach = |g: &carbide_ir::ops::nn::geom::DimGeom| (g.out.max(1) - 1) * g.stride + (g.kernel - 1) * g.dilation + 1;
+    let reach =
+        |g: &carbide_ir::ops::nn::geom::DimGeom| (g.out.max(1) - 1) * g.stride + (g.kernel - 1) * g.dilation + 1;
     // Without pads and with every window inside the plane, the kernel reads
     // the input in place; otherwise each part copies a plane into a scratch
     // plane bordered by the fill value (−inf for max, 0 for average).

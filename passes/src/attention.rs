@@ -36,6 +36,9 @@ use carbide_ir::ops::fused::FusedOp;
 use carbide_ir::ops::linalg::{AttentionAttrs, SoftmaxKind};
 use carbide_ir::ops::{LinalgOp, NnOp, TensorOp};
 use carbide_ir::{DType, Dim, Graph, Node, Op, TensorType};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ops::Deref;
 
 /// The value `name` as a positive scalar constant of rank at most `max_rank`
 /// (a higher rank would broadcast the scaled value to more dims).
@@ -90,6 +93,21 @@ fn peel_scale(cx: &Cx, name: &str) -> (String, f64) {
     (cur, scale)
 }
 
+/// The matcher's view of the graph: [`Cx`] plus the extents derived so far
+/// (residual branches reach the same values many times).
+struct Ex<'c, 'g> {
+    cx: &'c Cx<'g>,
+    memo: RefCell<HashMap<(String, usize), Option<Extent>>>,
+}
+
+impl<'g> Deref for Ex<'_, 'g> {
+    type Target = Cx<'g>;
+
+    fn deref(&self) -> &Cx<'g> {
+        self.cx
+    }
+}
+
 /// What is proven about one dim of a value at run time.
 #[derive(Clone, Debug, PartialEq)]
 enum Extent {
@@ -105,7 +123,7 @@ enum Extent {
 /// (of `rank`), where provable. `s` broadcast with `min(s, n)` is `s`: the
 /// two are equal when s ≤ n, and otherwise n must be 1 for the broadcast to
 /// succeed, which gives s again.
-fn broadcast_extent(cx: &Cx, operands: &[&str], rank: usize, axis: usize, depth: usize) -> Option<Extent> {
+fn broadcast_extent(cx: &Ex, operands: &[&str], rank: usize, axis: usize, depth: usize) -> Option<Extent> {
     let mut found: Vec<Extent> = Vec::new();
     for x in operands {
         let r = tensor_type(cx.g, x)?.shape?.len();
@@ -129,14 +147,25 @@ fn broadcast_extent(cx: &Cx, operands: &[&str], rank: usize, axis: usize, depth:
 
 /// The extent of dim `axis` of value `name`: its static type where that
 /// knows it, else derived through the ops that computed it.
-fn extent(cx: &Cx, name: &str, axis: usize) -> Option<Extent> {
+fn extent(cx: &Ex, name: &str, axis: usize) -> Option<Extent> {
     extent_at(cx, name, axis, 0)
 }
 
-fn extent_at(cx: &Cx, name: &str, axis: usize, depth: usize) -> Option<Extent> {
-    if depth > 32 {
+fn extent_at(cx: &Ex, name: &str, axis: usize, depth: usize) -> Option<Extent> {
+    // Deep enough for chains of layers, and never a stack overflow.
+    if depth > 512 {
         return None;
     }
+    let key = (name.to_string(), axis);
+    if let Some(known) = cx.memo.borrow().get(&key) {
+        return known.clone();
+    }
+    let found = derive_extent(cx, name, axis, depth);
+    cx.memo.borrow_mut().insert(key, found.clone());
+    found
+}
+
+fn derive_extent(cx: &Ex, name: &str, axis: usize, depth: usize) -> Option<Extent> {
     let dims = tensor_type(cx.g, name)?.shape?;
     let rank = dims.len();
     match dims.get(axis)? {
@@ -152,6 +181,8 @@ fn extent_at(cx: &Cx, name: &str, axis: usize, depth: usize) -> Option<Extent> {
         | Op::Nn(NnOp::LayerNormalization { .. } | NnOp::RMSNormalization { .. })
         | Op::Linalg(LinalgOp::Softmax(_))
         | Op::Tensor(TensorOp::Identity) => same(0, axis),
+        // Attention's output is [B, S, ..] (3-D) or [B, H, S, ..] (4-D) of Q.
+        Op::Linalg(LinalgOp::Attention(_)) if axis + 1 < rank => same(0, axis),
         Op::Elementwise(ElementwiseOp::Binary { legacy_axis: None, .. } | ElementwiseOp::Where) => {
             broadcast_extent(cx, &present, rank, axis, depth)
         }
@@ -229,7 +260,7 @@ fn ints_of(g: &Graph, name: &str) -> Option<Vec<i64>> {
 }
 
 /// Both dims are proven equal.
-fn same_extent(cx: &Cx, a: (&str, usize), b: (&str, usize)) -> bool {
+fn same_extent(cx: &Ex, a: (&str, usize), b: (&str, usize)) -> bool {
     matches!((extent(cx, a.0, a.1), extent(cx, b.0, b.1)), (Some(x), Some(y)) if x == y)
 }
 
@@ -410,7 +441,7 @@ fn attention_op(scale: f64, heads: Option<(usize, usize)>) -> Op {
 }
 
 /// The attention rewrite anchored on Softmax node `sm`, if the chain matches.
-fn match_attention(cx: &Cx, sm: &Node) -> Option<Rewrite> {
+fn match_attention(cx: &Ex, sm: &Node) -> Option<Rewrite> {
     let Op::Linalg(LinalgOp::Softmax(a)) = &sm.op else {
         return None;
     };
@@ -520,7 +551,11 @@ fn match_attention(cx: &Cx, sm: &Node) -> Option<Rewrite> {
 /// Fuses scaled dot-product attention into ONNX `Attention` (see the module doc).
 pub fn fuse_attention(g: &mut Graph, _cx: &PassCtx) -> Result<bool, PassError> {
     let cx = Cx::new(g);
-    let mut rewrites: Vec<Rewrite> = g.nodes.iter().filter_map(|n| match_attention(&cx, n)).collect();
+    let ex = Ex {
+        cx: &cx,
+        memo: RefCell::default(),
+    };
+    let mut rewrites: Vec<Rewrite> = g.nodes.iter().filter_map(|n| match_attention(&ex, n)).collect();
     for r in &mut rewrites {
         while r.inputs.last().is_some_and(|s| s.is_empty()) {
             r.inputs.pop();

@@ -235,7 +235,9 @@ fn derive_extent(cx: &Ex, name: &str, axis: usize, depth: usize) -> Option<Exten
                 return None;
             }
             match (starts.get(k)?, ends.get(k)?, same(0, axis)?) {
-                (Elem::Known(0), Elem::Sym(s), Extent::Is(Dim::Known(n))) if n >= 1 => Some(Extent::Prefix(s.clone(), n)),
+                (Elem::Known(0), Elem::Sym(s), Extent::Is(Dim::Known(n))) if n >= 1 => {
+                    Some(Extent::Prefix(s.clone(), n))
+                }
                 _ => None,
             }
         }
@@ -321,8 +323,12 @@ fn split_heads(cx: &Cx, name: &str, perm: &[i64]) -> Option<(String, usize, usiz
     let dims = [b.clone(), s.clone()];
     let (h, d) = match (positive(t2), positive(t3)) {
         (Some(h), Some(d)) => keeps_leading(&lead, &dims, allowzero, true).then_some((h, d))?,
-        (None, Some(d)) if minus(t2) && e % d == 0 => keeps_leading(&lead, &dims, allowzero, false).then_some((e / d, d))?,
-        (Some(h), None) if minus(t3) && e % h == 0 => keeps_leading(&lead, &dims, allowzero, false).then_some((h, e / h))?,
+        (None, Some(d)) if minus(t2) && e % d == 0 => {
+            keeps_leading(&lead, &dims, allowzero, false).then_some((e / d, d))?
+        }
+        (Some(h), None) if minus(t3) && e % h == 0 => {
+            keeps_leading(&lead, &dims, allowzero, false).then_some((h, e / h))?
+        }
         _ => return None,
     };
     (h * d == e).then(|| (x.clone(), h, d))
@@ -516,14 +522,22 @@ fn match_attention(cx: &Ex, sm: &Node) -> Option<Rewrite> {
             && same_extent(cx, (qv, 0), (kv, 0))
             && same_extent(cx, (qv, 0), (vv, 0))
             && same_extent(cx, (kv, 1), (vv, 1))
-            && mask_fits([extent(cx, qv, 0), Some(Extent::Is(Dim::Known(hq))), extent(cx, qv, 1), extent(cx, kv, 1)]);
+            && mask_fits([
+                extent(cx, qv, 0),
+                Some(Extent::Is(Dim::Known(hq))),
+                extent(cx, qv, 1),
+                extent(cx, kv, 1),
+            ]);
         // The merged result is [B, S] of Q.
         let dim = |e: Option<Extent>| match e {
             Some(Extent::Is(d)) => d,
             _ => Dim::Unknown,
         };
         let lead = [dim(extent(cx, qv, 0)), dim(extent(cx, qv, 1))];
-        if let Some(at) = fits.then(|| merge_heads(cx, &pv.outputs[0], lead, hq, v3.dim)).flatten() {
+        if let Some(at) = fits
+            .then(|| merge_heads(cx, &pv.outputs[0], lead, hq, v3.dim))
+            .flatten()
+        {
             return Some(Rewrite {
                 at,
                 op: attention_op(score_scale * q3.scale * k3.scale, Some((hq, hk))),
@@ -539,7 +553,12 @@ fn match_attention(cx: &Ex, sm: &Node) -> Option<Rewrite> {
         && same_extent(cx, (&q4, 0), (&v4, 0))
         && same_extent(cx, (&q4, 1), (&k4, 1))
         && same_extent(cx, (&k4, 1), (&v4, 1))
-        && mask_fits([extent(cx, &q4, 0), extent(cx, &q4, 1), extent(cx, &q4, 2), extent(cx, &k4, 2)]);
+        && mask_fits([
+            extent(cx, &q4, 0),
+            extent(cx, &q4, 1),
+            extent(cx, &q4, 2),
+            extent(cx, &k4, 2),
+        ]);
     fits.then(|| Rewrite {
         at: pv_at,
         op: attention_op(score_scale * qscale * kscale, None),
@@ -597,33 +616,65 @@ mod tests {
         Tensor::I64(carbide_ir::ndarray::ArrayD::from_shape_vec(vec![v.len()], v.to_vec()).unwrap())
     }
 
-    /// BERT's self-attention as PyTorch exports it: B 2, S 5, H 3, D 4.
-    fn bert_like(t: &mut G, mask_shape: &[usize]) {
-        t.input("x", &[2, 5, 12])
-            .input("mask", mask_shape)
-            .init("wq", ramp(&[12, 12], 0.05))
+    /// Where the test graph applies the attention scale.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Scaled {
+        /// `(Q·Kᵀ)·0.5`, as BERT's export does.
+        Scores,
+        /// `(Q·0.5)` before the head split (BART) and `0.25·Kᵀ` after it.
+        QueryAndKey,
+    }
+
+    /// Self-attention over x `[B, S, 12]` (3 heads of 4) plus `mask`, with
+    /// the head split/merge targets `split` and `merge`: the caller declares
+    /// x, mask and the targets.
+    fn self_attention(t: &mut G, scaled: Scaled) {
+        let pre = scaled == Scaled::QueryAndKey;
+        t.init("wq", ramp(&[12, 12], 0.05))
             .init("wk", ramp(&[12, 12], 0.07))
             .init("wv", ramp(&[12, 12], 0.03))
-            .init("split", shape(&[2, 5, 3, 4]))
-            .init("merge", shape(&[2, 5, 12]))
             .init("scale", Tensor::scalar_f32(0.5))
+            .init("kscale", Tensor::from_f32s(vec![0.25]))
             .node(Op::Linalg(LinalgOp::MatMul), &["x", "wq"], &["q"])
             .node(Op::Linalg(LinalgOp::MatMul), &["x", "wk"], &["k"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["x", "wv"], &["v"])
-            .node(reshape(), &["q", "split"], &["q4"])
+            .node(Op::Linalg(LinalgOp::MatMul), &["x", "wv"], &["v"]);
+        if pre {
+            t.node(binary(Binary::Mul), &["q", "scale"], &["qs"]);
+        }
+        t.node(reshape(), &[if pre { "qs" } else { "q" }, "split"], &["q4"])
             .node(transpose(&[0, 2, 1, 3]), &["q4"], &["qt"])
             .node(reshape(), &["k", "split"], &["k4"])
             .node(transpose(&[0, 2, 3, 1]), &["k4"], &["kt"])
             .node(reshape(), &["v", "split"], &["v4"])
-            .node(transpose(&[0, 2, 1, 3]), &["v4"], &["vt"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["qt", "kt"], &["s"])
-            .node(binary(Binary::Mul), &["s", "scale"], &["ss"])
-            .node(binary(Binary::Add), &["ss", "mask"], &["sm"])
+            .node(transpose(&[0, 2, 1, 3]), &["v4"], &["vt"]);
+        if pre {
+            t.node(binary(Binary::Mul), &["kscale", "kt"], &["kts"]).node(
+                Op::Linalg(LinalgOp::MatMul),
+                &["qt", "kts"],
+                &["ss"],
+            );
+        } else {
+            t.node(Op::Linalg(LinalgOp::MatMul), &["qt", "kt"], &["s"]).node(
+                binary(Binary::Mul),
+                &["s", "scale"],
+                &["ss"],
+            );
+        }
+        t.node(binary(Binary::Add), &["ss", "mask"], &["sm"])
             .node(softmax(), &["sm"], &["p"])
             .node(Op::Linalg(LinalgOp::MatMul), &["p", "vt"], &["o"])
             .node(transpose(&[0, 2, 1, 3]), &["o"], &["ot"])
             .node(reshape(), &["ot", "merge"], &["y"])
             .output("y");
+    }
+
+    /// BERT's self-attention as PyTorch exports it: B 2, S 5, H 3, D 4.
+    fn bert_like(t: &mut G, mask_shape: &[usize]) {
+        t.input("x", &[2, 5, 12])
+            .input("mask", mask_shape)
+            .init("split", shape(&[2, 5, 3, 4]))
+            .init("merge", shape(&[2, 5, 12]));
+        self_attention(t, Scaled::Scores);
     }
 
     #[test]
@@ -721,35 +772,16 @@ mod tests {
         let mut t = G::new();
         t.input("x", &[2, 5, 12])
             .input("mask", &[2, 1, 1, 5])
-            .init("wq", ramp(&[12, 12], 0.05))
-            .init("wk", ramp(&[12, 12], 0.07))
-            .init("wv", ramp(&[12, 12], 0.03))
             .init("split", shape(&[0, 0, 3, 4]))
-            .init("merge", shape(&[0, 0, 12]))
-            .init("qscale", Tensor::scalar_f32(0.5))
-            .init("kscale", Tensor::from_f32s(vec![0.25]))
-            .node(Op::Linalg(LinalgOp::MatMul), &["x", "wq"], &["q"])
-            .node(binary(Binary::Mul), &["q", "qscale"], &["qs"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["x", "wk"], &["k"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["x", "wv"], &["v"])
-            .node(reshape(), &["qs", "split"], &["q4"])
-            .node(transpose(&[0, 2, 1, 3]), &["q4"], &["qt"])
-            .node(reshape(), &["k", "split"], &["k4"])
-            .node(transpose(&[0, 2, 3, 1]), &["k4"], &["kt"])
-            .node(binary(Binary::Mul), &["kscale", "kt"], &["kts"])
-            .node(reshape(), &["v", "split"], &["v4"])
-            .node(transpose(&[0, 2, 1, 3]), &["v4"], &["vt"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["qt", "kts"], &["s"])
-            .node(binary(Binary::Add), &["s", "mask"], &["sm"])
-            .node(softmax(), &["sm"], &["p"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["p", "vt"], &["o"])
-            .node(transpose(&[0, 2, 1, 3]), &["o"], &["ot"])
-            .node(reshape(), &["ot", "merge"], &["y"])
-            .output("y");
+            .init("merge", shape(&[0, 0, 12]));
+        self_attention(&mut t, Scaled::QueryAndKey);
         let g = t.check_pass(fuse_attention);
         assert_eq!(op_types(&g), ["MatMul", "MatMul", "MatMul", "Attention"]);
         let (a, n) = attention_attrs(&g);
-        assert_eq!((a.q_num_heads, a.kv_num_heads, a.scale), (Some(3), Some(3), Some(0.125)));
+        assert_eq!(
+            (a.q_num_heads, a.kv_num_heads, a.scale),
+            (Some(3), Some(3), Some(0.125))
+        );
         assert_eq!(n.inputs, ["q", "k", "v", "mask"]);
     }
 
@@ -839,40 +871,24 @@ mod tests {
         let (b, s) = (Err("batch"), Err("seq"));
         t.sym_input("x", &[b, s, Ok(12)], &[2, 5, 12])
             .sym_input("mask", &[b, Ok(1), Ok(1), mask_last], &[2, 1, 1, 5])
-            .init("wq", ramp(&[12, 12], 0.05))
-            .init("wk", ramp(&[12, 12], 0.07))
-            .init("wv", ramp(&[12, 12], 0.03))
             .init("i0", Tensor::scalar_i64(0))
             .init("i1", Tensor::scalar_i64(1))
             .init("ax", shape(&[0]))
             .init("heads", shape(&[3]))
             .init("hd", shape(&[4]))
-            .init("scale", Tensor::scalar_f32(0.5))
             .node(op(TensorOp::Shape { start: 0, end: None }), &["x"], &["xs"])
             .node(op(TensorOp::Gather { axis: 0 }), &["xs", "i0"], &["b"])
             .node(op(TensorOp::Gather { axis: 0 }), &["xs", "i1"], &["n"])
             .node(op(TensorOp::Unsqueeze { axes: None }), &["b", "ax"], &["b1"])
             .node(op(TensorOp::Unsqueeze { axes: None }), &["n", "ax"], &["n1"])
-            .node(op(TensorOp::Concat { axis: 0 }), &["b1", "n1", "heads", "hd"], &["split"])
+            .node(
+                op(TensorOp::Concat { axis: 0 }),
+                &["b1", "n1", "heads", "hd"],
+                &["split"],
+            )
             .init("e", shape(&[12]))
-            .node(op(TensorOp::Concat { axis: 0 }), &["b1", "n1", "e"], &["merge"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["x", "wq"], &["q"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["x", "wk"], &["k"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["x", "wv"], &["v"])
-            .node(reshape(), &["q", "split"], &["q4"])
-            .node(transpose(&[0, 2, 1, 3]), &["q4"], &["qt"])
-            .node(reshape(), &["k", "split"], &["k4"])
-            .node(transpose(&[0, 2, 3, 1]), &["k4"], &["kt"])
-            .node(reshape(), &["v", "split"], &["v4"])
-            .node(transpose(&[0, 2, 1, 3]), &["v4"], &["vt"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["qt", "kt"], &["s"])
-            .node(binary(Binary::Mul), &["s", "scale"], &["ss"])
-            .node(binary(Binary::Add), &["ss", "mask"], &["sm"])
-            .node(softmax(), &["sm"], &["p"])
-            .node(Op::Linalg(LinalgOp::MatMul), &["p", "vt"], &["o"])
-            .node(transpose(&[0, 2, 1, 3]), &["o"], &["ot"])
-            .node(reshape(), &["ot", "merge"], &["y"])
-            .output("y");
+            .node(op(TensorOp::Concat { axis: 0 }), &["b1", "n1", "e"], &["merge"]);
+        self_attention(t, Scaled::Scores);
     }
 
     #[test]

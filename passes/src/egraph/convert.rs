@@ -394,21 +394,9 @@ pub fn build(g: &Graph) -> Region {
                 let Some(x) = leaf(&mut eg, &mut class_of, &input) else {
                     continue;
                 };
-                let mut offset = 0;
-                let mut parts = Vec::new();
-                for len in &sizes {
-                    let node = TensorLang::Slice {
-                        axis,
-                        start: offset,
-                        end: offset + len,
-                        arg: [x],
-                    };
-                    offset += len;
-                    let Some(id) = super::language::add_typed(&mut eg, node.clone()) else {
-                        break;
-                    };
-                    parts.push((id, node));
-                }
+                let Some(parts) = super::language::add_split(&mut eg, x, axis, &sizes) else {
+                    continue;
+                };
                 if parts.len() != n.outputs.len() {
                     continue;
                 }

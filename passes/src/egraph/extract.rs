@@ -84,12 +84,9 @@ fn op_of(n: &TensorLang, eg: &EG) -> Result<(Op, Vec<Tensor>), String> {
                 trans_a: f.trans_a,
                 trans_b: f.trans_b,
             };
-            let op = match f.activation {
+            let op = match f.activation.map(|a| activation(analysis, a)).transpose()? {
                 None => Op::Linalg(LinalgOp::Gemm(gemm)),
-                Some(a) => Op::Fused(FusedOp::FusedGemm {
-                    gemm,
-                    activation: activation(analysis, a)?,
-                }),
+                Some(activation) => Op::Fused(FusedOp::FusedGemm { gemm, activation }),
             };
             (op, vec![])
         }
@@ -107,12 +104,9 @@ fn op_of(n: &TensorLang, eg: &EG) -> Result<(Op, Vec<Tensor>), String> {
                 pads: Some(i64s(&spec.pads)),
                 strides: Some(i64s(&spec.strides)),
             };
-            let op = match spec.activation {
+            let op = match spec.activation.map(|a| activation(analysis, a)).transpose()? {
                 None => Op::Nn(NnOp::Conv(conv)),
-                Some(a) => Op::Fused(FusedOp::FusedConv {
-                    conv,
-                    activation: activation(analysis, a)?,
-                }),
+                Some(activation) => Op::Fused(FusedOp::FusedConv { conv, activation }),
             };
             (op, vec![])
         }

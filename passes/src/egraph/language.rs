@@ -388,6 +388,24 @@ impl Analysis<TensorLang> for TensorAnalysis {
     }
 }
 
+/// Adds the slices of `x` along `axis` that tile it in `sizes` (a Split),
+/// in order; `None` when one is not well-typed.
+pub fn add_split(eg: &mut EG, x: Id, axis: usize, sizes: &[usize]) -> Option<Vec<(Id, TensorLang)>> {
+    let mut offset = 0;
+    let mut parts = Vec::with_capacity(sizes.len());
+    for len in sizes {
+        let node = TensorLang::Slice {
+            axis,
+            start: offset,
+            end: offset + len,
+            arg: [x],
+        };
+        offset += len;
+        parts.push((add_typed(eg, node.clone())?, node));
+    }
+    Some(parts)
+}
+
 /// Adds `node` when it is well-typed; rules go through this so every class
 /// keeps a known shape.
 pub fn add_typed(eg: &mut EG, node: TensorLang) -> Option<Id> {

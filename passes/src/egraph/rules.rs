@@ -3,7 +3,7 @@
 //! class. There is deliberately no general commutativity or associativity:
 //! only matmul re-association, where shapes decide which order is cheaper.
 
-use super::language::{add_typed, ConvSpec, GemmFlags, Merge, TensorAnalysis, TensorLang, EG};
+use super::language::{add_split, add_typed, ConvSpec, GemmFlags, Merge, TensorAnalysis, TensorLang, EG};
 use egg::{Id, Language, Rewrite, SearchMatches, Searcher, Subst, Var};
 use std::collections::BTreeMap;
 
@@ -447,19 +447,12 @@ fn split_back(eg: &mut EG, shared: Id, wide: Id, axis: usize, members: &[(Id, us
         classes: Vec::new(),
         slices: Vec::new(),
     };
+    let widths: Vec<usize> = members.iter().map(|m| m.1).collect();
+    let Some(parts) = add_split(eg, wide, axis, &widths) else {
+        return Vec::new();
+    };
     let mut pairs = Vec::new();
-    let mut offset = 0;
-    for &(class, width) in members {
-        let part = TensorLang::Slice {
-            axis,
-            start: offset,
-            end: offset + width,
-            arg: [wide],
-        };
-        offset += width;
-        let Some(id) = add_typed(eg, part.clone()) else {
-            return Vec::new();
-        };
+    for (&(class, _), (id, part)) in members.iter().zip(parts) {
         if eg[id].data.shape != eg[class].data.shape {
             return Vec::new();
         }

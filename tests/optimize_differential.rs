@@ -186,3 +186,55 @@ fn conformance_cases_are_unchanged_by_o3() {
         failures.join("\n")
     );
 }
+
+/// The e-graph's parallel Conv merge on SqueezeNet: each fire module's 1×1
+/// and 3×3 expand convs read the same squeeze output and are concatenated.
+/// For the GPU cost model (launches dominate) they become one 3×3 conv with
+/// the 1×1 weights zero-padded, the Concat cancelled; for the CPU model the
+/// zero taps cost more than they save and the fire modules stay.
+#[test]
+fn squeezenet_expand_convs_merge_for_the_gpu_cost_model_only() {
+    let Some(dir) = cache("zoo") else { return };
+    let model = carbide::load_model(&dir.join("squeezenet1_1.onnx")).expect("loads");
+    let inputs = carbide::npy::read_npz(&dir.join("squeezenet1_1.inputs.npz")).expect("inputs");
+    let feeds: Vec<(String, Value)> = inputs.into_iter().map(|(n, t)| (n, Value::Tensor(t))).collect();
+    let expected = carbide::Session::new(model.clone()).run(feeds.clone()).expect("runs");
+    let optimized = |target: &str| {
+        let mut m = model.clone();
+        let opts = PassOptions {
+            level: 3,
+            verify_each: true,
+            cost_target: target.into(),
+            ..Default::default()
+        };
+        let report = optimize(&mut m, &opts).expect("optimizes");
+        (m, report)
+    };
+    let count = |m: &Model, op: &str| m.graph.nodes.iter().filter(|n| n.op.op_type() == op).count();
+
+    let (cpu, _) = optimized("cpu");
+    assert_eq!(
+        count(&cpu, "Concat"),
+        8,
+        "the CPU model keeps the fire modules' Concats"
+    );
+    let (gpu, report) = optimized("gpu");
+    let merges: usize = report
+        .egraph
+        .iter()
+        .filter_map(|s| s.rules_applied.get("merge-parallel-conv"))
+        .sum();
+    assert!(merges > 0, "{:?}", report.egraph);
+    assert_eq!((count(&gpu, "Concat"), count(&gpu, "Split")), (0, 0));
+    // Two convs and a Concat become one conv in each of the 8 fire modules.
+    assert_eq!(gpu.graph.nodes.len(), cpu.graph.nodes.len() - 16);
+    eprintln!(
+        "squeezenet1_1 -O3: {} nodes for the cpu cost model, {} for the gpu one",
+        cpu.graph.nodes.len(),
+        gpu.graph.nodes.len()
+    );
+    let got = carbide::Session::new(gpu).run(feeds).expect("optimized model runs");
+    for ((name, e), (_, a)) in expected.iter().zip(&got) {
+        compare_values(e, a, Tolerance::default()).unwrap_or_else(|m| panic!("output '{name}': {m}"));
+    }
+}

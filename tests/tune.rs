@@ -10,7 +10,7 @@ mod common;
 
 use carbide::compile::{compile_with_report, kernel_groups, CompileOptions};
 use carbide::runtime::{Module, Step};
-use carbide::tune::autotune::space::{is_tunable, Knobs};
+use carbide::tune::autotune::space::is_tunable;
 use carbide::tune::autotune::{Database, TuningRecord, CARBIDE_VERSION};
 use std::path::PathBuf;
 use std::process::Command;
@@ -35,32 +35,19 @@ fn compile_applies_the_best_record_per_workload() {
     let (groups, target) = kernel_groups(&case.model, &opts).unwrap();
     let dir = temp_dir("apply");
     let db_path = dir.join("tune.jsonl");
-    // One hand-made record per tunable workload with a schedule unlike the
-    // default (narrower register tile, other panels), plus a slower decoy.
+    // One hand-made record per tunable workload with a schedule of the
+    // backend's space unlike the default, plus a slower decoy.
     let mut db = Database::open(&db_path).unwrap();
     let mut expected = Vec::new();
-    let vw = target.vector_width();
     for g in &groups {
         let k = carbide_backend_cpu_lower(g, &target, None);
         if !is_tunable(&k.workload.op) {
             continue;
         }
-        let chosen = Knobs {
-            mr: 4,
-            nr: vw,
-            kc: 128,
-            mc: 64,
-            nc: 4 * vw,
-        }
-        .apply(&k.schedule);
-        let decoy = Knobs {
-            mr: 2,
-            nr: vw,
-            kc: 64,
-            mc: 2,
-            nc: vw,
-        }
-        .apply(&k.schedule);
+        let space = carbide_backend_cpu::schedule_space(g, &target).unwrap();
+        assert!(space.len() > 2, "a tunable kernel has a space");
+        let (chosen, decoy) = (space[space.len() - 1].clone(), space[1].clone());
+        assert!(chosen != k.schedule && decoy != k.schedule);
         for (s, us) in [(&decoy, 50.0), (&chosen, 10.0)] {
             db.append(TuningRecord {
                 workload: k.workload.hex(),
@@ -147,6 +134,9 @@ fn cli_tune_writes_records_resumes_and_compiles_with_them() {
     let first = tune("8");
     assert_eq!(first["trials_run"], 8);
     assert_eq!(first["trials_resumed"], 0);
+    // Candidates ran in one `carbide tune-worker` child that never crashed.
+    assert_eq!(first["workers_started"], 1);
+    assert_eq!(first["failed_trials"], 0);
     let tasks = first["tasks"].as_array().unwrap();
     assert!(!tasks.is_empty());
     for t in tasks {

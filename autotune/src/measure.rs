@@ -1,19 +1,21 @@
 //! Measuring candidate schedules of one kernel: candidates are built in
 //! batches (one C compile for the whole batch amortizes the compiler's
 //! start-up), then each runs alone as a one-kernel [`Module`] on fixed
-//! random inputs — warm-up, repeats, median — in a child thread with a
-//! deadline, and its outputs are checked against the default schedule's
+//! random inputs — warm-up, repeats, median — in a worker process with a
+//! deadline (see [`crate::worker`]: a crash or hang costs only the
+//! candidate), and its outputs are checked against the default schedule's
 //! before its time counts.
 
+use crate::worker::{Request, Worker};
 use carbide_backend_cpu::{build_library, lower, KernelGroup, LoweredKernel, Target};
 use carbide_ir::kernel::Schedule;
 use carbide_ir::ndarray::{ArrayD, IxDyn};
-use carbide_ir::{DType, Dim, Graph, Model, Tensor, Value, ValueInfo, ValueType};
-use carbide_runtime::artifact::TargetInfo;
+use carbide_ir::{DType, Dim, Model, Tensor, Value};
+use carbide_runtime::artifact::{encode_parts, TargetInfo};
 use carbide_runtime::{KernelStep, Module, ModuleParts, Step};
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How each candidate is timed.
@@ -25,7 +27,8 @@ pub struct MeasureConfig {
     pub repeats: usize,
     /// Each repeat runs the kernel often enough to last about this long.
     pub min_repeat: Duration,
-    /// A candidate that has not finished warm-up and repeats by then is discarded.
+    /// A candidate that has not finished loading, warm-up and repeats by
+    /// then is discarded (its worker process killed).
     pub timeout: Duration,
     /// Allowed max |candidate - reference| relative to max(1, max |reference|).
     pub tolerance: f32,
@@ -68,54 +71,24 @@ fn shape_of(ty: &carbide_ir::TensorType) -> Vec<usize> {
 impl Bench {
     pub fn new(group: &KernelGroup, target: &Target, seed: u64) -> Result<Bench, String> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut g = Graph {
-            name: "autotune".into(),
-            ..Default::default()
-        };
         let mut feeds = Vec::new();
-        for v in &group.inputs {
-            match &v.constant {
-                Some(c) => {
-                    g.initializers.insert(v.name.clone(), c.clone());
-                }
-                None => {
-                    if v.ty.dtype != Some(DType::F32) {
-                        return Err(format!(
-                            "input '{}' is {:?}; only f32 inputs are measured",
-                            v.name, v.ty.dtype
-                        ));
-                    }
-                    let shape = shape_of(&v.ty);
-                    let n: usize = shape.iter().product();
-                    let data: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-                    let t = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| e.to_string())?;
-                    feeds.push((v.name.clone(), Value::Tensor(Tensor::F32(t))));
-                    g.inputs.push(ValueInfo {
-                        name: v.name.clone(),
-                        ty: ValueType::Tensor(v.ty.clone()),
-                    });
-                }
+        for v in group.inputs.iter().filter(|v| v.constant.is_none()) {
+            if v.ty.dtype != Some(DType::F32) {
+                return Err(format!(
+                    "input '{}' is {:?}; only f32 inputs are measured",
+                    v.name, v.ty.dtype
+                ));
             }
+            let shape = shape_of(&v.ty);
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+            let t = ArrayD::from_shape_vec(IxDyn(&shape), data).map_err(|e| e.to_string())?;
+            feeds.push((v.name.clone(), Value::Tensor(Tensor::F32(t))));
         }
-        g.outputs = group
-            .outputs
-            .iter()
-            .map(|o| ValueInfo {
-                name: o.name.clone(),
-                ty: ValueType::Tensor(o.ty.clone()),
-            })
-            .collect();
-        g.nodes = group.nodes.clone();
-        let model = Model {
-            graph: g,
-            opsets: [("".to_string(), 21)].into_iter().collect(),
-            ir_version: 10,
-            ..Default::default()
-        };
         Ok(Bench {
             group: group.clone(),
             target: target.clone(),
-            model,
+            model: group.standalone_model(),
             feeds,
             reference: None,
         })
@@ -125,56 +98,80 @@ impl Bench {
         self.reference.is_some()
     }
 
-    /// Measures `schedules` (one C compile for all). Returns per schedule
-    /// the median time in µs or why it was discarded. When no reference is
-    /// set yet, `schedules[0]` must be the default schedule: its outputs
-    /// become the reference.
-    pub fn measure(&mut self, schedules: &[Schedule], cfg: &MeasureConfig) -> Vec<Result<f64, String>> {
-        static UNIQUE: AtomicU64 = AtomicU64::new(0);
+    /// Measures `schedules` (one C compile for all) in `worker`. Returns
+    /// per schedule the median time in µs or why it was discarded. When no
+    /// reference is set yet, `schedules[0]` must be the default schedule:
+    /// its outputs become the reference.
+    pub fn measure(
+        &mut self,
+        worker: &mut Worker,
+        schedules: &[Schedule],
+        cfg: &MeasureConfig,
+    ) -> Vec<Result<f64, String>> {
         let mut results: Vec<Result<f64, String>> = vec![Err("not built".into()); schedules.len()];
         let mut kernels: Vec<(usize, LoweredKernel)> = Vec::new();
         for (i, s) in schedules.iter().enumerate() {
             match lower(&self.group, &self.target, Some(s)) {
-                Ok(Some(mut k)) => {
-                    // Every candidate of a batch gets its own symbol.
-                    let entry = format!("{}_t{}", k.call.entry, UNIQUE.fetch_add(1, Ordering::Relaxed));
-                    k.source = k.source.replace(&k.call.entry, &entry);
-                    k.call.entry = entry;
-                    kernels.push((i, k));
-                }
+                Ok(Some(k)) => kernels.push((i, k)),
                 Ok(None) => results[i] = Err("the backend declined the group".into()),
                 Err(e) => results[i] = Err(format!("codegen: {e}")),
             }
         }
+        let (slots, lowered): (Vec<usize>, Vec<LoweredKernel>) = kernels.into_iter().unzip();
+        for (slot, r) in slots.into_iter().zip(self.measure_lowered(worker, lowered, cfg)) {
+            results[slot] = r;
+        }
+        results
+    }
+
+    /// Measures already generated kernels of this group (one C compile for
+    /// all, one by one if that fails), in `worker`. The first may set the
+    /// reference (see [`Bench::measure`]). Public so that hand-made kernels
+    /// (e.g. ones that crash, in tests) go through the same path.
+    pub fn measure_lowered(
+        &mut self,
+        worker: &mut Worker,
+        mut kernels: Vec<LoweredKernel>,
+        cfg: &MeasureConfig,
+    ) -> Vec<Result<f64, String>> {
+        static UNIQUE: AtomicU64 = AtomicU64::new(0);
+        let mut results: Vec<Result<f64, String>> = vec![Err("not built".into()); kernels.len()];
         if kernels.is_empty() {
             return results;
         }
-        let all: Vec<LoweredKernel> = kernels.iter().map(|(_, k)| k.clone()).collect();
-        let libs: Vec<(usize, LoweredKernel, Arc<Vec<u8>>)> = match build_library(&all, &self.target) {
+        for k in &mut kernels {
+            // Every candidate of a batch gets its own symbol.
+            let entry = format!("{}_t{}", k.call.entry, UNIQUE.fetch_add(1, Ordering::Relaxed));
+            k.source = k.source.replace(&k.call.entry, &entry);
+            k.call.entry = entry;
+        }
+        let libs: Vec<(usize, Arc<Vec<u8>>)> = match build_library(&kernels, &self.target) {
             Ok(lib) => {
                 let lib = Arc::new(lib);
-                kernels.into_iter().map(|(i, k)| (i, k, lib.clone())).collect()
+                (0..kernels.len()).map(|i| (i, lib.clone())).collect()
             }
             // One bad candidate must not sink the batch: build them one by one.
-            Err(_) => kernels
-                .into_iter()
-                .filter_map(|(i, k)| match build_library(std::slice::from_ref(&k), &self.target) {
-                    Ok(lib) => Some((i, k, Arc::new(lib))),
-                    Err(e) => {
-                        results[i] = Err(format!("build: {e}"));
-                        None
-                    }
-                })
+            Err(_) => (0..kernels.len())
+                .filter_map(
+                    |i| match build_library(std::slice::from_ref(&kernels[i]), &self.target) {
+                        Ok(lib) => Some((i, Arc::new(lib))),
+                        Err(e) => {
+                            results[i] = Err(format!("build: {e}"));
+                            None
+                        }
+                    },
+                )
                 .collect(),
         };
-        for (i, k, lib) in libs {
-            results[i] = self.run_one(&k, &lib, cfg, i == 0);
+        for (i, lib) in libs {
+            results[i] = self.run_one(worker, &kernels[i], &lib, cfg, i == 0);
         }
         results
     }
 
     fn run_one(
         &mut self,
+        worker: &mut Worker,
         k: &LoweredKernel,
         lib: &[u8],
         cfg: &MeasureConfig,
@@ -189,7 +186,7 @@ impl Bench {
             input_types: self.group.inputs.iter().map(|v| v.ty.clone()).collect(),
             output_types: self.group.outputs.iter().map(|v| v.ty.clone()).collect(),
         };
-        let mut module = Module::from_parts(ModuleParts {
+        let artifact = encode_parts(ModuleParts {
             model: self.model.clone(),
             steps: vec![Step::Kernel(Box::new(step))],
             library: lib.to_vec(),
@@ -199,25 +196,13 @@ impl Bench {
                 required_features: self.target.required_cpu_features(),
             },
         })
-        .map_err(|e| format!("loading: {e}"))?;
-        module.set_threads(cfg.threads.max(1)).map_err(|e| e.to_string())?;
-        let module = Arc::new(module);
-        let feeds = self.feeds.clone();
-        let cfg2 = *cfg;
-        let (tx, rx) = mpsc::channel();
-        // A hung kernel cannot be stopped from outside; its thread is left
-        // behind and the candidate discarded when the deadline passes.
-        std::thread::Builder::new()
-            .name("carbide-tune-measure".into())
-            .spawn(move || {
-                let _ = tx.send(time_module(&module, &feeds, &cfg2));
-            })
-            .map_err(|e| format!("spawning the measuring thread: {e}"))?;
-        let (median_us, outputs) = match rx.recv_timeout(cfg.timeout) {
-            Ok(r) => r?,
-            Err(mpsc::RecvTimeoutError::Timeout) => return Err(format!("timed out after {:?}", cfg.timeout)),
-            Err(mpsc::RecvTimeoutError::Disconnected) => return Err("the measuring thread panicked".into()),
+        .map_err(|e| format!("writing the artifact: {e}"))?;
+        let request = Request {
+            artifact: &artifact,
+            feeds: &self.feeds,
+            config: cfg,
         };
+        let (median_us, outputs) = worker.measure(&request, cfg.timeout)?;
         match &self.reference {
             Some(reference) => check(&outputs, reference, cfg.tolerance)?,
             None if may_set_reference => self.reference = Some(outputs),
@@ -230,7 +215,11 @@ impl Bench {
 /// Warm-up, then `repeats` repeats of enough runs to last `min_repeat`;
 /// the result is the median over repeats of each repeat's fastest run.
 /// Only the kernel run is timed, not copying the feeds.
-fn time_module(module: &Module, feeds: &[(String, Value)], cfg: &MeasureConfig) -> Result<(f64, Vec<Value>), String> {
+pub(crate) fn time_module(
+    module: &Module,
+    feeds: &[(String, Value)],
+    cfg: &MeasureConfig,
+) -> Result<(f64, Vec<Value>), String> {
     let run = |f: Vec<(String, Value)>| -> Result<(Duration, Vec<(String, Value)>), String> {
         let t = Instant::now();
         let out = module.run(f).map_err(|e| format!("run: {e}"))?;

@@ -1,27 +1,20 @@
-//! The schedule space of a tunable kernel and its features for the cost
-//! model. Today the CPU templates that read schedules are the GEMM-like
-//! ones (MatMul/Gemm and im2col convolution): they read the register tile
-//! (`microkernel` mr x nr, with the weight panels packed to nr) and the
-//! cache tiles (`m` = MC, `n` = NC, `k` = KC). Other kernels have a single
-//! point in their space and are not tuned.
+//! Moving through a kernel's schedule space and the cost model's features.
+//! The space itself is the backend's ([`carbide_backend_cpu::schedule_space`]:
+//! exactly the schedules its templates honour, the default first); the
+//! search here only walks it — mutation to a near schedule, crossover of two
+//! parents' knob values, a random draw — by index into that list.
 
-use carbide_backend_cpu::{Isa, KernelGroup, Target};
-use carbide_ir::kernel::{MicroTile, Schedule, WeightLayout};
+use carbide_backend_cpu::KernelGroup;
+use carbide_ir::kernel::{Schedule, WeightLayout};
 use carbide_ir::{Dim, Op};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-/// Whether kernels of this workload op read the knobs searched here.
+/// Whether kernels of this workload op have a space to search (the
+/// backend's answer; other kernels only have their default).
 pub fn is_tunable(op: &str) -> bool {
-    matches!(op, "gemm" | "conv2d")
+    carbide_backend_cpu::has_knobs(op)
 }
-
-/// KC candidates (depth of one packed panel).
-const KC: [usize; 9] = [64, 96, 128, 192, 256, 320, 384, 512, 768];
-/// MC = mr * factor.
-const MC_FACTOR: [usize; 9] = [1, 2, 4, 6, 8, 12, 16, 24, 32];
-/// NC = nr * factor.
-const NC_FACTOR: [usize; 10] = [1, 2, 4, 8, 12, 16, 24, 32, 48, 64];
 
 /// The GEMM view of a workload: C[m x n] += A[m x k] B[k x n], `batch` times.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,148 +93,113 @@ pub fn gemm_dims(group: &KernelGroup) -> Option<GemmDims> {
     }
 }
 
-/// The knobs of a GEMM-like schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Knobs {
-    pub mr: usize,
-    pub nr: usize,
-    pub kc: usize,
-    pub mc: usize,
-    pub nc: usize,
-}
-
-impl Knobs {
-    pub fn of(s: &Schedule) -> Option<Knobs> {
-        let t = s.microkernel?;
-        Some(Knobs {
-            mr: t.mr,
-            nr: t.nr,
-            kc: s.tile("k", 256),
-            mc: s.tile("m", t.mr * 8),
-            nc: s.tile("n", t.nr * 16),
-        })
-    }
-
-    /// The schedule: `base` (the default) with these knobs.
-    pub fn apply(&self, base: &Schedule) -> Schedule {
-        let mut s = base.clone();
-        s.tiles.insert("m".into(), self.mc);
-        s.tiles.insert("n".into(), self.nc);
-        s.tiles.insert("k".into(), self.kc);
-        s.microkernel = Some(MicroTile {
-            mr: self.mr,
-            nr: self.nr,
-        });
-        match s.weight_layout {
-            WeightLayout::PackedPanels { .. } => s.weight_layout = WeightLayout::PackedPanels { nr: self.nr },
-            // Conv weights are packed as the A operand in blocks of mr output channels.
-            WeightLayout::Nchwc { .. } => s.weight_layout = WeightLayout::Nchwc { block: self.mr },
-            WeightLayout::RowMajor => {}
-        }
-        s
-    }
-}
-
-/// Register tiles that fit the target's vector register file.
-pub fn micro_tiles(target: &Target) -> Vec<(usize, usize)> {
-    let vw = target.vector_width();
-    let regs = match target.isa() {
-        Isa::Avx2 => 16,
-        _ => 32,
+/// The knob values of a schedule, one number per field the templates may
+/// vary; two schedules differ in the fields whose numbers differ.
+fn knob_values(s: &Schedule) -> [i64; 8] {
+    let tile = |name: &str| s.tiles.get(name).map_or(0, |&v| v as i64);
+    let (mr, nr) = s.microkernel.map_or((0, 0), |t| (t.mr as i64, t.nr as i64));
+    let layout = match s.weight_layout {
+        WeightLayout::RowMajor => 0,
+        WeightLayout::PackedPanels { .. } => 1,
+        WeightLayout::Nchwc { .. } => 2,
     };
-    let mut out = Vec::new();
-    for nv in 1..=4 {
-        for mr in 2..=16 {
-            // Accumulators, the B vectors and one broadcast A register.
-            if mr * nv + nv < regs {
-                out.push((mr, nv * vw));
-            }
-        }
-    }
-    out
-}
-
-/// Draws a random point of the space.
-pub fn random_knobs(target: &Target, rng: &mut impl Rng) -> Knobs {
-    let tiles = micro_tiles(target);
-    let &(mr, nr) = tiles.choose(rng).unwrap_or(&(4, target.vector_width()));
-    Knobs {
+    let parallel = match s.parallel_axis.as_deref() {
+        None => 0,
+        Some(axis) => 1 + axis.len() as i64,
+    };
+    [
         mr,
         nr,
-        kc: *KC.choose(rng).unwrap_or(&256),
-        mc: mr * MC_FACTOR.choose(rng).unwrap_or(&8),
-        nc: nr * NC_FACTOR.choose(rng).unwrap_or(&16),
-    }
+        tile("m"),
+        tile("n"),
+        tile("k"),
+        s.unroll.get("k").map_or(1, |&u| u as i64),
+        parallel,
+        layout,
+    ]
 }
 
-/// Changes one knob to a neighbouring or random value.
-pub fn mutate(k: Knobs, target: &Target, rng: &mut impl Rng) -> Knobs {
-    let mut out = k;
-    match rng.gen_range(0..4) {
-        0 => {
-            let tiles = micro_tiles(target);
-            // Prefer a tile close to the current one.
-            let near: Vec<_> = tiles
-                .iter()
-                .filter(|(mr, nr)| mr.abs_diff(k.mr) <= 2 && nr.abs_diff(k.nr) <= target.vector_width())
-                .collect();
-            let &&(mr, nr) = near.choose(rng).unwrap_or(&&(k.mr, k.nr));
-            // Keep the cache tiles' multiples of the register tile.
-            out.mr = mr;
-            out.nr = nr;
-            out.mc = (k.mc / k.mr).max(1) * mr;
-            out.nc = (k.nc / k.nr).max(1) * nr;
+fn distance(a: &[i64; 8], b: &[i64; 8]) -> usize {
+    a.iter().zip(b).filter(|(x, y)| x != y).count()
+}
+
+/// Index moves over one task's schedule space (the backend's list).
+#[derive(Debug, Clone)]
+pub struct SpaceWalk {
+    knobs: Vec<[i64; 8]>,
+}
+
+impl SpaceWalk {
+    pub fn new(space: &[Schedule]) -> SpaceWalk {
+        SpaceWalk {
+            knobs: space.iter().map(knob_values).collect(),
         }
-        1 => out.kc = neighbour(&KC, k.kc, rng),
-        2 => out.mc = k.mr * neighbour(&MC_FACTOR, k.mc / k.mr.max(1), rng),
-        _ => out.nc = k.nr * neighbour(&NC_FACTOR, k.nc / k.nr.max(1), rng),
     }
-    out
+
+    pub fn len(&self) -> usize {
+        self.knobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.knobs.is_empty()
+    }
+
+    pub fn random(&self, rng: &mut impl Rng) -> usize {
+        rng.gen_range(0..self.knobs.len().max(1))
+    }
+
+    /// A schedule among the few nearest to `parent` (fewest differing
+    /// knobs; the register tile drags MC/NC along, so "one knob" is rare).
+    pub fn mutate(&self, parent: usize, rng: &mut impl Rng) -> usize {
+        let p = &self.knobs[parent];
+        let mut near: Vec<(usize, usize)> = (0..self.knobs.len())
+            .filter(|&i| i != parent)
+            .map(|i| (distance(p, &self.knobs[i]), i))
+            .collect();
+        if near.is_empty() {
+            return parent;
+        }
+        near.sort_unstable();
+        let closest = near[0].0;
+        // Everything at the closest distance, and at least 4 choices.
+        let n = near.iter().take_while(|(d, _)| *d == closest).count().max(4);
+        near.truncate(n);
+        near.choose(rng).map_or(parent, |&(_, i)| i)
+    }
+
+    /// A schedule whose every knob comes from `a` or `b` (neither parent
+    /// itself when another exists), else a mutation of `a`.
+    pub fn crossover(&self, a: usize, b: usize, rng: &mut impl Rng) -> usize {
+        let (ka, kb) = (&self.knobs[a], &self.knobs[b]);
+        let children: Vec<usize> = (0..self.knobs.len())
+            .filter(|&i| i != a && i != b)
+            .filter(|&i| (0..8).all(|f| self.knobs[i][f] == ka[f] || self.knobs[i][f] == kb[f]))
+            .collect();
+        match children.choose(rng) {
+            Some(&c) => c,
+            None => self.mutate(a, rng),
+        }
+    }
 }
 
-/// A value next to `cur` in `options` (or a random one a quarter of the time).
-fn neighbour(options: &[usize], cur: usize, rng: &mut impl Rng) -> usize {
-    if rng.gen_bool(0.25) {
-        return *options.choose(rng).unwrap_or(&cur);
-    }
-    let pos = options
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, &o)| o.abs_diff(cur))
-        .map_or(0, |(i, _)| i);
-    let step: isize = if rng.gen_bool(0.5) { 1 } else { -1 };
-    let i = (pos as isize + step).clamp(0, options.len() as isize - 1) as usize;
-    options[i]
-}
-
-/// Takes each knob group (register tile, KC, MC factor, NC factor) from either parent.
-pub fn crossover(a: Knobs, b: Knobs, rng: &mut impl Rng) -> Knobs {
-    let (mr, nr, mcf_src, ncf_src) = if rng.gen_bool(0.5) {
-        (a.mr, a.nr, a, b)
-    } else {
-        (b.mr, b.nr, b, a)
-    };
-    let mcf = if rng.gen_bool(0.5) { mcf_src } else { ncf_src };
-    let ncf = if rng.gen_bool(0.5) { mcf_src } else { ncf_src };
-    Knobs {
-        mr,
-        nr,
-        kc: if rng.gen_bool(0.5) { a.kc } else { b.kc },
-        mc: (mcf.mc / mcf.mr.max(1)).max(1) * mr,
-        nc: (ncf.nc / ncf.nr.max(1)).max(1) * nr,
-    }
-}
-
-/// Cost-model features of a schedule on a workload. The model predicts
-/// log(time / FLOPs), so one model serves every task.
-pub fn features(k: &Knobs, d: &GemmDims, vw: usize) -> Vec<f64> {
+/// Cost-model features of a schedule on a workload, from the schedule's
+/// fields. The model predicts log(time / FLOPs), so one model serves every task.
+pub fn features(s: &Schedule, d: &GemmDims, vw: usize) -> Vec<f64> {
     let ln = |x: f64| x.max(1.0).ln();
     let waste = |dim: f64, tile: f64| {
         let tiles = (dim / tile).ceil().max(1.0);
         (tiles * tile - dim) / (tiles * tile)
     };
-    let (mr, nr, kc, mc, nc) = (k.mr as f64, k.nr as f64, k.kc as f64, k.mc as f64, k.nc as f64);
-    let parts = (d.m / mc).ceil().max(1.0) * (d.n / nc).ceil().max(1.0) * d.batch.max(1.0);
+    let k = knob_values(s);
+    let (mr, nr) = (k[0].max(1) as f64, k[1].max(1) as f64);
+    let tile_or = |v: i64, whole: f64| if v > 0 { v as f64 } else { whole };
+    let (mc, nc, kc) = (tile_or(k[2], d.m), tile_or(k[3], d.n), tile_or(k[4], d.k));
+    let parallel = f64::from(u8::from(k[6] != 0));
+    let parts = if parallel > 0.0 {
+        (d.m / mc).ceil().max(1.0) * (d.n / nc).ceil().max(1.0) * d.batch.max(1.0)
+    } else {
+        1.0
+    };
     vec![
         mr,
         nr / vw as f64,
@@ -249,6 +207,9 @@ pub fn features(k: &Knobs, d: &GemmDims, vw: usize) -> Vec<f64> {
         ln(kc),
         ln(mc),
         ln(nc),
+        k[5] as f64,
+        parallel,
+        k[7] as f64,
         (kc / d.k).min(4.0),
         (mc / d.m).min(4.0),
         (nc / d.n).min(4.0),
@@ -272,26 +233,51 @@ pub fn features(k: &Knobs, d: &GemmDims, vw: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tuner::tests::{host_target, matmul_group};
     use rand::SeedableRng;
 
     #[test]
-    fn moves_stay_in_the_register_file() {
-        let t = Target::parse("x86-64-avx2").unwrap();
-        let tiles = micro_tiles(&t);
-        assert!(tiles.contains(&(6, 16)));
-        assert!(!tiles.contains(&(8, 16)), "8x16 needs 8*2+2+1 > 16 registers");
+    fn moves_stay_in_the_backend_space() {
+        let Some(t) = host_target() else { return };
+        let g = matmul_group(96, 256, 128);
+        let space = carbide_backend_cpu::schedule_space(&g, &t).unwrap();
+        assert!(space.len() > 20, "{}", space.len());
+        let walk = SpaceWalk::new(&space);
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let mut k = random_knobs(&t, &mut rng);
+        let mut seen = std::collections::HashSet::new();
+        let mut i = 0;
         for _ in 0..500 {
-            let other = random_knobs(&t, &mut rng);
-            k = if rng.gen_bool(0.5) {
-                mutate(k, &t, &mut rng)
+            let other = walk.random(&mut rng);
+            let next = if rng.gen_bool(0.5) {
+                walk.mutate(i, &mut rng)
             } else {
-                crossover(k, other, &mut rng)
+                walk.crossover(i, other, &mut rng)
             };
-            assert!(tiles.contains(&(k.mr, k.nr)), "{k:?}");
-            assert_eq!(k.mc % k.mr, 0);
-            assert_eq!(k.nc % k.nr, 0);
+            assert!(next < space.len());
+            assert_ne!(next, i, "a move goes somewhere");
+            seen.insert(next);
+            i = next;
         }
+        assert!(
+            seen.len() > space.len() / 3,
+            "the walk reaches much of the space: {}",
+            seen.len()
+        );
+        // The cost model tells every schedule of the space apart.
+        let dims = gemm_dims(&g).unwrap();
+        let f0 = features(&space[0], &dims, t.vector_width());
+        assert!(space
+            .iter()
+            .all(|s| features(s, &dims, t.vector_width()).len() == f0.len()));
+        let differing: std::collections::HashSet<Vec<u64>> = space
+            .iter()
+            .map(|s| {
+                features(s, &dims, t.vector_width())
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(differing.len(), space.len(), "every schedule has its own features");
     }
 }

@@ -3,9 +3,10 @@
 use crate::cost::{Gbrt, GbrtParams};
 use crate::measure::{Bench, MeasureConfig};
 use crate::records::{now_secs, Database, TuningRecord, CARBIDE_VERSION};
-use crate::space::{self, GemmDims, Knobs};
+use crate::space::{self, GemmDims, SpaceWalk};
+use crate::worker::{Worker, WorkerCommand};
 use crate::TuneError;
-use carbide_backend_cpu::{lower, KernelGroup, Target};
+use carbide_backend_cpu::{lower, schedule_space, KernelGroup, Target};
 use carbide_ir::kernel::{Schedule, WorkloadKey};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -18,7 +19,8 @@ use std::time::{Duration, Instant};
 pub struct Task {
     pub group: KernelGroup,
     pub workload: WorkloadKey,
-    pub default_schedule: Schedule,
+    /// The backend's schedule space for the group, its default first.
+    pub space: Vec<Schedule>,
     pub dims: GemmDims,
     /// Node names of the anchors of every kernel with this workload.
     pub nodes: Vec<String>,
@@ -28,6 +30,10 @@ impl Task {
     /// Kernels of the model with this workload (each runs once per inference).
     pub fn count(&self) -> usize {
         self.nodes.len()
+    }
+
+    pub fn default_schedule(&self) -> &Schedule {
+        &self.space[0]
     }
 }
 
@@ -42,7 +48,7 @@ pub fn extract_tasks(groups: &[KernelGroup], target: &Target) -> Result<Vec<Task
             reason: e.to_string(),
         })?;
         let Some(k) = lowered else { continue };
-        if !space::is_tunable(&k.workload.op) || Knobs::of(&k.schedule).is_none() {
+        if !space::is_tunable(&k.workload.op) {
             continue;
         }
         let Some(dims) = space::gemm_dims(g) else { continue };
@@ -50,11 +56,18 @@ pub fn extract_tasks(groups: &[KernelGroup], target: &Target) -> Result<Vec<Task
         match index.get(&key) {
             Some(&i) => tasks[i].nodes.push(node),
             None => {
+                let space = schedule_space(g, target).map_err(|e| TuneError::Codegen {
+                    node: node.clone(),
+                    reason: e.to_string(),
+                })?;
+                if space.len() < 2 {
+                    continue;
+                }
                 index.insert(key, tasks.len());
                 tasks.push(Task {
                     group: g.clone(),
                     workload: k.workload,
-                    default_schedule: k.schedule,
+                    space,
                     dims,
                     nodes: vec![node],
                 });
@@ -77,6 +90,10 @@ pub struct TuneOptions {
     pub seed: u64,
     /// Measure the FMA peak for the report's "% of peak".
     pub measure_peak: bool,
+    /// The process candidates are measured in; `None`: this executable
+    /// with the argument `tune-worker` (the `carbide` binary's hidden
+    /// subcommand that calls [`crate::worker::serve_stdio`]).
+    pub worker: Option<WorkerCommand>,
 }
 
 impl Default for TuneOptions {
@@ -88,6 +105,7 @@ impl Default for TuneOptions {
             measure: MeasureConfig::default(),
             seed: 0,
             measure_peak: true,
+            worker: None,
         }
     }
 }
@@ -133,6 +151,8 @@ pub struct TuneSummary {
     pub trials_run: usize,
     pub trials_resumed: usize,
     pub failed_trials: usize,
+    /// Measuring processes started: one, plus one after each crash or timeout.
+    pub workers_started: usize,
     pub seconds: f64,
     /// FP32 FMA peak of `threads` cores, GFLOP/s.
     pub peak_gflops: Option<f64>,
@@ -144,9 +164,10 @@ pub struct TuneSummary {
 
 /// A task's search state.
 struct State {
-    /// Every schedule tried (this run or in the records): time or failure.
-    tried: HashMap<Knobs, Option<f64>>,
-    default_knobs: Knobs,
+    /// Every schedule tried (this run or in the records), by index into
+    /// the task's space: time or failure.
+    tried: HashMap<usize, Option<f64>>,
+    walk: SpaceWalk,
     default_us: Option<f64>,
     bench: Option<Bench>,
     /// Default measured in this run (its outputs are the reference).
@@ -158,7 +179,7 @@ struct State {
 }
 
 impl State {
-    fn best(&self) -> Option<(Knobs, f64)> {
+    fn best(&self) -> Option<(usize, f64)> {
         self.tried
             .iter()
             .filter_map(|(k, t)| t.map(|t| (*k, t)))
@@ -180,13 +201,9 @@ pub fn tune(
     let mut states: Vec<State> = Vec::with_capacity(tasks.len());
     let mut resumed = 0;
     for t in tasks {
-        let default_knobs = Knobs::of(&t.default_schedule).ok_or_else(|| TuneError::Codegen {
-            node: t.nodes[0].clone(),
-            reason: "the default schedule has no microkernel".into(),
-        })?;
         let mut st = State {
             tried: HashMap::new(),
-            default_knobs,
+            walk: SpaceWalk::new(&t.space),
             default_us: None,
             bench: None,
             started: false,
@@ -195,17 +212,23 @@ pub fn tune(
             trials: 0,
         };
         for r in db.trials(&t.workload) {
-            if let Some(k) = Knobs::of(&r.schedule) {
-                st.tried.insert(k, r.median_us);
+            // Records of schedules outside today's space (an older backend) are not replayed.
+            if let Some(i) = t.space.iter().position(|s| *s == r.schedule) {
+                st.tried.insert(i, r.median_us);
                 st.trials += 1;
                 resumed += 1;
-                if k == default_knobs && r.median_us.is_some() {
+                if i == 0 && r.median_us.is_some() {
                     st.default_us = r.median_us;
                 }
             }
         }
         states.push(st);
     }
+    let worker_command = match &opts.worker {
+        Some(c) => c.clone(),
+        None => WorkerCommand::current_exe(&["tune-worker"]).map_err(|reason| TuneError::Worker { reason })?,
+    };
+    let mut worker = Worker::new(worker_command);
     let mut done = resumed;
     let mut ran = 0;
     let mut failed = 0;
@@ -226,9 +249,9 @@ pub fn tune(
     let mut data_x: Vec<Vec<f64>> = Vec::new();
     let mut data_y: Vec<f64> = Vec::new();
     for (i, st) in states.iter().enumerate() {
-        for (k, t) in &st.tried {
+        for (&k, t) in &st.tried {
             if let Some(t) = t {
-                data_x.push(space::features(k, &tasks[i].dims, vw));
+                data_x.push(space::features(&tasks[i].space[k], &tasks[i].dims, vw));
                 data_y.push((t / tasks[i].dims.flops().max(1.0)).ln());
             }
         }
@@ -276,19 +299,24 @@ pub fn tune(
         } else {
             (remaining / unstarted).clamp(2, opts.batch.max(2)).min(remaining)
         };
-        let mut knobs: Vec<Knobs> = Vec::with_capacity(size);
+        let mut picks: Vec<usize> = Vec::with_capacity(size);
         if !st.started {
-            knobs.push(st.default_knobs);
+            // The default (index 0) first: its outputs are the reference.
+            picks.push(0);
         }
-        let want = size.saturating_sub(knobs.len());
-        knobs.extend(propose(st, &task.dims, target, &model, want, &mut rng));
-        if knobs.is_empty() {
+        let want = size.saturating_sub(picks.len());
+        picks.extend(
+            propose(st, task, vw, &model, want, &mut rng)
+                .into_iter()
+                .filter(|&p| p != 0 || st.started),
+        );
+        if picks.is_empty() {
             st.exhausted = true;
             continue;
         }
-        let schedules: Vec<Schedule> = knobs.iter().map(|k| k.apply(&task.default_schedule)).collect();
+        let schedules: Vec<Schedule> = picks.iter().map(|&i| task.space[i].clone()).collect();
         let Some(bench) = st.bench.as_mut() else { continue };
-        let results = bench.measure(&schedules, &opts.measure);
+        let results = bench.measure(&mut worker, &schedules, &opts.measure);
         let before = st.best().map(|(_, t)| t);
         if !st.started {
             st.started = true;
@@ -301,7 +329,7 @@ pub fn tune(
                 }
             }
         }
-        for ((k, s), r) in knobs.iter().zip(schedules).zip(&results) {
+        for ((&k, s), r) in picks.iter().zip(schedules).zip(&results) {
             let (median_us, error) = match r {
                 Ok(t) => (Some(*t), None),
                 Err(e) => (None, Some(e.clone())),
@@ -309,12 +337,12 @@ pub fn tune(
             if error.is_some() {
                 failed += 1;
             }
-            st.tried.insert(*k, median_us);
+            st.tried.insert(k, median_us);
             st.trials += 1;
             done += 1;
             ran += 1;
             if let Some(t) = median_us {
-                data_x.push(space::features(k, &task.dims, vw));
+                data_x.push(space::features(&task.space[k], &task.dims, vw));
                 data_y.push((t / task.dims.flops().max(1.0)).ln());
             }
             db.append(TuningRecord {
@@ -391,6 +419,7 @@ pub fn tune(
         trials_run: ran,
         trials_resumed: resumed,
         failed_trials: failed,
+        workers_started: worker.spawned,
         seconds: start.elapsed().as_secs_f64(),
         peak_gflops: peak,
         total_default_us: total_default,
@@ -405,58 +434,71 @@ fn tracing_free_warn(node: &str, why: &str) {
     eprintln!("warning: not tuning the kernel at '{node}': {why}");
 }
 
-/// Up to `n` untried candidates: children of the best measured schedules
-/// (mutation, crossover) and random points, ranked by the cost model, with
-/// a quarter picked at random to keep exploring.
-fn propose(st: &State, dims: &GemmDims, target: &Target, model: &Gbrt, n: usize, rng: &mut impl Rng) -> Vec<Knobs> {
+/// Up to `n` untried schedules (indices into the task's space): children
+/// of the best measured ones (mutation, crossover) and random points,
+/// ranked by the cost model, with a quarter picked at random to keep exploring.
+fn propose(st: &State, task: &Task, vw: usize, model: &Gbrt, n: usize, rng: &mut impl Rng) -> Vec<usize> {
     if n == 0 {
         return Vec::new();
     }
-    let mut elite: Vec<(Knobs, f64)> = st.tried.iter().filter_map(|(k, t)| t.map(|t| (*k, t))).collect();
-    elite.sort_by(|a, b| a.1.partial_cmp(&b.1).unwrap_or(std::cmp::Ordering::Equal));
+    let untried: Vec<usize> = (0..task.space.len()).filter(|i| !st.tried.contains_key(i)).collect();
+    if untried.len() <= n && !model.is_fitted() {
+        return untried;
+    }
+    let mut elite: Vec<(usize, f64)> = st.tried.iter().filter_map(|(&k, t)| t.map(|t| (k, t))).collect();
+    elite.sort_by(|a, b| {
+        a.1.partial_cmp(&b.1)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.0.cmp(&b.0))
+    });
     elite.truncate(8);
-    let parents: Vec<Knobs> = if elite.is_empty() {
-        vec![st.default_knobs]
+    let parents: Vec<usize> = if elite.is_empty() {
+        vec![0]
     } else {
         elite.iter().map(|e| e.0).collect()
     };
-    let mut pool: HashSet<Knobs> = HashSet::new();
-    for _ in 0..(64 * n).max(256) {
-        let p = *parents.choose(rng).unwrap_or(&st.default_knobs);
+    let mut pool: HashSet<usize> = HashSet::new();
+    for _ in 0..(16 * n).max(64) {
+        let p = *parents.choose(rng).unwrap_or(&0);
         let roll: f64 = rng.gen();
         let child = if roll < 0.5 {
-            let mut c = space::mutate(p, target, rng);
+            let c = st.walk.mutate(p, rng);
             if rng.gen_bool(0.3) {
-                c = space::mutate(c, target, rng);
+                st.walk.mutate(c, rng)
+            } else {
+                c
             }
-            c
         } else if roll < 0.8 {
             let q = *parents.choose(rng).unwrap_or(&p);
-            space::crossover(p, q, rng)
+            st.walk.crossover(p, q, rng)
         } else {
-            space::random_knobs(target, rng)
+            st.walk.random(rng)
         };
         if !st.tried.contains_key(&child) {
             pool.insert(child);
         }
     }
-    let mut pool: Vec<Knobs> = pool.into_iter().collect();
+    // Children of the elite may all be tried already: fill from the rest.
+    if pool.len() < n {
+        pool.extend(untried.choose_multiple(rng, n - pool.len()));
+    }
+    let mut pool: Vec<usize> = pool.into_iter().collect();
     // Deterministic order before shuffling/scoring (HashSet order is random).
-    pool.sort_by_key(|k| (k.mr, k.nr, k.kc, k.mc, k.nc));
+    pool.sort_unstable();
     pool.shuffle(rng);
     if !model.is_fitted() {
         pool.truncate(n);
         return pool;
     }
     let explore = if n >= 4 { n / 4 } else { 0 };
-    let vw = target.vector_width();
-    let mut scored: Vec<(f64, Knobs)> = pool
+    let mut scored: Vec<(f64, usize)> = pool
         .iter()
-        .map(|k| (model.predict(&space::features(k, dims, vw)), *k))
+        .map(|&i| (model.predict(&space::features(&task.space[i], &task.dims, vw)), i))
         .collect();
     scored.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-    let mut out: Vec<Knobs> = scored.iter().take(n - explore).map(|s| s.1).collect();
-    let rest: Vec<Knobs> = scored.iter().skip(n - explore).map(|s| s.1).collect();
+    let take = n.saturating_sub(explore).min(scored.len());
+    let mut out: Vec<usize> = scored.iter().take(take).map(|s| s.1).collect();
+    let rest: Vec<usize> = scored.iter().skip(take).map(|s| s.1).collect();
     out.extend(rest.choose_multiple(rng, explore));
     out
 }
@@ -509,7 +551,28 @@ pub(crate) mod tests {
             .filter(|t| t.isa() != carbide_backend_cpu::Isa::Neon)
     }
 
-    fn quick(trials: usize) -> TuneOptions {
+    /// This test binary, re-executed to run only [`worker_process_entry`].
+    pub(crate) fn test_worker() -> WorkerCommand {
+        let mut w =
+            WorkerCommand::current_exe(&["--exact", "tuner::tests::worker_process_entry", "--test-threads", "1"])
+                .unwrap();
+        w.env.push((WORKER_ENV.into(), "1".into()));
+        w
+    }
+
+    const WORKER_ENV: &str = "CARBIDE_AUTOTUNE_TEST_WORKER";
+
+    /// The measuring process of these tests: when started by
+    /// [`test_worker`] it serves requests on stdin/stdout; in a normal test
+    /// run it has nothing to do.
+    #[test]
+    fn worker_process_entry() {
+        if std::env::var_os(WORKER_ENV).is_some() {
+            crate::worker::serve_stdio().unwrap();
+        }
+    }
+
+    pub(crate) fn quick(trials: usize) -> TuneOptions {
         TuneOptions {
             trials,
             batch: 6,
@@ -520,6 +583,7 @@ pub(crate) mod tests {
                 ..Default::default()
             },
             measure_peak: false,
+            worker: Some(test_worker()),
             ..Default::default()
         }
     }
@@ -549,16 +613,15 @@ pub(crate) mod tests {
         let Some(target) = host_target() else { return };
         let mut tasks = extract_tasks(&[matmul_group(96, 256, 128)], &target).unwrap();
         // Start from a deliberately poor schedule: the smallest register
-        // tile and tiny cache blocks. The default is always measured first.
-        let vw = target.vector_width();
-        let bad = Knobs {
-            mr: 2,
-            nr: vw,
-            kc: 64,
-            mc: 2,
-            nc: vw,
-        };
-        tasks[0].default_schedule = bad.apply(&tasks[0].default_schedule);
+        // tile without k unrolling, in place of the default (index 0, always
+        // measured first).
+        let space = &mut tasks[0].space;
+        let area = |s: &Schedule| s.microkernel.map_or(0, |t| t.mr * t.nr);
+        let worst = (0..space.len())
+            .min_by_key(|&i| (area(&space[i]), space[i].unroll.len(), space[i].tiles.get("k").copied()))
+            .unwrap();
+        space.swap(0, worst);
+        let bad = space[0].clone();
         let mut db = Database::in_memory();
         let s = tune(&tasks, &target, &mut db, &quick(12), &mut |_| {}).unwrap();
         assert_eq!(s.trials_run, 12);
@@ -572,9 +635,10 @@ pub(crate) mod tests {
         let t = &s.tasks[0];
         let (d, b) = (t.default_us.unwrap(), t.best_us.unwrap());
         assert!(b <= d * 1.05, "tuned {b} µs vs default {d} µs");
-        // 2 x vw with 64-deep panels wastes most of the FMA units: any
-        // bigger register tile beats it, so the winner is not the start.
-        assert_ne!(Knobs::of(t.schedule.as_ref().unwrap()), Some(bad));
+        // The smallest register tile wastes FMA slots on loads: a bigger
+        // one beats it, so the winner is not the start.
+        assert_ne!(t.schedule.as_ref(), Some(&bad));
+        assert_eq!(s.workers_started, 1, "no candidate crashed the worker");
     }
 
     #[test]
@@ -605,7 +669,10 @@ pub(crate) mod tests {
         assert_eq!((more.trials_run, more.trials_resumed), (4, 6));
         let recs = Database::load(&path).unwrap().records;
         assert_eq!(recs.len(), 10);
-        let distinct: HashSet<Knobs> = recs.iter().filter_map(|r| Knobs::of(&r.schedule)).collect();
+        let distinct: HashSet<String> = recs
+            .iter()
+            .map(|r| serde_json::to_string(&r.schedule).unwrap())
+            .collect();
         assert_eq!(distinct.len(), 9, "only the default is measured twice");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -3,7 +3,7 @@
 use crate::errors::{Failure, Kind};
 use crate::module::compile_failure;
 use crate::source::ModelSource;
-use carbide::tune::autotune::{Database, MeasureConfig, TuneOptions};
+use carbide::tune::autotune::{Database, MeasureConfig, TuneOptions, WorkerCommand};
 use carbide::tune::{parse_duration, tune_model, TuneModelError};
 use carbide::CompileOptions;
 use pyo3::prelude::*;
@@ -25,6 +25,31 @@ fn budget(py: Python<'_>, v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<std::
         return Err(bad(format!("time_budget must be non-negative, got {secs}")));
     }
     Ok(Some(std::time::Duration::from_secs_f64(secs)))
+}
+
+/// Candidates are measured in a child process so a crashing one cannot take
+/// the interpreter down: this Python, importing this package (the parent's
+/// `sys.path`) and serving requests with [`tune_worker`].
+fn python_worker(py: Python<'_>) -> PyResult<WorkerCommand> {
+    let sys = py.import("sys")?;
+    let program: PathBuf = sys.getattr("executable")?.extract()?;
+    let path: Vec<String> = sys.getattr("path")?.extract()?;
+    let sep: String = py.import("os")?.getattr("pathsep")?.extract()?;
+    Ok(WorkerCommand {
+        program,
+        args: vec![
+            "-c".into(),
+            "from carbide._carbide import _tune_worker; _tune_worker()".into(),
+        ],
+        env: vec![("PYTHONPATH".into(), path.join(&sep))],
+    })
+}
+
+/// The measuring process's loop (see `python_worker`); not public API.
+#[pyfunction]
+pub fn _tune_worker(py: Python<'_>) -> PyResult<()> {
+    py.detach(carbide::tune::autotune::worker::serve_stdio)
+        .map_err(|e| Failure::new(Kind::Generic, format!("tuning worker: {e}")).into_pyerr(py))
 }
 
 /// Tunes a model's kernels; see the Python docstring.
@@ -61,6 +86,7 @@ pub fn tune<'py>(
         time_budget,
         measure,
         seed,
+        worker: Some(python_worker(py)?),
         ..Default::default()
     };
     let summary = py

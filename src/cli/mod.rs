@@ -62,6 +62,10 @@ enum Command {
     /// Run a single conformance case in this process (used by `conformance`).
     #[command(hide = true)]
     ConformanceCase(conformance::CaseArgs),
+    /// Measure tuning candidates sent on stdin (used by `tune`, which runs
+    /// them in this child process so a crashing candidate cannot kill it).
+    #[command(hide = true)]
+    TuneWorker,
 }
 
 pub fn main() -> ExitCode {
@@ -75,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Tune(a) => tune::run(a),
         Command::Conformance(a) => conformance::run(a),
         Command::ConformanceCase(a) => conformance::run_case(a),
+        Command::TuneWorker => tune::worker(),
     };
     match result {
         Ok(code) => code,

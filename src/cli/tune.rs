@@ -58,6 +58,8 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
         measure,
         seed: a.seed,
         measure_peak: true,
+        // This binary's hidden `tune-worker` subcommand.
+        worker: None,
     };
     let bar = (!a.json).then(|| {
         let pb = indicatif::ProgressBar::new(a.trials as u64);
@@ -99,12 +101,13 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
 fn print_table(s: &TuneSummary, db: &std::path::Path) {
     let fmt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
     println!(
-        "{} trials in {:.1} s ({} resumed from {}, {} discarded), target {}, {} thread(s), FMA peak {} GFLOP/s",
+        "{} trials in {:.1} s ({} resumed from {}, {} discarded, {} measuring process(es)), target {}, {} thread(s), FMA peak {} GFLOP/s",
         s.trials_run,
         s.seconds,
         s.trials_resumed,
         db.display(),
         s.failed_trials,
+        s.workers_started,
         s.target,
         s.threads,
         fmt(s.peak_gflops, 1)
@@ -142,4 +145,11 @@ fn print_table(s: &TuneSummary, db: &std::path::Path) {
             s.total_default_us / s.total_tuned_us.max(1e-9)
         );
     }
+}
+
+/// The hidden `tune-worker` subcommand: serves measurement requests until
+/// the tuner closes stdin.
+pub fn worker() -> Result<ExitCode> {
+    carbide::tune::autotune::worker::serve_stdio().context("tuning worker")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@
 //! it (e.g. `resnet50`, `7x7`); `CARBIDE_DUMP_SOURCE=DIR` writes each
 //! kernel's C source there.
 
+#[allow(dead_code)] // the shared harness serves several benchmarks
 mod common;
 
 use carbide_backend_cpu::{lower, GroupValue, KernelGroup, Target};

@@ -2,6 +2,7 @@
 //! 2 threads, printed as GFLOP/s and as a share of the FMA peak that the
 //! benchmark measures itself with an FMA loop compiled the same way.
 
+#[allow(dead_code)] // the shared harness serves several benchmarks
 mod common;
 
 use carbide_backend_cpu::{lower, GroupValue, KernelGroup, LoweredKernel, Target};

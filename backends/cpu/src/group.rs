@@ -197,3 +197,37 @@ pub fn shape_text(ty: &TensorType) -> String {
         Some(s) => s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
     }
 }
+
+impl KernelGroup {
+    /// The group as a model of its own: constant inputs become initializers,
+    /// the others graph inputs (fed in the group's input order), the group's
+    /// outputs the graph outputs. What the reference runtime and the
+    /// autotuner run a single kernel as.
+    pub fn standalone_model(&self) -> carbide_ir::Model {
+        use carbide_ir::{Graph, Model, ValueInfo, ValueType};
+        let info = |name: &str, ty: &TensorType| ValueInfo {
+            name: name.to_string(),
+            ty: ValueType::Tensor(ty.clone()),
+        };
+        let mut g = Graph {
+            name: "kernel_group".into(),
+            ..Default::default()
+        };
+        for v in &self.inputs {
+            match &v.constant {
+                Some(c) => {
+                    g.initializers.insert(v.name.clone(), c.clone());
+                }
+                None => g.inputs.push(info(&v.name, &v.ty)),
+            }
+        }
+        g.outputs = self.outputs.iter().map(|o| info(&o.name, &o.ty)).collect();
+        g.nodes = self.nodes.clone();
+        Model {
+            graph: g,
+            opsets: [("".to_string(), 21)].into_iter().collect(),
+            ir_version: 10,
+            ..Default::default()
+        }
+    }
+}

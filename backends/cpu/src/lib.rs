@@ -23,7 +23,7 @@ mod target;
 mod testutil;
 
 pub use build::{build_library, find_c_compiler};
-pub use space::schedule_space;
+pub use space::{has_knobs, schedule_space};
 pub use target::{Isa, Target};
 
 use carbide_ir::kernel::{KernelCall, Schedule, WorkloadKey};

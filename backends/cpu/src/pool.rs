@@ -1,6 +1,10 @@
 //! 2-D MaxPool / AveragePool over NCHW: one task per (n, c) plane, split
 //! across parts; windows with pads, strides, dilations and ceil_mode come
-//! from the IR's shared window geometry.
+//! from the IR's shared window geometry. Output rows are vectorized along
+//! the width: stride 1 with plain loads, stride 2 with de-interleaving
+//! loads (`VLOAD_EVEN`), a partial store for the last columns; wider
+//! strides run scalar. Padded or overhanging windows read a scratch copy of
+//! the plane bordered by the fill value, so no tap is ever bounds-checked.
 
 use crate::cexpr::{slot, Params};
 use crate::group::{is_f32, shape_text};
@@ -55,6 +59,10 @@ pub fn lower(
         return Ok(None);
     };
     let (oh, ow) = (geo[0].out, geo[1].out);
+    // Empty outputs and absurd windows are the host's.
+    if oh == 0 || ow == 0 || kh == 0 || kw == 0 || kh > 4096 || kw > 4096 {
+        return Ok(None);
+    }
     let batch = match &xs[0] {
         Dim::Known(n) => ParamExpr::Const(*n as i64),
         Dim::Sym(_) => ParamExpr::InputDim { input: xi, axis: 0 },
@@ -63,7 +71,7 @@ pub fn lower(
     let default = Schedule {
         tiles: BTreeMap::new(),
         loop_order: vec!["plane".into(), "oh".into(), "ow".into()],
-        vector_axis: None,
+        vector_axis: Some("ow".into()),
         vector_width: target.vector_width(),
         unroll: BTreeMap::new(),
         parallel_axis: Some("plane".into()),
@@ -99,12 +107,57 @@ pub fn lower(
             .take(24)
             .collect::<String>()
     );
+    let vw = target.vector_width();
+    let (sh, sw, dh, dw) = (geo[0].stride, geo[1].stride, geo[0].dilation, geo[1].dilation);
+    let (ph, pw) = (geo[0].pad_begin, geo[1].pad_begin);
+    if ph < 0 || pw < 0 || geo.iter().any(|g| g.pad_end < 0) {
+        return Ok(None);
+    }
+    let (ph, pw) = (ph as usize, pw as usize);
+    // Extent a window set reaches along one axis: the last window's last tap + 1.
+    let reach =
+        |g: &carbide_ir::ops::nn::geom::DimGeom| (g.out.max(1) - 1) * g.stride + (g.kernel - 1) * g.dilation + 1;
+    // Without pads and with every window inside the plane, the kernel reads
+    // the input in place; otherwise each part copies a plane into a scratch
+    // plane bordered by the fill value (−inf for max, 0 for average).
+    let direct = ph == 0 && pw == 0 && reach(&geo[0]) <= h && reach(&geo[1]) <= w;
+    let vector = sw <= 2;
+    let ow_round = ow.div_ceil(vw) * vw;
+    let (plane_h, plane_w) = if direct {
+        (h, w)
+    } else {
+        // Room for every window, and for whole vectors past the last output column.
+        let wr = if vector { sw * ow_round + (kw - 1) * dw } else { 0 };
+        ((h + ph).max(reach(&geo[0])), (w + pw).max(reach(&geo[1])).max(wr))
+    };
+    let scratch_bytes = (plane_h * plane_w * 4).div_ceil(64) * 64;
+    if scratch_bytes > 1 << 28 {
+        return Ok(None);
+    }
+    // Averages divide by (taps counted in rows) x (taps counted in columns):
+    // inside the input, or inside the padded extent with count_include_pad.
+    let counts = |g: &carbide_ir::ops::nn::geom::DimGeom| -> Vec<usize> {
+        let (lo, hi) = if attrs.count_include_pad {
+            (-g.pad_begin, g.input as i64 + g.pad_end)
+        } else {
+            (0, g.input as i64)
+        };
+        (0..g.out)
+            .map(|o| {
+                let start = (o * g.stride) as i64 - g.pad_begin;
+                (0..g.kernel as i64)
+                    .filter(|k| (lo..hi).contains(&(start + k * g.dilation as i64)))
+                    .count()
+            })
+            .collect()
+    };
+    let (cnt_h, cnt_w) = (counts(&geo[0]), counts(&geo[1]));
+    let uniform = cnt_h.windows(2).all(|p| p[0] == p[1]) && cnt_w.windows(2).all(|p| p[0] == p[1]);
+
     let mut buffers = Vec::new();
     let x_slot = slot(BufferArg::Input(xi), &mut buffers);
     let y_slot = slot(BufferArg::Output(0), &mut buffers);
     let mut p = Params::default();
-    let (sh, sw, dh, dw) = (geo[0].stride, geo[1].stride, geo[0].dilation, geo[1].dilation);
-    let (ph, pw, peh, pew) = (geo[0].pad_begin, geo[1].pad_begin, geo[0].pad_end, geo[1].pad_end);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -113,52 +166,148 @@ pub fn lower(
     let _ = writeln!(s, "    (void)p;");
     let _ = writeln!(s, "    const float *X = (const float *)bufs[{x_slot}];");
     let _ = writeln!(s, "    float *Y = (float *)bufs[{y_slot}];");
+    let fill = if max { "(-INFINITY)" } else { "0.0f" };
+    if !direct {
+        let sc = slot(
+            BufferArg::Scratch {
+                bytes: ParamExpr::Const(scratch_bytes as i64),
+                per_part: true,
+            },
+            &mut buffers,
+        );
+        let _ = writeln!(
+            s,
+            "    float *pad = (float *)((char *)bufs[{sc}] + part * (int64_t){scratch_bytes});"
+        );
+        // The border keeps the fill value: each plane overwrites only the interior.
+        let _ = writeln!(
+            s,
+            "    for (int64_t t = 0; t < {}; t++) pad[t] = {fill};",
+            plane_h * plane_w
+        );
+    }
+    if !max && !uniform {
+        let list = |v: &[usize], n: usize| -> String {
+            let mut v: Vec<String> = v.iter().map(|c| format!("{c}.0f")).collect();
+            v.resize(n, "1.0f".into());
+            v.join(", ")
+        };
+        let _ = writeln!(s, "    static const float cnt_h[{oh}] = {{{}}};", list(&cnt_h, oh));
+        let _ = writeln!(
+            s,
+            "    static const float cnt_w[{ow_round}] = {{{}}};",
+            list(&cnt_w, ow_round)
+        );
+    }
     let _ = writeln!(s, "    const int64_t planes = {} * {c};", p.c(batch.clone()));
     let _ = writeln!(
         s,
         "    const int64_t q0 = planes * part / num_parts, q1 = planes * (part + 1) / num_parts;"
     );
     let _ = writeln!(s, "    for (int64_t q = q0; q < q1; q++) {{");
-    let _ = writeln!(
-        s,
-        "        const float *x = X + q * {}; float *y = Y + q * {};",
-        h * w,
-        oh * ow
-    );
-    let _ = writeln!(
-        s,
-        "        for (int64_t i = 0; i < {oh}; i++) for (int64_t j = 0; j < {ow}; j++) {{"
-    );
-    let _ = writeln!(
-        s,
-        "            float acc = {}; int64_t cnt = 0, cnt_pad = 0;",
-        if max { "-INFINITY" } else { "0.0f" }
-    );
-    let _ = writeln!(s, "            for (int64_t ky = 0; ky < {kh}; ky++) {{");
-    let _ = writeln!(s, "                const int64_t ih = i * {sh} - {ph} + ky * {dh};");
-    let _ = writeln!(s, "                for (int64_t kx = 0; kx < {kw}; kx++) {{");
-    let _ = writeln!(s, "                    const int64_t iw = j * {sw} - {pw} + kx * {dw};");
-    let _ = writeln!(
-        s,
-        "                    if (ih >= -{ph} && ih < {h} + {peh} && iw >= -{pw} && iw < {w} + {pew}) cnt_pad++;"
-    );
-    let _ = writeln!(
-        s,
-        "                    if (ih < 0 || ih >= {h} || iw < 0 || iw >= {w}) continue;"
-    );
-    if max {
-        let _ = writeln!(s, "                    acc = fmaxf(acc, x[ih * {w} + iw]); cnt++;");
+    let _ = writeln!(s, "        float *y = Y + q * {};", oh * ow);
+    if direct {
+        let _ = writeln!(s, "        const float *x = X + q * {};", h * w);
     } else {
-        let _ = writeln!(s, "                    acc += x[ih * {w} + iw]; cnt++;");
+        let _ = writeln!(s, "        const float *xq = X + q * {};", h * w);
+        let _ = writeln!(
+            s,
+            "        for (int64_t r = 0; r < {h}; r++) memcpy(pad + (r + {ph}) * {plane_w} + {pw}, xq + r * {w}, sizeof(float) * {w});"
+        );
+        let _ = writeln!(s, "        const float *x = pad;");
     }
-    let _ = writeln!(s, "                }}\n            }}");
-    if max {
-        let _ = writeln!(s, "            (void)cnt_pad; y[i * {ow} + j] = acc;");
-    } else if attrs.count_include_pad {
-        let _ = writeln!(s, "            (void)cnt; y[i * {ow} + j] = acc / (float)cnt_pad;");
+    let _ = writeln!(s, "        for (int64_t i = 0; i < {oh}; i++) {{");
+    let _ = writeln!(
+        s,
+        "            const float *xr = x + i * {}; float *yr = y + i * {ow};",
+        sh * plane_w
+    );
+    let _ = writeln!(s, "            int64_t j = 0;");
+    // Window taps as offsets from the window's top-left input element.
+    let taps: Vec<usize> = (0..kh)
+        .flat_map(|ky| (0..kw).map(move |kx| ky * dh * plane_w + kx * dw))
+        .collect();
+    let unrolled = taps.len() <= 64;
+    let reduce = |s: &mut String, tap: &dyn Fn(&str) -> String| {
+        let ind = "                ";
+        if unrolled {
+            for t in &taps {
+                let _ = writeln!(s, "{ind}{}", tap(&t.to_string()));
+            }
+        } else {
+            let _ = writeln!(
+                s,
+                "{ind}for (int64_t ky = 0; ky < {kh}; ky++) for (int64_t kx = 0; kx < {kw}; kx++) {}",
+                tap(&format!("(ky * {} + kx * {dw})", dh * plane_w))
+            );
+        }
+    };
+    let (vinit, sinit) = (if max { "VSET1(-INFINITY)" } else { "VZERO()" }, fill);
+    if vector {
+        let load = if sw == 1 { "VLOAD" } else { "VLOAD_EVEN" };
+        // A vector of outputs at column j reads `sw * VW` floats from each
+        // tap; in place, only while that stays inside the plane.
+        let fits = if direct {
+            format!(
+                " && i * {} + {} + {sw} * j + {sw} * VW <= {}",
+                sh * plane_w,
+                taps.last().copied().unwrap_or(0),
+                h * w
+            )
+        } else {
+            String::new()
+        };
+        let vtap = |off: &str| {
+            if max {
+                format!("acc = VMAX({load}(xr + {off} + {sw} * j), acc);")
+            } else {
+                format!("acc = VADD(acc, {load}(xr + {off} + {sw} * j));")
+            }
+        };
+        let finish = if max {
+            "acc".to_string()
+        } else if uniform {
+            format!(
+                "VDIV(acc, VSET1({}.0f))",
+                cnt_h.first().copied().unwrap_or(1) * cnt_w.first().copied().unwrap_or(1)
+            )
+        } else {
+            "VDIV(acc, VMUL(VSET1(cnt_h[i]), VLOAD(cnt_w + j)))".to_string()
+        };
+        let _ = writeln!(s, "            for (; j + VW <= {ow}{fits}; j += VW) {{");
+        let _ = writeln!(s, "                vf acc = {vinit};");
+        reduce(&mut s, &vtap);
+        let _ = writeln!(s, "                VSTORE(yr + j, {finish});");
+        let _ = writeln!(s, "            }}");
+        let _ = writeln!(s, "            if (j < {ow}{fits}) {{");
+        let _ = writeln!(s, "                vf acc = {vinit};");
+        reduce(&mut s, &vtap);
+        let _ = writeln!(s, "                VSTORE_PART(yr + j, {finish}, (int)({ow} - j));");
+        let _ = writeln!(s, "                j = {ow};");
+        let _ = writeln!(s, "            }}");
+    }
+    let stap = |off: &str| {
+        if max {
+            format!("acc = fmaxf(acc, xr[{off} + {sw} * j]);")
+        } else {
+            format!("acc += xr[{off} + {sw} * j];")
+        }
+    };
+    let sfinish = if max {
+        "acc".to_string()
+    } else if uniform {
+        format!(
+            "acc / {}.0f",
+            cnt_h.first().copied().unwrap_or(1) * cnt_w.first().copied().unwrap_or(1)
+        )
     } else {
-        let _ = writeln!(s, "            (void)cnt_pad; y[i * {ow} + j] = acc / (float)cnt;");
-    }
+        "acc / (cnt_h[i] * cnt_w[j])".to_string()
+    };
+    let _ = writeln!(s, "            for (; j < {ow}; j++) {{");
+    let _ = writeln!(s, "                float acc = {sinit};");
+    reduce(&mut s, &stap);
+    let _ = writeln!(s, "                yr[j] = {sfinish};");
+    let _ = writeln!(s, "            }}");
     let _ = writeln!(s, "        }}\n    }}\n}}");
     Ok(Some(LoweredKernel {
         call: KernelCall {
@@ -176,14 +325,13 @@ pub fn lower(
 
 #[cfg(test)]
 mod tests {
-    use crate::testutil::{check, node, rand_tensor, tt};
+    use crate::testutil::{check, check_neon, node, rand_tensor, tt};
     use crate::{GroupValue, KernelGroup, Target};
     use carbide_ir::ops::nn::{AutoPad, NnOp, PoolAttrs};
-    use carbide_ir::Op;
+    use carbide_ir::{Op, Tensor};
 
-    #[test]
-    fn pools_match_reference() {
-        let t = Target::host().unwrap();
+    /// Pool groups with their inputs; the reference gives each output shape.
+    fn cases() -> Vec<(KernelGroup, Vec<Tensor>)> {
         let mk = |k: [i64; 2], s: [i64; 2], pads: [i64; 4], ceil: bool, cip: bool| PoolAttrs {
             auto_pad: AutoPad::NotSet,
             ceil_mode: ceil,
@@ -212,9 +360,51 @@ mod tests {
                 Op::Nn(NnOp::AveragePool(mk([2, 3], [2, 1], [1, 0, 1, 2], false, true))),
                 [1, 2, 9, 6],
             ),
+            // In place (no pads, windows inside): squeezenet's stride-2 max
+            // pool, wide enough for whole vectors, partial ones and the
+            // last rows falling back to scalar near the plane's end.
+            (
+                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [0, 0, 0, 0], true, false))),
+                [1, 3, 71, 71],
+            ),
+            (
+                Op::Nn(NnOp::AveragePool(mk([2, 2], [1, 1], [0, 0, 0, 0], false, false))),
+                [2, 3, 5, 40],
+            ),
+            // Padded stride 2 and 1 over wide rows, both count modes, ceil overhang.
+            (
+                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [1, 1, 1, 1], false, false))),
+                [1, 2, 40, 45],
+            ),
+            (
+                Op::Nn(NnOp::AveragePool(mk([3, 3], [2, 2], [1, 1, 0, 0], true, true))),
+                [1, 2, 20, 38],
+            ),
+            (
+                Op::Nn(NnOp::AveragePool(mk([3, 2], [1, 1], [1, 1, 1, 1], true, false))),
+                [1, 2, 6, 35],
+            ),
+            // Stride 3 (scalar over the scratch plane) and a 9x9 = 81-tap window (loops).
+            (
+                Op::Nn(NnOp::MaxPool(mk([2, 2], [3, 3], [0, 1, 0, 1], true, false))),
+                [1, 2, 11, 23],
+            ),
+            (
+                Op::Nn(NnOp::AveragePool(mk([9, 9], [1, 1], [0, 0, 0, 0], false, false))),
+                [1, 1, 12, 30],
+            ),
         ];
+        let mut dilated = mk([2, 3], [1, 2], [1, 0, 0, 2], false, false);
+        dilated.dilations = Some(vec![2, 2]);
+        let cases: Vec<(Op, [usize; 4])> = cases
+            .into_iter()
+            .chain([
+                (Op::Nn(NnOp::MaxPool(dilated.clone())), [1, 2, 9, 40]),
+                (Op::Nn(NnOp::AveragePool(dilated)), [1, 2, 9, 40]),
+            ])
+            .collect();
+        let mut out = Vec::new();
         for (op, x) in cases {
-            // The reference gives the output shape.
             let g0 = KernelGroup {
                 nodes: vec![node("pool", op.clone(), &["x"], &["y"])],
                 inputs: vec![GroupValue {
@@ -229,10 +419,29 @@ mod tests {
                 }],
             };
             let feeds = vec![rand_tensor(&x, 3)];
-            let out = crate::testutil::reference(&g0, &feeds);
-            let mut g = g0.clone();
-            g.outputs[0].ty = tt(out.shape());
-            check(&g, &t, &feeds, 1e-5);
+            let shape = crate::testutil::reference(&g0, &feeds);
+            let mut g = g0;
+            g.outputs[0].ty = tt(shape.shape());
+            out.push((g, feeds));
+        }
+        out
+    }
+
+    #[test]
+    fn pools_match_reference() {
+        for t in ["x86-64-avx2", "x86-64-avx512"].map(|t| Target::parse(t).unwrap()) {
+            if t.runs_on_host() {
+                for (g, feeds) in cases() {
+                    check(&g, &t, &feeds, 1e-5);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn neon_pools_under_qemu() {
+        for (g, feeds) in cases().into_iter().step_by(2) {
+            check_neon(&g, &feeds, 1e-5);
         }
     }
 }

@@ -34,6 +34,8 @@ typedef __m512 vf;
 #define VLOAD_EVEN(p) _mm512_permutex2var_ps(_mm512_loadu_ps(p), _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), _mm512_loadu_ps((p) + 16))
 #define VHSUM(v) _mm512_reduce_add_ps(v)
 #define VHMAX(v) _mm512_reduce_max_ps(v)
+/* stores lanes 0..n-1 (0 < n < VW) */
+#define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
 "#;
 
 const AVX2: &str = r#"
@@ -75,6 +77,10 @@ static inline float VHMAX(vf v) {
     s = _mm_max_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+static inline void VSTORE_PART(float *p, vf v, int n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane), v);
+}
 "#;
 
 const NEON: &str = r#"
@@ -103,6 +109,11 @@ typedef float32x4_t vf;
 #define VLOAD_EVEN(p) (vld2q_f32(p).val[0])
 #define VHSUM(v) vaddvq_f32(v)
 #define VHMAX(v) vmaxvq_f32(v)
+static inline void VSTORE_PART(float *p, vf v, int n) {
+    float t[4];
+    vst1q_f32(t, v);
+    for (int i = 0; i < n; i++) p[i] = t[i];
+}
 "#;
 
 /// Target-independent vector and scalar math over the macro layer.

@@ -66,6 +66,12 @@ fn micro_tiles(isa: Isa) -> &'static [(usize, usize)] {
     }
 }
 
+/// Whether kernels of this workload op (`WorkloadKey::op`) have schedule
+/// knobs, i.e. a space of more than their default (see the module doc).
+pub fn has_knobs(op: &str) -> bool {
+    matches!(op, "gemm" | "conv2d")
+}
+
 /// Every schedule worth trying for `group` on `target`, the template's
 /// default first; each one is accepted by [`lower`]. Empty when the backend
 /// generates no kernel for the group (it runs on the host). Kernels without
@@ -75,11 +81,10 @@ pub fn schedule_space(group: &KernelGroup, target: &Target) -> Result<Vec<Schedu
         return Ok(Vec::new());
     };
     let default = k.schedule;
-    let role_conv = match k.workload.op.as_str() {
-        "gemm" => false,
-        "conv2d" => true,
-        _ => return Ok(vec![default]),
-    };
+    if !has_knobs(&k.workload.op) {
+        return Ok(vec![default]);
+    }
+    let role_conv = k.workload.op == "conv2d";
     let mut out = vec![default.clone()];
     for &(mr, nr) in micro_tiles(target.isa()) {
         for kc in [128usize, 256, 384] {

@@ -4,7 +4,7 @@
 use crate::{build_library, KernelGroup, LoweredKernel, Target};
 use carbide_ir::kernel::BufferArg;
 use carbide_ir::ndarray::{ArrayD, IxDyn};
-use carbide_ir::{Graph, Model, Node, Op, Tensor, TensorType, Value, ValueInfo, ValueType};
+use carbide_ir::{Node, Op, Tensor, TensorType, Value};
 use rand::{Rng, SeedableRng};
 
 pub fn rand_tensor(shape: &[usize], seed: u64) -> Tensor {
@@ -25,39 +25,14 @@ pub fn node(name: &str, op: Op, inputs: &[&str], outputs: &[&str]) -> Node {
 
 /// Runs the group's nodes on the reference runtime.
 pub fn reference(group: &KernelGroup, feeds: &[Tensor]) -> Tensor {
-    let mut g = Graph {
-        name: "ref".into(),
-        ..Default::default()
-    };
-    let mut run_feeds = Vec::new();
-    for (gv, t) in group.inputs.iter().zip(feeds) {
-        match &gv.constant {
-            Some(c) => {
-                g.initializers.insert(gv.name.clone(), c.clone());
-            }
-            None => run_feeds.push((gv.name.clone(), Value::Tensor(t.clone()))),
-        }
-        g.inputs.push(ValueInfo {
-            name: gv.name.clone(),
-            ty: ValueType::Tensor(gv.ty.clone()),
-        });
-    }
-    g.outputs = group
-        .outputs
+    let run_feeds: Vec<(String, Value)> = group
+        .inputs
         .iter()
-        .map(|o| ValueInfo {
-            name: o.name.clone(),
-            ty: ValueType::Tensor(o.ty.clone()),
-        })
+        .zip(feeds)
+        .filter(|(gv, _)| gv.constant.is_none())
+        .map(|(gv, t)| (gv.name.clone(), Value::Tensor(t.clone())))
         .collect();
-    g.nodes = group.nodes.clone();
-    let model = Model {
-        graph: g,
-        opsets: [("".to_string(), 21)].into_iter().collect(),
-        ir_version: 10,
-        ..Default::default()
-    };
-    let out = carbide_runtime::Session::new(model)
+    let out = carbide_runtime::Session::new(group.standalone_model())
         .run(run_feeds)
         .expect("reference run");
     match &out[0].1 {

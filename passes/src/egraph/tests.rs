@@ -420,3 +420,214 @@ fn an_unknown_cost_target_is_an_error() {
     let err = crate::optimize(&mut m, &opts).unwrap_err();
     assert!(err.to_string().contains("unknown cost target 'tpu'"), "{err}");
 }
+
+fn conv_attrs(kernel: usize, pad: usize) -> carbide_ir::ops::nn::ConvAttrs {
+    carbide_ir::ops::nn::ConvAttrs {
+        auto_pad: carbide_ir::ops::nn::AutoPad::NotSet,
+        dilations: None,
+        group: 1,
+        kernel_shape: Some(vec![kernel as i64; 2]),
+        pads: Some(vec![pad as i64; 4]),
+        strides: None,
+    }
+}
+
+fn fused_conv(kernel: usize, pad: usize) -> Op {
+    Op::Fused(carbide_ir::ops::FusedOp::FusedConv {
+        conv: conv_attrs(kernel, pad),
+        activation: carbide_ir::ops::fused::Activation::Relu,
+    })
+}
+
+fn conv(kernel: usize, pad: usize) -> Op {
+    Op::Nn(carbide_ir::ops::NnOp::Conv(conv_attrs(kernel, pad)))
+}
+
+/// A SqueezeNet fire module's expand half: a 1×1 and a 3×3 (pad 1) conv
+/// with ReLU read the same squeeze output; their results are concatenated.
+fn fire_expand(channels: usize, side: usize, expand: usize) -> G {
+    let mut t = G::new();
+    t.input("x", &[1, channels, side, side])
+        .init("w1", ramp(&[expand, channels, 1, 1], 0.1))
+        .init("b1", ramp(&[expand], 0.2))
+        .init("w3", ramp(&[expand + 2, channels, 3, 3], 0.05))
+        .init("b3", ramp(&[expand + 2], 0.3))
+        .node(fused_conv(1, 0), &["x", "w1", "b1"], &["e1"])
+        .node(fused_conv(3, 1), &["x", "w3", "b3"], &["e3"])
+        .node(concat(1), &["e1", "e3"], &["y"])
+        .output("y");
+    t
+}
+
+#[test]
+fn a_fire_module_becomes_one_conv_with_padded_weights() {
+    // Tiny maps: the saved launches and Concat outweigh the zero taps even
+    // on the CPU model. Merged conv + Split + Concat of the same parts
+    // cancels to the merged conv alone.
+    let t = fire_expand(8, 6, 4);
+    let s = stats_of(&t, CostModel::cpu());
+    assert!(
+        fired(&s, "merge-parallel-conv") && fired(&s, "concat-of-slices"),
+        "{s:?}"
+    );
+    let g = t.check_pass(egraph_rewrite);
+    assert_eq!(op_types(&g), ["FusedConv"]);
+    let n = &g.nodes[0];
+    assert_eq!(n.outputs, ["y"]);
+    assert_eq!(g.initializers[&n.inputs[1]].shape(), [10, 8, 3, 3]);
+    assert_eq!(g.initializers[&n.inputs[2]].shape(), [10]);
+    let Op::Fused(carbide_ir::ops::FusedOp::FusedConv { conv, activation }) = &n.op else {
+        panic!("not a FusedConv")
+    };
+    assert_eq!(conv.pads.as_deref(), Some(&[1, 1, 1, 1][..]));
+    assert_eq!(*activation, carbide_ir::ops::fused::Activation::Relu);
+}
+
+#[test]
+fn a_large_fire_module_stays_apart_on_the_cpu() {
+    // SqueezeNet's fire3 sizes: the 1×1 conv padded to 3×3 would cost 8×
+    // its FLOPs again, more than the Concat and launch it saves on a CPU.
+    let t = fire_expand(16, 55, 64);
+    let s = stats_of(&t, CostModel::cpu());
+    assert!(fired(&s, "merge-parallel-conv"), "{s:?}");
+    assert!(!s.accepted, "{s:?}");
+    // A GPU pays far more per launch: there it merges.
+    let s = stats_of(&t, CostModel::gpu());
+    assert!(s.accepted && s.extracted_nodes == 1, "{s:?}");
+}
+
+#[test]
+fn same_kernel_convs_merge_into_one_conv_and_a_split() {
+    let mut t = G::new();
+    t.input("x", &[2, 6, 5, 5])
+        .init("wa", ramp(&[3, 6, 1, 1], 0.1))
+        .init("wb", ramp(&[5, 6, 1, 1], 0.2))
+        .init("wc", ramp(&[4, 6, 1, 1], 0.3))
+        .node(conv(1, 0), &["x", "wa"], &["a"])
+        .node(conv(1, 0), &["x", "wb"], &["b"])
+        .node(conv(1, 0), &["x", "wc"], &["c"])
+        .node(unary(Unary::Relu), &["a"], &["ya"])
+        .node(unary(Unary::Tanh), &["b"], &["yb"])
+        .node(unary(Unary::Sigmoid), &["c"], &["yc"])
+        .output("ya")
+        .output("yb")
+        .output("yc");
+    let s = stats_of(&t, CostModel::gpu());
+    assert!(fired(&s, "merge-parallel-conv"), "{s:?}");
+    let g = t.check_pass(gpu_pass);
+    let mut ops = op_types(&g);
+    ops.sort();
+    assert_eq!(ops, ["Conv", "Relu", "Sigmoid", "Split", "Tanh"]);
+    let merged = g.nodes.iter().find(|n| n.op.op_type() == "Conv").expect("one Conv");
+    assert_eq!(g.initializers[&merged.inputs[1]].shape(), [12, 6, 1, 1]);
+}
+
+#[test]
+fn convs_with_different_strides_or_activations_do_not_merge() {
+    let mut t = G::new();
+    let mut strided = conv_attrs(1, 0);
+    strided.strides = Some(vec![2, 2]);
+    t.input("x", &[1, 4, 6, 6])
+        .init("wa", ramp(&[3, 4, 1, 1], 0.1))
+        .init("wb", ramp(&[3, 4, 1, 1], 0.2))
+        .init("wc", ramp(&[3, 4, 1, 1], 0.3))
+        .node(conv(1, 0), &["x", "wa"], &["a"])
+        .node(Op::Nn(carbide_ir::ops::NnOp::Conv(strided)), &["x", "wb"], &["b"])
+        .node(fused_conv(1, 0), &["x", "wc"], &["c"])
+        .output("a")
+        .output("b")
+        .output("c");
+    let s = stats_of(&t, CostModel::gpu());
+    assert!(!fired(&s, "merge-parallel-conv"), "{s:?}");
+    assert!(!s.accepted, "{s:?}");
+}
+
+#[test]
+fn a_same_padded_conv_merges_with_a_one_by_one() {
+    // auto_pad SAME_UPPER resolves to explicit pads 1 for a 3×3 kernel at
+    // stride 1, so the 1×1 conv widens to it.
+    let mut same = conv_attrs(3, 0);
+    same.pads = None;
+    same.auto_pad = carbide_ir::ops::nn::AutoPad::SameUpper;
+    let mut t = G::new();
+    t.input("x", &[1, 3, 4, 4])
+        .init("w1", ramp(&[2, 3, 1, 1], 0.1))
+        .init("w3", ramp(&[2, 3, 3, 3], 0.1))
+        .node(conv(1, 0), &["x", "w1"], &["a"])
+        .node(Op::Nn(carbide_ir::ops::NnOp::Conv(same)), &["x", "w3"], &["b"])
+        .node(concat(1), &["a", "b"], &["y"])
+        .output("y");
+    let g = t.check_pass(egraph_rewrite);
+    assert_eq!(op_types(&g), ["Conv"]);
+}
+
+fn gemm(trans_b: bool) -> Op {
+    Op::Linalg(LinalgOp::Gemm(carbide_ir::ops::linalg::GemmAttrs {
+        alpha: 0.5,
+        beta: 2.0,
+        trans_a: false,
+        trans_b,
+    }))
+}
+
+#[test]
+fn parallel_gemms_merge_along_n_with_their_biases() {
+    // Three Gemms: one launch and two reads of A saved outweigh the Split
+    // (with two, the Split's launch cancels the one saved).
+    for trans_b in [false, true] {
+        let w = |n: usize, s: f32| if trans_b { ramp(&[n, 7], s) } else { ramp(&[7, n], s) };
+        let mut t = G::new();
+        t.input("a", &[4, 7])
+            .init("w1", w(5, 0.1))
+            .init("c1", ramp(&[5], 0.2))
+            .init("w2", w(3, 0.3))
+            .init("c2", ramp(&[3], 0.4))
+            .init("w3", w(2, 0.5))
+            .init("c3", ramp(&[2], 0.6))
+            .node(gemm(trans_b), &["a", "w1", "c1"], &["p"])
+            .node(gemm(trans_b), &["a", "w2", "c2"], &["q"])
+            .node(gemm(trans_b), &["a", "w3", "c3"], &["r"])
+            .node(unary(Unary::Relu), &["p"], &["y"])
+            .node(unary(Unary::Exp), &["q"], &["z"])
+            .node(unary(Unary::Neg), &["r"], &["u"])
+            .output("y")
+            .output("z")
+            .output("u");
+        let s = stats_of(&t, CostModel::gpu());
+        assert!(fired(&s, "merge-parallel-gemm") && s.accepted, "{s:?}");
+        let g = t.check_pass(gpu_pass);
+        let mut ops = op_types(&g);
+        ops.sort();
+        assert_eq!(ops, ["Exp", "Gemm", "Neg", "Relu", "Split"]);
+        let merged = g.nodes.iter().find(|n| n.op.op_type() == "Gemm").expect("one Gemm");
+        let want: &[usize] = if trans_b { &[10, 7] } else { &[7, 10] };
+        assert_eq!(g.initializers[&merged.inputs[1]].shape(), want);
+        assert_eq!(g.initializers[&merged.inputs[2]].shape(), [10]);
+    }
+}
+
+#[test]
+fn fused_gemms_with_one_activation_merge() {
+    let fused = || {
+        Op::Fused(carbide_ir::ops::FusedOp::FusedGemm {
+            gemm: carbide_ir::ops::linalg::GemmAttrs {
+                alpha: 1.0,
+                beta: 1.0,
+                trans_a: false,
+                trans_b: true,
+            },
+            activation: carbide_ir::ops::fused::Activation::Gelu { tanh: false },
+        })
+    };
+    let mut t = G::new();
+    t.input("a", &[2, 6])
+        .init("w1", ramp(&[4, 6], 0.1))
+        .init("w2", ramp(&[4, 6], 0.2))
+        .node(fused(), &["a", "w1"], &["p"])
+        .node(fused(), &["a", "w2"], &["q"])
+        .node(concat(1), &["p", "q"], &["y"])
+        .output("y");
+    let g = t.check_pass(egraph_rewrite);
+    assert_eq!(op_types(&g), ["FusedGemm"]);
+    assert_eq!(g.initializers[&g.nodes[0].inputs[1]].shape(), [8, 6]);
+}

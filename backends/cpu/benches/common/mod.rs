@@ -11,7 +11,7 @@ pub type Entry = unsafe extern "C" fn(*const *mut c_void, *const i64, i64, i64);
 
 pub struct Loaded {
     _lib: libloading::Library,
-    entry: Entry,
+    pub entry: Entry,
     _dir: std::path::PathBuf,
 }
 
@@ -34,8 +34,8 @@ pub fn load(k: &LoweredKernel, target: &Target) -> Loaded {
 
 /// Bound buffers of one kernel call; `run` calls every part on its own thread.
 pub struct Bound {
-    ptrs: Vec<usize>,
-    params: Vec<i64>,
+    pub ptrs: Vec<usize>,
+    pub params: Vec<i64>,
     _keep: Vec<Vec<u64>>,
 }
 

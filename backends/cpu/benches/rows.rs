@@ -1,0 +1,281 @@
+//! Row, pooling and attention kernels at the zoo's shapes (minilm's
+//! LayerNorm, softmax and attention; squeezenet's and resnet's max pools;
+//! mobilenet's global average pool), on 1 and 2 threads. Small kernels
+//! take microseconds, so the second thread is a persistent spinning worker
+//! rather than a thread spawned per call. Prints a median table
+//! (`cargo bench -p carbide-backend-cpu --bench rows`).
+
+#[allow(dead_code)] // the shared harness also serves the GEMM and conv benchmarks
+mod common;
+
+use carbide_backend_cpu::{lower, GroupValue, KernelGroup, LoweredKernel, Target};
+use carbide_ir::ops::linalg::{AttentionAttrs, LinalgOp, SoftmaxAttrs, SoftmaxKind};
+use carbide_ir::ops::nn::{AutoPad, NnOp, PoolAttrs};
+use carbide_ir::{DType, Node, Op, TensorType};
+use common::{bind, load, median_secs, Bound, Loaded};
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// One persistent worker that runs part 1 of 2 whenever `generation` moves.
+struct Helper {
+    generation: Arc<AtomicUsize>,
+    done: Arc<AtomicUsize>,
+    job: Arc<[AtomicUsize; 3]>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Helper {
+    fn new() -> Helper {
+        let generation = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let job: Arc<[AtomicUsize; 3]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, d, j, st) = (generation.clone(), done.clone(), job.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let (mut seen, mut idle) = (0, 0u32);
+            while !st.load(Ordering::Acquire) {
+                let now = g.load(Ordering::Acquire);
+                if now == seen {
+                    // Spin briefly, then let the other thread have the core.
+                    idle = idle.saturating_add(1);
+                    if idle < 2000 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                    continue;
+                }
+                (seen, idle) = (now, 0);
+                let f: common::Entry =
+                    unsafe { std::mem::transmute::<usize, common::Entry>(j[0].load(Ordering::Acquire)) };
+                let (pp, prm) = (j[1].load(Ordering::Acquire), j[2].load(Ordering::Acquire));
+                unsafe { f(pp as *const *mut c_void, prm as *const i64, 1, 2) };
+                d.store(now, Ordering::Release);
+            }
+        });
+        Helper {
+            generation,
+            done,
+            job,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs the kernel with `parts` (1 or 2) parts.
+    fn run(&self, l: &Loaded, ptrs: &[*mut c_void], b: &Bound, parts: i64) {
+        let (pp, prm) = (ptrs.as_ptr(), b.params.as_ptr());
+        if parts == 1 {
+            unsafe { (l.entry)(pp, prm, 0, 1) };
+            return;
+        }
+        self.job[0].store(l.entry as usize, Ordering::Release);
+        self.job[1].store(pp as usize, Ordering::Release);
+        self.job[2].store(prm as usize, Ordering::Release);
+        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        unsafe { (l.entry)(pp, prm, 0, 2) };
+        while self.done.load(Ordering::Acquire) != g {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn tt(shape: &[usize]) -> TensorType {
+    TensorType::new(DType::F32, carbide_ir::types::shape_of(shape))
+}
+
+fn value(name: &str, shape: &[usize]) -> GroupValue {
+    GroupValue {
+        name: name.into(),
+        ty: tt(shape),
+        constant: None,
+    }
+}
+
+/// A one-node group over inputs `ins` (name, shape) with output shape `out`.
+fn group(op: Op, ins: &[(&str, &[usize])], out: &[usize]) -> KernelGroup {
+    KernelGroup {
+        nodes: vec![Node {
+            name: "k".into(),
+            op,
+            inputs: ins.iter().map(|(n, _)| n.to_string()).collect(),
+            outputs: vec!["y".into()],
+        }],
+        inputs: ins.iter().map(|(n, s)| value(n, s)).collect(),
+        outputs: vec![value("y", out)],
+    }
+}
+
+fn pool(max: bool, k: i64, s: i64, pad: i64, ceil: bool) -> Op {
+    let a = PoolAttrs {
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: ceil,
+        dilations: None,
+        kernel_shape: vec![k, k],
+        pads: Some(vec![pad; 4]),
+        strides: Some(vec![s, s]),
+        storage_order: 0,
+        count_include_pad: false,
+        p: 2.0,
+    };
+    Op::Nn(if max { NnOp::MaxPool(a) } else { NnOp::AveragePool(a) })
+}
+
+/// (name, group) at the zoo models' shapes.
+fn cases() -> Vec<(&'static str, KernelGroup)> {
+    let ln = Op::Nn(NnOp::LayerNormalization {
+        axis: -1,
+        epsilon: 1e-12,
+        stash_type: 1,
+    });
+    let softmax = Op::Linalg(LinalgOp::Softmax(SoftmaxAttrs {
+        kind: SoftmaxKind::Softmax,
+        axis: -1,
+        flatten: false,
+    }));
+    let attention = Op::Linalg(LinalgOp::Attention(AttentionAttrs {
+        is_causal: false,
+        q_num_heads: Some(12),
+        kv_num_heads: Some(12),
+        qk_matmul_output_mode: 0,
+        scale: None,
+        softcap: 0.0,
+        softmax_precision: None,
+        left_window_size: -1,
+        right_window_size: -1,
+        opset: 23,
+    }));
+    let s = [1usize, 128, 384];
+    vec![
+        (
+            "layernorm_128x384",
+            group(ln, &[("x", &s), ("g", &[384]), ("b", &[384])], &s),
+        ),
+        (
+            "softmax_12x128x128",
+            group(softmax, &[("x", &[12, 128, 128])], &[12, 128, 128]),
+        ),
+        (
+            "maxpool3s2_64x111x111",
+            group(
+                pool(true, 3, 2, 0, true),
+                &[("x", &[1, 64, 111, 111])],
+                &[1, 64, 55, 55],
+            ),
+        ),
+        (
+            "maxpool3s2p1_64x112x112",
+            group(
+                pool(true, 3, 2, 1, false),
+                &[("x", &[1, 64, 112, 112])],
+                &[1, 64, 56, 56],
+            ),
+        ),
+        (
+            "avgpool3s1p1_32x28x28",
+            group(
+                pool(false, 3, 1, 1, false),
+                &[("x", &[1, 32, 28, 28])],
+                &[1, 32, 28, 28],
+            ),
+        ),
+        (
+            "globalavgpool_1280x7x7",
+            group(
+                Op::Nn(NnOp::GlobalAveragePool),
+                &[("x", &[1, 1280, 7, 7])],
+                &[1, 1280, 1, 1],
+            ),
+        ),
+        (
+            "attention_128x12x32",
+            group(
+                attention,
+                &[("q", &s), ("k", &s), ("v", &s), ("m", &[1, 1, 1, 128])],
+                &s,
+            ),
+        ),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let target = Target::host().expect("host target");
+    let helper = Helper::new();
+    // `cargo bench --bench rows -- NAME` measures only the cases whose name contains NAME.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    for (name, g) in cases() {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
+        let k: LoweredKernel = lower(&g, &target, None)
+            .expect("lower")
+            .unwrap_or_else(|| panic!("{name}: not generated"));
+        if let Some(dir) = std::env::var_os("CARBIDE_DUMP_SOURCE") {
+            std::fs::write(std::path::Path::new(&dir).join(format!("{name}.c")), &k.source).unwrap();
+        }
+        let l = load(&k, &target);
+        let shapes: Vec<Vec<usize>> = g
+            .inputs
+            .iter()
+            .map(|v| {
+                v.ty.shape
+                    .as_ref()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.known().unwrap())
+                    .collect()
+            })
+            .collect();
+        let mut inputs: Vec<Vec<f32>> = shapes
+            .iter()
+            .map(|s| {
+                (0..s.iter().product::<usize>())
+                    .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                    .collect()
+            })
+            .collect();
+        let out_shape: Vec<usize> = g.outputs[0]
+            .ty
+            .shape
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|d| d.known().unwrap())
+            .collect();
+        let mut out = vec![0f32; out_shape.iter().product()];
+        let in_shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+        let mut line = format!("{name:>26}:");
+        for parts in [1i64, 2] {
+            let b = bind(&k, &mut inputs, &in_shapes, &mut out, &out_shape, parts);
+            let ptrs: Vec<*mut c_void> = b.ptrs.iter().map(|&p| p as *mut c_void).collect();
+            for _ in 0..20 {
+                helper.run(&l, &ptrs, &b, parts);
+            }
+            let us = median_secs(201, || helper.run(&l, &ptrs, &b, parts)) * 1e6;
+            line.push_str(&format!("  {parts} thread(s) median {us:8.1} us"));
+            c.bench_function(&format!("{name}_t{parts}"), |bch| {
+                bch.iter(|| helper.run(&l, &ptrs, &b, parts))
+            });
+        }
+        println!("{line}");
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10).measurement_time(std::time::Duration::from_secs(1)).warm_up_time(std::time::Duration::from_millis(200));
+    targets = bench
+}
+criterion_main!(benches);

@@ -6,7 +6,9 @@
 //! epilogue. Parts split (batch, group, pixel block, channel block) tasks.
 
 use crate::cexpr::{slot, Params};
-use crate::gemm::{check_schedule, emit_epilogue_operands, emit_task_range, microkernel, GemmKnobs, WeightRole};
+use crate::gemm::{
+    balanced_tile, check_schedule, emit_epilogue_operands, emit_task_range, microkernel, GemmKnobs, WeightRole,
+};
 use crate::group::{broadcast_strides, chain, is_f32, shape_text};
 use crate::target::Target;
 use crate::{CodegenError, KernelGroup, LoweredKernel};
@@ -41,16 +43,6 @@ pub fn default_schedule(target: &Target) -> Schedule {
     let mr = s.microkernel.map_or(1, |t| t.mr);
     s.weight_layout = WeightLayout::Nchwc { block: mr };
     s
-}
-
-/// `tile` adjusted so `extent` splits into equal blocks, made an even count
-/// when `even` and the count is small (so 2 parts get the same work).
-fn balanced_tile(extent: usize, tile: usize, align: usize, even: bool) -> usize {
-    let mut n = extent.div_ceil(tile.max(1)).max(1);
-    if even && n % 2 == 1 && n < 8 && extent >= (n + 1) * align {
-        n += 1;
-    }
-    extent.div_ceil(n).div_ceil(align) * align
 }
 
 /// Share of `extent` rounded up to whole tiles that is real work.

@@ -64,6 +64,15 @@ fn encoder_compiles_once_and_matches_onnxruntime_at_every_batch_and_seq() {
     // The symbolic dims must not push the work onto the host: every matmul,
     // layer norm, softmax and GELU is a generated kernel.
     assert!(report.kernels >= 20, "{report:?}");
+    // Both layers' attention fuses (the sequence dim, unknown to shape
+    // inference behind the position-table Slice, is proven to be `seq`) and
+    // runs as the generated attention kernel.
+    let attention_kernels = module
+        .steps()
+        .iter()
+        .filter(|s| matches!(s, Step::Kernel(k) if k.call.entry.starts_with("carbide_attention_")))
+        .count();
+    assert_eq!(attention_kernels, 2, "{report:?}");
     let graph = &module.model().graph;
     for step in module.steps() {
         if let Step::Host { node } = step {

@@ -213,7 +213,12 @@ fn cases() -> Vec<(&'static str, KernelGroup)> {
 fn bench(c: &mut Criterion) {
     let target = Target::host().expect("host target");
     let helper = Helper::new();
+    // `cargo bench --bench rows -- NAME` measures only the cases whose name contains NAME.
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     for (name, g) in cases() {
+        if filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+            continue;
+        }
         let k: LoweredKernel = lower(&g, &target, None)
             .expect("lower")
             .unwrap_or_else(|| panic!("{name}: not generated"));

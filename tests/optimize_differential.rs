@@ -75,44 +75,46 @@ fn zoo_models_are_unchanged_by_o3() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The symbolic-shape encoder (models/symbolic, made by
-/// scripts/make_tiny_encoder.py): -O3 fuses both layers' attention although
-/// shape inference cannot name their sequence dim, and the outputs stay the
-/// same at every committed batch and sequence length (seq 1 included, where
-/// a mask could broadcast).
+/// The symbolic-shape encoders (models/symbolic, made by
+/// scripts/make_tiny_encoder.py, plain and `--prescaled`): -O3 fuses both
+/// layers' attention although shape inference cannot name their sequence
+/// dim, and the outputs stay the same at every committed batch and sequence
+/// length (seq 1 included, where a mask could broadcast).
 #[test]
 fn tiny_encoder_attention_fuses_and_is_unchanged_by_o3() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/symbolic");
-    let model = carbide::load_model(&dir.join("tiny_encoder.onnx")).expect("loads");
-    let optimized = o3(&model).expect("optimizes");
-    let attention = optimized
-        .graph
-        .nodes
-        .iter()
-        .filter(|n| n.op.op_type() == "Attention")
-        .count();
-    assert_eq!(attention, 2, "both layers' attention fuses");
-    let cases = carbide::npy::read_npz(&dir.join("tiny_encoder.cases.npz")).expect("cases");
-    let mut keys: Vec<&str> = cases.iter().filter_map(|(k, _)| k.strip_suffix(".input_ids")).collect();
-    keys.sort();
-    assert!(!keys.is_empty());
-    for key in keys {
-        let feeds = ["input_ids", "attention_mask"]
+    for name in ["tiny_encoder", "tiny_encoder_prescaled"] {
+        let model = carbide::load_model(&dir.join(format!("{name}.onnx"))).expect("loads");
+        let optimized = o3(&model).expect("optimizes");
+        let attention = optimized
+            .graph
+            .nodes
             .iter()
-            .map(|n| {
-                let t = cases
-                    .iter()
-                    .find(|(k, _)| *k == format!("{key}.{n}"))
-                    .expect("input")
-                    .1
-                    .clone();
-                (n.to_string(), Value::Tensor(t))
-            })
-            .collect();
-        match differential(&model, feeds) {
-            Ok(Some(_)) => {}
-            Ok(None) => panic!("{key}: does not run before optimization"),
-            Err(e) => panic!("{key}: {e}"),
+            .filter(|n| n.op.op_type() == "Attention")
+            .count();
+        assert_eq!(attention, 2, "{name}: both layers' attention fuses");
+        let cases = carbide::npy::read_npz(&dir.join(format!("{name}.cases.npz"))).expect("cases");
+        let mut keys: Vec<&str> = cases.iter().filter_map(|(k, _)| k.strip_suffix(".input_ids")).collect();
+        keys.sort();
+        assert!(!keys.is_empty());
+        for key in keys {
+            let feeds = ["input_ids", "attention_mask"]
+                .iter()
+                .map(|n| {
+                    let t = cases
+                        .iter()
+                        .find(|(k, _)| *k == format!("{key}.{n}"))
+                        .expect("input")
+                        .1
+                        .clone();
+                    (n.to_string(), Value::Tensor(t))
+                })
+                .collect();
+            match differential(&model, feeds) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("{name} {key}: does not run before optimization"),
+                Err(e) => panic!("{name} {key}: {e}"),
+            }
         }
     }
 }

@@ -1,7 +1,9 @@
-//! The rewrite rules. Each is a Rust function from one e-node (and its
+//! The rewrite rules. Most are a Rust function from one e-node (and its
 //! e-class) to equivalent e-nodes it adds; the runner unions them with the
-//! class. There is deliberately no general commutativity or associativity:
-//! only matmul re-association, where shapes decide which order is cheaper.
+//! class. The parallel-op merges look at a whole class (a shared input) and
+//! relate several of its users at once. There is deliberately no general
+//! commutativity or associativity: only matmul re-association, where shapes
+//! decide which order is cheaper.
 
 use super::language::{add_split, add_typed, ConvSpec, GemmFlags, Merge, TensorAnalysis, TensorLang, EG};
 use egg::{Id, Language, Rewrite, SearchMatches, Searcher, Subst, Var};

@@ -213,6 +213,12 @@ impl Emitter<'_> {
         let Some(wide_op) = eg[wide].nodes.iter().find(|n| is_wide_op(n)) else {
             return false;
         };
+        // Only the tree-cost mistake between these two is corrected; a third
+        // form the greedy extractor found cheaper stays.
+        let greedy = self.best(wide);
+        if !is_wide_op(&greedy) && !of_members(&greedy) {
+            return false;
+        }
         let wide_cost = self.relative_cost(wide_op, shared, &members);
         let alternative = eg[wide]
             .nodes

@@ -27,7 +27,7 @@
 //! everywhere gives zeros (the ONNX reference's convention) instead of NaN.
 
 use crate::error::PassError;
-use crate::fold::{shape_value, Elem};
+use crate::fold::{shape_value_resolving, Elem};
 use crate::fusion::{apply, Cx, Rewrite};
 use crate::manager::PassCtx;
 use crate::util::{as_binary, constant, tensor_type};
@@ -120,17 +120,31 @@ enum Extent {
 }
 
 /// The numpy broadcast of the operands' extents along output axis `axis`
-/// (of `rank`), where provable. `s` broadcast with `min(s, n)` is `s`: the
-/// two are equal when s ≤ n, and otherwise n must be 1 for the broadcast to
-/// succeed, which gives s again.
-fn broadcast_extent(cx: &Ex, operands: &[&str], rank: usize, axis: usize, depth: usize) -> Option<Extent> {
-    let mut found: Vec<Extent> = Vec::new();
+/// (of `rank`), where provable; `known` are extents already found for it.
+fn broadcast_extent(
+    cx: &Ex,
+    operands: &[&str],
+    rank: usize,
+    axis: usize,
+    depth: usize,
+    known: Vec<Extent>,
+) -> Option<Extent> {
+    let mut found = known;
     for x in operands {
         let r = tensor_type(cx.g, x)?.shape?.len();
-        let Some(a) = (axis + r).checked_sub(rank) else {
-            continue;
-        };
-        let e = extent_at(cx, x, a, depth + 1)?;
+        if let Some(a) = (axis + r).checked_sub(rank) {
+            found.push(extent_at(cx, x, a, depth + 1)?);
+        }
+    }
+    join(found)
+}
+
+/// The broadcast of extents. `s` broadcast with `min(s, n)` is `s`: the two
+/// are equal when s ≤ n, and otherwise n must be 1 for the broadcast to
+/// succeed, which gives s again.
+fn join(extents: Vec<Extent>) -> Option<Extent> {
+    let mut found: Vec<Extent> = Vec::new();
+    for e in extents {
         if e != Extent::Is(Dim::Known(1)) && !found.contains(&e) {
             found.push(e);
         }
@@ -184,38 +198,44 @@ fn derive_extent(cx: &Ex, name: &str, axis: usize, depth: usize) -> Option<Exten
         // Attention's output is [B, S, ..] (3-D) or [B, H, S, ..] (4-D) of Q.
         Op::Linalg(LinalgOp::Attention(_)) if axis + 1 < rank => same(0, axis),
         Op::Elementwise(ElementwiseOp::Binary { legacy_axis: None, .. } | ElementwiseOp::Where) => {
-            broadcast_extent(cx, &present, rank, axis, depth)
+            broadcast_extent(cx, &present, rank, axis, depth, Vec::new())
         }
-        // x·W with a 2-D W keeps x's leading dims; FusedMatMul's bias and
-        // residual broadcast into them.
+        // Rows from A, columns from B, batch dims broadcast; FusedMatMul's
+        // bias and residual broadcast into the product.
         Op::Linalg(LinalgOp::MatMul) | Op::Fused(FusedOp::FusedMatMul { .. }) => {
-            let w = tensor_type(cx.g, input(1)?)?.shape?;
-            let x_rank = tensor_type(cx.g, input(0)?)?.shape?.len();
-            if w.len() != 2 || x_rank != rank || axis + 1 >= rank {
+            let (ra, rb) = (
+                tensor_type(cx.g, input(0)?)?.shape?.len(),
+                tensor_type(cx.g, input(1)?)?.shape?.len(),
+            );
+            if ra < 2 || rb < 2 || ra.max(rb) != rank {
                 return None;
             }
-            let main = same(0, axis)?;
-            if present.len() <= 2 {
-                return Some(main);
-            }
-            let rest = broadcast_extent(cx, &present[2..], rank, axis, depth)?;
-            match (&main, &rest) {
-                (_, Extent::Is(Dim::Known(1))) => Some(main),
-                _ if main == rest => Some(main),
-                _ => None,
-            }
+            let product = if axis + 2 == rank {
+                same(0, ra - 2)?
+            } else if axis + 1 == rank {
+                same(1, rb - 1)?
+            } else {
+                let mut batch = Vec::new();
+                for (i, r) in [(0, ra), (1, rb)] {
+                    if let Some(a) = (axis + r).checked_sub(rank) {
+                        batch.push(same(i, a)?);
+                    }
+                }
+                join(batch)?
+            };
+            broadcast_extent(cx, &present[2..], rank, axis, depth, vec![product])
         }
         Op::Tensor(TensorOp::Transpose { perm: Some(p) }) => same(0, usize::try_from(*p.get(axis)?).ok()?),
         Op::Tensor(TensorOp::Reshape {
             allowzero: false,
             shape: None,
-        }) => match shape_value(cx.g, &cx.uses, input(1)?)?.elems.get(axis)? {
+        }) => match shape_value_of(cx, input(1)?, depth + 1)?.elems.get(axis)? {
             Elem::Known(0) => same(0, axis),
             Elem::Sym(s) => Some(Extent::Is(Dim::Sym(s.clone()))),
             _ => None,
         },
         Op::Tensor(TensorOp::Slice { starts: None, .. }) => {
-            let ints = |i: usize| shape_value(cx.g, &cx.uses, input(i)?).map(|p| p.elems);
+            let ints = |i: usize| shape_value_of(cx, input(i)?, depth + 1).map(|p| p.elems);
             let (starts, ends) = (ints(1)?, ints(2)?);
             let axes: Vec<i64> = match input(3) {
                 Some(_) => ints(3)?
@@ -257,6 +277,25 @@ fn derive_extent(cx: &Ex, name: &str, axis: usize, depth: usize) -> Option<Exten
     }
 }
 
+/// The shape value `name` (see [`crate::fold::shape_value`]), with `Shape`
+/// dims that types leave unknown read through [`extent`].
+fn shape_value_of(cx: &Ex, name: &str, depth: usize) -> Option<crate::fold::Partial> {
+    let resolve = |v: &str, axis: usize| match extent_at(cx, v, axis, depth + 1) {
+        Some(Extent::Is(Dim::Known(n))) => Elem::Known(n as i64),
+        Some(Extent::Is(Dim::Sym(s))) => Elem::Sym(s),
+        _ => Elem::Unknown,
+    };
+    shape_value_resolving(cx.g, &cx.uses, name, &resolve)
+}
+
+/// A proven dim as a `Dim` (`Unknown` where not proven exactly).
+fn proven_dim(e: Option<Extent>) -> Dim {
+    match e {
+        Some(Extent::Is(d)) => d,
+        _ => Dim::Unknown,
+    }
+}
+
 fn ints_of(g: &Graph, name: &str) -> Option<Vec<i64>> {
     constant(g, name)?.to_i64_vec()
 }
@@ -267,14 +306,14 @@ fn same_extent(cx: &Ex, a: (&str, usize), b: (&str, usize)) -> bool {
 }
 
 /// The target of Reshape node `r` as shape-value elements, and `allowzero`.
-fn reshape_target(cx: &Cx, r: &Node) -> Option<(Vec<Elem>, bool)> {
+fn reshape_target(cx: &Ex, r: &Node) -> Option<(Vec<Elem>, bool)> {
     let Op::Tensor(TensorOp::Reshape { allowzero, shape }) = &r.op else {
         return None;
     };
     let elems = match shape {
         Some(s) => s.iter().map(|&v| Elem::Known(v)).collect(),
         None => {
-            let p = shape_value(cx.g, &cx.uses, r.inputs.get(1)?)?;
+            let p = shape_value_of(cx, r.inputs.get(1)?, 0)?;
             (!p.scalar).then_some(p.elems)?
         }
     };
@@ -303,16 +342,17 @@ fn keeps_leading(lead: &[Elem], dims: &[Dim], allowzero: bool, minus_one_free: b
 
 /// `name` is `Transpose(Reshape(x, [B, S, H, D]), perm)` with the reshape
 /// splitting x's last dim into known heads: returns (x, H, D).
-fn split_heads(cx: &Cx, name: &str, perm: &[i64]) -> Option<(String, usize, usize)> {
+fn split_heads(cx: &Ex, name: &str, perm: &[i64]) -> Option<(String, usize, usize)> {
     let t = cx.inner(name)?;
     (transpose_perm(t)? == perm).then_some(())?;
     let r = cx.inner(&t.inputs[0])?;
     let (target, allowzero) = reshape_target(cx, r)?;
     let x = &r.inputs[0];
     let xs = shape_of(cx.g, x)?;
-    let ([b, s, e], [t0, t1, t2, t3]) = (xs.as_slice(), target.as_slice()) else {
+    let ([_, _, e], [t0, t1, t2, t3]) = (xs.as_slice(), target.as_slice()) else {
         return None;
     };
+    let (b, s) = (proven_dim(extent(cx, x, 0)), proven_dim(extent(cx, x, 1)));
     let e = e.known().filter(|&e| e > 0)?;
     let positive = |t: &Elem| match t {
         Elem::Known(v) if *v > 0 => Some(*v as usize),
@@ -337,7 +377,7 @@ fn split_heads(cx: &Cx, name: &str, perm: &[i64]) -> Option<(String, usize, usiz
 /// After the 4-D result `y` (`[B, H, S, Dv]`: `lead` is [B, S] as far as
 /// known, H and Dv given): `Reshape(Transpose(y, [0,2,1,3]), [B, S, H·Dv])`
 /// merging the heads: the Reshape node's index.
-fn merge_heads(cx: &Cx, y: &str, lead: [Dim; 2], heads: usize, dv: usize) -> Option<usize> {
+fn merge_heads(cx: &Ex, y: &str, lead: [Dim; 2], heads: usize, dv: usize) -> Option<usize> {
     let (_, t) = cx.next(y)?;
     (transpose_perm(t)? == [0, 2, 1, 3]).then_some(())?;
     let (ri, r) = cx.next(&t.outputs[0])?;
@@ -386,7 +426,7 @@ struct Operand {
 /// A 4-D value `[B, H, S, D]` (K: already untransposed to this layout)
 /// whose heads may come from a 3-D value: the split, with its input's own
 /// scale peeled too.
-fn split_of(cx: &Cx, four: &str, scale: f64) -> Option<Split> {
+fn split_of(cx: &Ex, four: &str, scale: f64) -> Option<Split> {
     let (x, heads, dim) = split_heads(cx, four, &[0, 2, 1, 3])?;
     let (value, s) = peel_scale(cx, &x);
     Some(Split {
@@ -397,7 +437,7 @@ fn split_of(cx: &Cx, four: &str, scale: f64) -> Option<Split> {
     })
 }
 
-fn query(cx: &Cx, q4: &str) -> Operand {
+fn query(cx: &Ex, q4: &str) -> Operand {
     let (q, scale) = peel_scale(cx, q4);
     Operand {
         three: split_of(cx, &q, scale),
@@ -407,7 +447,7 @@ fn query(cx: &Cx, q4: &str) -> Operand {
 
 /// K enters the scores MatMul transposed: split and transposed in one
 /// (`[0,2,3,1]`, 3-D only) or a 4-D K transposed by `[0,1,3,2]`.
-fn key(cx: &Cx, kt4: &str) -> Option<Operand> {
+fn key(cx: &Ex, kt4: &str) -> Option<Operand> {
     let (kt, scale) = peel_scale(cx, kt4);
     if let Some((x, heads, dim)) = split_heads(cx, &kt, &[0, 2, 3, 1]) {
         let (value, s) = peel_scale(cx, &x);
@@ -529,11 +569,7 @@ fn match_attention(cx: &Ex, sm: &Node) -> Option<Rewrite> {
                 extent(cx, kv, 1),
             ]);
         // The merged result is [B, S] of Q.
-        let dim = |e: Option<Extent>| match e {
-            Some(Extent::Is(d)) => d,
-            _ => Dim::Unknown,
-        };
-        let lead = [dim(extent(cx, qv, 0)), dim(extent(cx, qv, 1))];
+        let lead = [proven_dim(extent(cx, qv, 0)), proven_dim(extent(cx, qv, 1))];
         if let Some(at) = fits
             .then(|| merge_heads(cx, &pv.outputs[0], lead, hq, v3.dim))
             .flatten()
@@ -961,5 +997,46 @@ mod tests {
         let g = t.check_level(2);
         let (a, _) = attention_attrs(&g);
         assert_eq!((a.q_num_heads, a.scale), (Some(3), Some(0.5)));
+    }
+
+    #[test]
+    fn extents_are_proven_through_position_slices_and_matmuls() {
+        let slice = || {
+            op(TensorOp::Slice {
+                starts: None,
+                ends: None,
+                axes: None,
+            })
+        };
+        let mut t = G::new();
+        t.sym_input("tok", &[Err("batch"), Err("seq"), Ok(4)], &[2, 3, 4])
+            .sym_input("other", &[Err("batch"), Err("keys"), Ok(4)], &[2, 3, 4])
+            .init("table", ramp(&[8, 4], 0.1))
+            .init("one", shape(&[1]))
+            .init("two", shape(&[2]))
+            .init("zero", shape(&[0]))
+            .node(op(TensorOp::Shape { start: 0, end: None }), &["tok"], &["ts"])
+            .node(slice(), &["ts", "one", "two"], &["len"])
+            .node(slice(), &["table", "zero", "len", "zero"], &["pos"])
+            .node(binary(Binary::Add), &["tok", "pos"], &["x"])
+            .node(binary(Binary::Add), &["other", "pos"], &["y"])
+            .node(transpose(&[0, 2, 1]), &["x"], &["xt"])
+            .node(Op::Linalg(LinalgOp::MatMul), &["x", "xt"], &["z"])
+            .output("z")
+            .output("y");
+        let g = t.model().graph;
+        assert_eq!(tensor_type(&g, "z").unwrap().shape.unwrap()[2], Dim::Unknown);
+        let cx = Cx::new(&g);
+        let ex = Ex {
+            cx: &cx,
+            memo: RefCell::default(),
+        };
+        let seq = Some(Extent::Is(Dim::Sym("seq".into())));
+        assert_eq!(extent(&ex, "pos", 0), Some(Extent::Prefix("seq".into(), 8)));
+        assert_eq!(extent(&ex, "x", 1), seq);
+        assert_eq!(extent(&ex, "z", 1), seq);
+        assert_eq!(extent(&ex, "z", 2), seq);
+        // `keys` rows plus `min(seq, 8)` rows: nothing to prove.
+        assert_eq!(extent(&ex, "y", 1), None);
     }
 }

@@ -12,8 +12,15 @@ Softmax; LayerNormalization; GELU written with Erf (as exporters do).
 Also writes tiny_encoder.cases.npz: for each (batch, seq) in CASES, the
 inputs and onnxruntime's output, keyed "b{batch}_s{seq}.{name}".
 
-    python scripts/make_tiny_encoder.py
+`--prescaled` writes tiny_encoder_prescaled.onnx (and .cases.npz) instead:
+the same encoder as exporters write SDPA, for the attention fusion's tests:
+Q scaled by √scale before its head split and Kᵀ by √scale after it (no
+scale on the scores), and the head split/merge targets computed at run time
+as Concat(Shape(x)[0], Shape(x)[1], ...).
+
+    python scripts/make_tiny_encoder.py [--prescaled]
 """
+import sys
 import os
 
 import numpy as np
@@ -25,7 +32,7 @@ D, HEADS, FFN, VOCAB, MAX_LEN, LAYERS = 64, 2, 128, 100, 128, 2
 CASES = [(b, s) for b in (1, 3) for s in (1, 7, 32, 128)]
 
 
-def build(rng):
+def build(rng, prescaled=False):
     w = lambda *s: (rng.standard_normal(s) * s[0] ** -0.5).astype(np.float32)
     small = lambda *s: (0.02 * rng.standard_normal(s)).astype(np.float32)
     inits = {
@@ -43,6 +50,16 @@ def build(rng):
         "split_heads": np.array([0, 0, HEADS, D // HEADS], np.int64),
         "merge_heads": np.array([0, 0, D], np.int64),
     }
+    if prescaled:
+        inits.update({
+            "sqrt_scale": np.array((D // HEADS) ** -0.25, np.float32),
+            "i0": np.array(0, np.int64),
+            "i1": np.array(1, np.int64),
+            "axes0": np.array([0], np.int64),
+            "heads_dims": np.array([HEADS, D // HEADS], np.int64),
+            "model_dim": np.array([D], np.int64),
+        })
+        del inits["scale"], inits["split_heads"], inits["merge_heads"]
     nodes = [
         # Position rows 0..seq of the table: seq comes from the input's shape.
         helper.make_node("Shape", ["input_ids"], ["ids_shape"], name="ids_shape"),
@@ -77,20 +94,37 @@ def build(rng):
         def mk(op, ins, outs, **kw):
             nodes.append(helper.make_node(op, [local(i) for i in ins], [p + o for o in outs], name=p + outs[0], **kw))
 
+        split, merge = "split_heads", "merge_heads"
+        if prescaled:
+            # [batch, seq] of the layer input, read at run time.
+            mk("Shape", [x], ["x_shape"])
+            mk("Gather", ["x_shape", "i0"], ["x_b"], axis=0)
+            mk("Gather", ["x_shape", "i1"], ["x_s"], axis=0)
+            mk("Unsqueeze", ["x_b", "axes0"], ["x_b1"])
+            mk("Unsqueeze", ["x_s", "axes0"], ["x_s1"])
+            mk("Concat", ["x_b1", "x_s1", "heads_dims"], ["split"], axis=0)
+            mk("Concat", ["x_b1", "x_s1", "model_dim"], ["merge"], axis=0)
+            split, merge = "split", "merge"
         for n in ("q", "k", "v"):
             mk("MatMul", [x, n + ".w"], [n + "_mm"])
             mk("Add", [n + "_mm", n + ".b"], [n + "_lin"])
-            mk("Reshape", [n + "_lin", "split_heads"], [n + "_heads"])
+            if prescaled and n == "q":
+                mk("Mul", ["q_lin", "sqrt_scale"], ["q_scaled"])
+            mk("Reshape", ["q_scaled" if prescaled and n == "q" else n + "_lin", split], [n + "_heads"])
         mk("Transpose", ["q_heads"], ["q_t"], perm=[0, 2, 1, 3])
         mk("Transpose", ["k_heads"], ["k_t"], perm=[0, 2, 3, 1])
         mk("Transpose", ["v_heads"], ["v_t"], perm=[0, 2, 1, 3])
-        mk("MatMul", ["q_t", "k_t"], ["scores"])
-        mk("Mul", ["scores", "scale"], ["scaled"])
+        if prescaled:
+            mk("Mul", ["k_t", "sqrt_scale"], ["k_scaled"])
+            mk("MatMul", ["q_t", "k_scaled"], ["scaled"])
+        else:
+            mk("MatMul", ["q_t", "k_t"], ["scores"])
+            mk("Mul", ["scores", "scale"], ["scaled"])
         mk("Add", ["scaled", "mask4"], ["masked"])
         mk("Softmax", ["masked"], ["probs"], axis=-1)
         mk("MatMul", ["probs", "v_t"], ["ctx"])
         mk("Transpose", ["ctx"], ["ctx_t"], perm=[0, 2, 1, 3])
-        mk("Reshape", ["ctx_t", "merge_heads"], ["ctx_m"])
+        mk("Reshape", ["ctx_t", merge], ["ctx_m"])
         mk("MatMul", ["ctx_m", "o.w"], ["attn_mm"])
         mk("Add", ["attn_mm", "o.b"], ["attn"])
         mk("Add", [x, "attn"], ["res1"])
@@ -124,10 +158,12 @@ def build(rng):
 
 
 def main():
-    rng = np.random.default_rng(2026)
-    model = build(rng)
+    prescaled = "--prescaled" in sys.argv[1:]
+    name = "tiny_encoder_prescaled" if prescaled else "tiny_encoder"
+    rng = np.random.default_rng(2027 if prescaled else 2026)
+    model = build(rng, prescaled)
     os.makedirs(OUT, exist_ok=True)
-    path = os.path.join(OUT, "tiny_encoder.onnx")
+    path = os.path.join(OUT, name + ".onnx")
     onnx.save(model, path)
     import onnxruntime as ort
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -142,7 +178,7 @@ def main():
         key = f"b{b}_s{s}"
         cases[key + ".input_ids"], cases[key + ".attention_mask"] = ids, mask
         cases[key + ".last_hidden_state"] = out
-    np.savez(os.path.join(OUT, "tiny_encoder.cases.npz"), **cases)
+    np.savez(os.path.join(OUT, name + ".cases.npz"), **cases)
     print(f"wrote {path} ({os.path.getsize(path)} bytes) and {len(CASES)} cases")
 
 

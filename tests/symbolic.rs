@@ -25,15 +25,31 @@ fn dir() -> PathBuf {
 }
 
 fn model() -> carbide::ir::Model {
-    carbide::load_model(&dir().join("tiny_encoder.onnx")).expect("tiny_encoder.onnx loads")
+    model_named("tiny_encoder")
+}
+
+fn model_named(name: &str) -> carbide::ir::Model {
+    carbide::load_model(&dir().join(format!("{name}.onnx"))).unwrap_or_else(|e| panic!("{name}.onnx: {e}"))
 }
 
 /// The committed inputs and onnxruntime outputs, keyed "b{batch}_s{seq}.{name}".
 fn cases() -> HashMap<String, Tensor> {
-    carbide::npy::read_npz(&dir().join("tiny_encoder.cases.npz"))
-        .expect("tiny_encoder.cases.npz reads")
+    cases_named("tiny_encoder")
+}
+
+fn cases_named(name: &str) -> HashMap<String, Tensor> {
+    carbide::npy::read_npz(&dir().join(format!("{name}.cases.npz")))
+        .unwrap_or_else(|e| panic!("{name}.cases.npz: {e}"))
         .into_iter()
         .collect()
+}
+
+fn attention_kernels(module: &Module) -> usize {
+    module
+        .steps()
+        .iter()
+        .filter(|s| matches!(s, Step::Kernel(k) if k.call.entry.starts_with("carbide_attention_")))
+        .count()
 }
 
 fn run_case(module: &Module, cases: &HashMap<String, Tensor>, batch: usize, seq: usize) -> Tensor {
@@ -64,6 +80,10 @@ fn encoder_compiles_once_and_matches_onnxruntime_at_every_batch_and_seq() {
     // The symbolic dims must not push the work onto the host: every matmul,
     // layer norm, softmax and GELU is a generated kernel.
     assert!(report.kernels >= 20, "{report:?}");
+    // Both layers' attention fuses (the sequence dim, unknown to shape
+    // inference behind the position-table Slice, is proven to be `seq`) and
+    // runs as the generated attention kernel.
+    assert_eq!(attention_kernels(&module), 2, "{report:?}");
     let graph = &module.model().graph;
     for step in module.steps() {
         if let Step::Host { node } = step {
@@ -84,6 +104,23 @@ fn encoder_compiles_once_and_matches_onnxruntime_at_every_batch_and_seq() {
     // Same shape again: the same kernels, the same numbers.
     let again = run_case(&module, &cases, 3, 7);
     assert_eq!(again, run_case(&module, &cases, 3, 7));
+}
+
+/// The same encoder as exporters write SDPA (`--prescaled` of
+/// make_tiny_encoder.py): Q and Kᵀ each scaled by √scale before their
+/// product, head split/merge targets computed from `Shape` at run time.
+/// Both attentions still fuse, and the numbers match onnxruntime.
+#[test]
+fn prescaled_exporter_style_encoder_fuses_and_matches_onnxruntime() {
+    let name = "tiny_encoder_prescaled";
+    let module = carbide::compile(&model_named(name), &CompileOptions::default()).expect("compiles");
+    assert_eq!(attention_kernels(&module), 2);
+    let cases = cases_named(name);
+    for (batch, seq) in CASES {
+        let want = &cases[&format!("b{batch}_s{seq}.last_hidden_state")];
+        let got = run_case(&module, &cases, batch, seq);
+        assert_close(&format!("{name}: batch {batch}, seq {seq}"), &got, want);
+    }
 }
 
 #[test]

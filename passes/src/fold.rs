@@ -114,10 +114,24 @@ impl Partial {
 /// shape arithmetic (Shape, Gather, Slice, Concat, ...): shape folding and
 /// the compiler's symbolic-dim refinement both read shape values this way.
 pub fn shape_value(g: &Graph, uses: &Uses, name: &str) -> Option<Partial> {
-    partial_of(g, uses, name, 0)
+    partial_of(g, uses, name, 0, &|_, _| Elem::Unknown)
 }
 
-fn partial_of(g: &Graph, uses: &Uses, name: &str, depth: usize) -> Option<Partial> {
+/// [`shape_value`], where a `Shape` dim that the types leave unknown reads
+/// as `unknown_dim(value, axis)`: for a caller that can prove more about
+/// dims than shape inference (the attention matcher).
+pub fn shape_value_resolving(
+    g: &Graph,
+    uses: &Uses,
+    name: &str,
+    unknown_dim: &dyn Fn(&str, usize) -> Elem,
+) -> Option<Partial> {
+    partial_of(g, uses, name, 0, unknown_dim)
+}
+
+type UnknownDim<'a> = &'a dyn Fn(&str, usize) -> Elem;
+
+fn partial_of(g: &Graph, uses: &Uses, name: &str, depth: usize, unknown_dim: UnknownDim) -> Option<Partial> {
     if depth > 16 || name.is_empty() {
         return None;
     }
@@ -141,18 +155,21 @@ fn partial_of(g: &Graph, uses: &Uses, name: &str, depth: usize) -> Option<Partia
             let (s, e) = (clamp(*start), clamp(end.unwrap_or(r)));
             let elems = shape[s..e.max(s)]
                 .iter()
-                .map(|d| match d {
+                .enumerate()
+                .map(|(k, d)| match d {
                     Dim::Known(v) => Elem::Known(*v as i64),
                     Dim::Sym(s) => Elem::Sym(s.clone()),
-                    Dim::Unknown => Elem::Unknown,
+                    Dim::Unknown => input(0).map_or(Elem::Unknown, |x| unknown_dim(x, s + k)),
                 })
                 .collect();
             Some(Partial { elems, scalar: false })
         }
-        Op::Tensor(TensorOp::Identity) => partial_of(g, uses, input(0)?, depth + 1),
-        Op::Elementwise(ElementwiseOp::Cast { to, .. }) if to.is_int() => partial_of(g, uses, input(0)?, depth + 1),
+        Op::Tensor(TensorOp::Identity) => partial_of(g, uses, input(0)?, depth + 1, unknown_dim),
+        Op::Elementwise(ElementwiseOp::Cast { to, .. }) if to.is_int() => {
+            partial_of(g, uses, input(0)?, depth + 1, unknown_dim)
+        }
         Op::Tensor(TensorOp::Gather { axis: 0 }) => {
-            let data = partial_of(g, uses, input(0)?, depth + 1)?;
+            let data = partial_of(g, uses, input(0)?, depth + 1, unknown_dim)?;
             let idx = constant(g, input(1)?)?;
             if idx.rank() > 1 || data.scalar {
                 return None;
@@ -172,7 +189,7 @@ fn partial_of(g: &Graph, uses: &Uses, name: &str, depth: usize) -> Option<Partia
             })
         }
         Op::Tensor(TensorOp::Slice { starts, ends, axes }) => {
-            let data = partial_of(g, uses, input(0)?, depth + 1)?;
+            let data = partial_of(g, uses, input(0)?, depth + 1, unknown_dim)?;
             let (starts, ends, axes, steps) = if starts.is_some() {
                 (starts.clone()?, ends.clone()?, axes.clone(), None)
             } else {
@@ -200,7 +217,7 @@ fn partial_of(g: &Graph, uses: &Uses, name: &str, depth: usize) -> Option<Partia
         Op::Tensor(TensorOp::Concat { axis: 0 | -1 }) => {
             let mut elems = Vec::new();
             for x in n.present_inputs() {
-                let p = partial_of(g, uses, x, depth + 1)?;
+                let p = partial_of(g, uses, x, depth + 1, unknown_dim)?;
                 if p.scalar {
                     return None;
                 }
@@ -209,7 +226,7 @@ fn partial_of(g: &Graph, uses: &Uses, name: &str, depth: usize) -> Option<Partia
             Some(Partial { elems, scalar: false })
         }
         Op::Tensor(TensorOp::Unsqueeze { axes }) => {
-            let p = partial_of(g, uses, input(0)?, depth + 1)?;
+            let p = partial_of(g, uses, input(0)?, depth + 1, unknown_dim)?;
             let axes = match axes {
                 Some(a) => a.clone(),
                 None => ints(1)?,
@@ -220,7 +237,7 @@ fn partial_of(g: &Graph, uses: &Uses, name: &str, depth: usize) -> Option<Partia
             })
         }
         Op::Tensor(TensorOp::Squeeze { .. }) => {
-            let p = partial_of(g, uses, input(0)?, depth + 1)?;
+            let p = partial_of(g, uses, input(0)?, depth + 1, unknown_dim)?;
             (!p.scalar && p.elems.len() == 1).then_some(Partial {
                 elems: p.elems,
                 scalar: true,
@@ -292,7 +309,7 @@ pub fn fold_shapes(g: &mut Graph, _cx: &PassCtx) -> Result<bool, PassError> {
         ) {
             continue;
         }
-        let Some(p) = partial_of(g, &uses, out, 0) else {
+        let Some(p) = shape_value(g, &uses, out) else {
             continue;
         };
         let Some(v) = p.known() else { continue };
@@ -335,7 +352,7 @@ fn reshape_target(g: &Graph, uses: &Uses, n: &carbide_ir::Node) -> Option<Tensor
     if constant(g, target).is_some() {
         return None;
     }
-    let p = partial_of(g, uses, target, 0)?;
+    let p = shape_value(g, uses, target)?;
     let data = tensor_type(g, n.inputs.first()?)?.shape?;
     if p.scalar || p.elems.contains(&Elem::Known(0)) {
         return None;

@@ -5,7 +5,7 @@
 //! takes a contiguous range of (batch, head, query) rows; for each head it
 //! meets, it first copies that head's K transposed (`[D, L]`) into its
 //! scratch so the scores are vectorized along the keys, and `p·V` is
-//! vectorized along the value dim. Query rows go in blocks of [`BLOCK`] so
+//! vectorized along the value dim. Query rows go in blocks ([`row_blocks`]) so
 //! every loaded K or V vector feeds several independent FMA chains. Batch
 //! and sequence lengths are runtime parameters; heads and head sizes are
 //! compile-time constants.
@@ -44,9 +44,16 @@ struct Strides {
     r: ParamExpr,
 }
 
-/// Query rows computed together: the K and V vectors each load feeds
-/// `BLOCK` independent FMA chains.
-const BLOCK: usize = 4;
+/// Query-row blocks, largest first: each loaded K or V vector feeds one
+/// FMA chain per row of the block, two vectors wide, so a block of `n` keeps
+/// 2n accumulators in registers — 8 rows (16 accumulators) where there are
+/// 32 vector registers (AVX-512, NEON), 4 rows with AVX2's 16.
+fn row_blocks(target: &Target) -> &'static [usize] {
+    match target.isa() {
+        crate::target::Isa::Avx2 => &[4, 1],
+        crate::target::Isa::Avx512 | crate::target::Isa::Neon => &[8, 4, 1],
+    }
+}
 
 /// C for `n` consecutive query rows `i..i+n` of head `(b, h)`: scores
 /// (two key vectors at a time, so 2n accumulators), mask, softmax with
@@ -105,40 +112,72 @@ fn emit_rows(s: &mut String, n: usize, causal: bool, mask: bool) {
         }
         l("}".into());
     }
-    for r in rows.clone() {
-        l("{".into());
-        if causal {
+    // Softmax of the block's rows, interleaved so each pass runs n
+    // independent chains (a single row's max and sum are latency-bound).
+    // Columns past a row's causal limit are -inf for the max and zero after
+    // the exponentials; a row masked everywhere gets 1/sum = 0.
+    let each = |f: &dyn Fn(usize) -> String| -> String { rows.clone().map(f).collect::<Vec<_>>().join(" ") };
+    if causal {
+        for r in rows.clone() {
             l(format!(
-                "    const int64_t Lr = i + {r} + 1 < L ? i + {r} + 1 : L; float *x = s{r};"
+                "const int64_t Lr{r} = i + {r} + 1 < L ? i + {r} + 1 : L; for (int64_t t = Lr{r}; t < Lmax; t++) s{r}[t] = -INFINITY;"
             ));
-        } else {
-            l(format!("    const int64_t Lr = L; float *x = s{r};"));
         }
-        l("    int64_t t;".into());
+    }
+    if mask {
+        for r in rows.clone() {
+            l(format!("const float *mr{r} = M + b * msb + h * msh + (i + {r}) * msr;"));
+        }
+    }
+    l(format!(
+        "vf {};",
+        each(&|r| format!("vm{r} = VSET1(-INFINITY){}", if r + 1 < n { "," } else { "" }))
+    ));
+    l("int64_t t;".into());
+    let vmax = |r: usize| {
         if mask {
-            l(format!(
-                "    const float *mr = M + b * msb + h * msh + (i + {r}) * msr;"
-            ));
-            l("    for (t = 0; t + VW <= Lr; t += VW) VSTORE(x + t, VADD(VLOAD(x + t), VLOAD(mr + t)));".into());
-            l("    for (; t < Lr; t++) x[t] += mr[t];".into());
+            format!("{{ const vf x = VADD(VLOAD(s{r} + t), VLOAD(mr{r} + t)); VSTORE(s{r} + t, x); vm{r} = VMAX(vm{r}, x); }}")
+        } else {
+            format!("vm{r} = VMAX(vm{r}, VLOAD(s{r} + t));")
         }
-        l("    vf vm = VSET1(-INFINITY); float m = -INFINITY;".into());
-        l("    for (t = 0; t + VW <= Lr; t += VW) vm = VMAX(vm, VLOAD(x + t));".into());
-        l("    if (Lr >= VW) m = VHMAX(vm);".into());
-        l("    for (; t < Lr; t++) m = fmaxf(m, x[t]);".into());
-        l("    if (m == -INFINITY) {".into());
+    };
+    l(format!("for (t = 0; t + VW <= Lmax; t += VW) {{ {} }}", each(&vmax)));
+    l(format!(
+        "float {};",
+        each(&|r| format!("m{r} = VHMAX(vm{r}){}", if r + 1 < n { "," } else { "" }))
+    ));
+    let smax = |r: usize| {
+        if mask {
+            format!("s{r}[t] += mr{r}[t]; m{r} = fmaxf(m{r}, s{r}[t]);")
+        } else {
+            format!("m{r} = fmaxf(m{r}, s{r}[t]);")
+        }
+    };
+    l(format!("for (; t < Lmax; t++) {{ {} }}", each(&smax)));
+    for r in rows.clone() {
         l(format!(
-            "        for (t = 0; t < Lmax; t++) x[t] = 0.0f; inv{r} = 0.0f;"
+            "const int dead{r} = m{r} == -INFINITY; if (dead{r}) m{r} = 0.0f; const vf vmx{r} = VSET1(m{r}); vf vs{r} = VZERO();"
         ));
-        l("    } else {".into());
-        l("        vf vs = VZERO(); float sum; const vf vmx = VSET1(m);".into());
-        l("        for (t = 0; t + VW <= Lr; t += VW) { const vf e = v_exp(VSUB(VLOAD(x + t), vmx)); vs = VADD(vs, e); VSTORE(x + t, e); }".into());
-        l("        sum = VHSUM(vs);".into());
-        l("        for (; t < Lr; t++) { const float e = expf(x[t] - m); sum += e; x[t] = e; }".into());
-        l("        for (t = Lr; t < Lmax; t++) x[t] = 0.0f;".into());
-        l(format!("        inv{r} = 1.0f / sum;"));
-        l("    }".into());
-        l("}".into());
+    }
+    l(format!(
+        "for (t = 0; t + VW <= Lmax; t += VW) {{ {} }}",
+        each(&|r| format!(
+            "{{ const vf e = v_exp(VSUB(VLOAD(s{r} + t), vmx{r})); vs{r} = VADD(vs{r}, e); VSTORE(s{r} + t, e); }}"
+        ))
+    ));
+    l(format!(
+        "float {};",
+        each(&|r| format!("sum{r} = VHSUM(vs{r}){}", if r + 1 < n { "," } else { "" }))
+    ));
+    l(format!(
+        "for (; t < Lmax; t++) {{ {} }}",
+        each(&|r| format!("{{ const float e = expf(s{r}[t] - m{r}); sum{r} += e; s{r}[t] = e; }}"))
+    ));
+    for r in rows.clone() {
+        if causal {
+            l(format!("for (t = Lr{r}; t < Lmax; t++) s{r}[t] = 0.0f;"));
+        }
+        l(format!("inv{r} = dead{r} ? 0.0f : 1.0f / sum{r};"));
     }
     // p·V, `w` value vectors at a time, then scalar columns.
     l("int64_t c = 0;".into());
@@ -358,7 +397,11 @@ pub fn lower(
     // Per part: K of one head transposed (D x Lp, Lp = L rounded up to 16)
     // and the score rows of one block of queries.
     let lp = ParamExpr::CeilDiv(Box::new(l.clone()), Box::new(ParamExpr::Const(16)));
-    let scratch_bytes = pmul(pmul(lp, ParamExpr::Const(16 * 4)), ParamExpr::Const((d + BLOCK) as i64));
+    let blocks = row_blocks(target);
+    let scratch_bytes = pmul(
+        pmul(lp, ParamExpr::Const(16 * 4)),
+        ParamExpr::Const((d + blocks[0]) as i64),
+    );
     let mut buffers = Vec::new();
     let mut p = Params::default();
     let q_slot = slot(BufferArg::Input(qi), &mut buffers);
@@ -445,13 +488,17 @@ pub fn lower(
     w(&mut s, "            have = bh;");
     w(&mut s, "        }");
     w(&mut s, "        const float *vh = V + b * vsb + hk * vsh;");
-    let _ = writeln!(s, "        if (r + {BLOCK} <= r1 && i + {BLOCK} <= Sq) {{");
-    emit_rows(&mut s, BLOCK, at.is_causal, mask.is_some());
-    let _ = writeln!(s, "            r += {BLOCK};");
-    w(&mut s, "        } else {");
-    emit_rows(&mut s, 1, at.is_causal, mask.is_some());
-    w(&mut s, "            r += 1;");
-    w(&mut s, "        }");
+    for (bi, &n) in blocks.iter().enumerate() {
+        let opener = if bi == 0 { "        " } else { " else " };
+        if n == 1 {
+            let _ = writeln!(s, "{opener}{{");
+        } else {
+            let _ = writeln!(s, "{opener}if (r + {n} <= r1 && i + {n} <= Sq) {{");
+        }
+        emit_rows(&mut s, n, at.is_causal, mask.is_some());
+        let _ = write!(s, "            r += {n};\n        }}");
+    }
+    s.push('\n');
     w(&mut s, "    }");
     w(&mut s, "}");
     Ok(Some(LoweredKernel {
@@ -531,15 +578,16 @@ mod tests {
 
     #[test]
     fn three_d_heads_with_mask_match_the_reference() {
-        // Sq 7 (a block of 4 and single rows), L 75 (vector pairs, single
-        // vectors, padding), 3 heads of 5, mask [B, 1, 1, L]; value heads of
-        // 3 (scalar only) and 40 (vector pairs, single vectors, remainder).
+        // Sq 15 (blocks of 8 and 4 and single rows with AVX-512, of 4 and
+        // single rows with AVX2), L 75 (vector pairs, single vectors,
+        // padding), 3 heads of 5, mask [B, 1, 1, L]; value heads of 3
+        // (scalar only) and 40 (vector pairs, single vectors, remainder).
         for t in targets() {
             for dv in [3, 40] {
                 let (g, feeds) = group(
                     attrs(Some((3, 3)), false, Some(0.3)),
-                    &[&[2, 7, 15], &[2, 75, 15], &[2, 75, 3 * dv], &[2, 1, 1, 75]],
-                    &[2, 7, 3 * dv],
+                    &[&[2, 15, 15], &[2, 75, 15], &[2, 75, 3 * dv], &[2, 1, 1, 75]],
+                    &[2, 15, 3 * dv],
                     None,
                 );
                 check(&g, &t, &feeds, 1e-4);
@@ -599,10 +647,11 @@ mod tests {
 
     #[test]
     fn neon_attention_matches_under_qemu() {
+        // Sq 13: one block each of 8, 4 and 1 rows.
         let (g, feeds) = group(
             attrs(Some((2, 1)), false, None),
-            &[&[1, 5, 12], &[1, 21, 6], &[1, 21, 10], &[1, 1, 5, 21]],
-            &[1, 5, 20],
+            &[&[1, 13, 12], &[1, 21, 6], &[1, 21, 10], &[1, 1, 13, 21]],
+            &[1, 13, 20],
             None,
         );
         check_neon(&g, &feeds, 1e-4);

@@ -53,10 +53,50 @@ fn balanced_tile(extent: usize, tile: usize, align: usize, even: bool) -> usize 
     extent.div_ceil(n).div_ceil(align) * align
 }
 
-/// The default schedule with MC/NC chosen for this convolution's output
-/// channels (`mg` per group) and pixels, so the tasks balance across parts.
-fn balanced_schedule(mut s: Schedule, mg: usize, pixels: usize, groups: usize) -> Schedule {
+/// Share of `extent` rounded up to whole tiles that is real work.
+fn fill(extent: usize, tile: usize) -> f64 {
+    extent as f64 / (extent.div_ceil(tile.max(1)) * tile.max(1)).max(1) as f64
+}
+
+/// The tallest register tile of `nr` columns that fits the vector registers
+/// (the limit `gemm::check_schedule` enforces).
+fn max_rows(target: &Target, nr: usize) -> usize {
+    let regs = if target.isa() == crate::target::Isa::Avx2 {
+        16
+    } else {
+        32
+    };
+    let nv = nr / target.vector_width();
+    (regs - nv - 1) / nv
+}
+
+/// The heuristic schedule of a convolution with `mg` output channels per
+/// group, reduction length `kd` and `pixels` output pixels. Pixels are the vector axis (weights as
+/// A, [`default_schedule`]) unless they fill the vector tile badly (7x7 and
+/// 14x14 images with 32-wide tiles waste 23% and 12%): then the output
+/// channels are the vector axis and pixels the broadcast rows, with a tile
+/// height that divides the pixel count (the channel-vector form, weights
+/// packed as B panels). MC/NC split the work evenly across parts.
+fn heuristic_schedule(target: &Target, mg: usize, kd: usize, pixels: usize, groups: usize) -> Schedule {
+    let mut s = default_schedule(target);
     let Some(t) = s.microkernel else { return s };
+    let hi = max_rows(target, t.nr);
+    let rows = (hi.div_ceil(2)..=hi)
+        .max_by(|a, b| fill(pixels, *a).total_cmp(&fill(pixels, *b)))
+        .unwrap_or(t.mr);
+    // Writing T out costs about 2 cycles per output against K / VW cycles
+    // of FMAs: the channel-vector form pays off for long reductions.
+    let write_out = 1.0 + 2.0 * target.vector_width() as f64 / kd.max(1) as f64;
+    if fill(pixels, rows) * fill(mg, t.nr) / write_out > fill(pixels, t.nr) * fill(mg, t.mr) + 0.03 {
+        s.microkernel = Some(carbide_ir::kernel::MicroTile { mr: rows, nr: t.nr });
+        s.weight_layout = WeightLayout::PackedPanels { nr: t.nr };
+        let mc = balanced_tile(pixels, 256, rows, false);
+        let few_pixel_tasks = groups * pixels.div_ceil(mc) < MIN_PIXEL_TASKS;
+        s.tiles.insert("m".into(), mc);
+        s.tiles
+            .insert("n".into(), balanced_tile(mg, 128, t.nr, few_pixel_tasks));
+        return s;
+    }
     let nc = balanced_tile(pixels, s.tile("n", 512), t.nr, true);
     let few_pixel_tasks = groups * pixels.div_ceil(nc) < MIN_PIXEL_TASKS;
     let mc = balanced_tile(mg, s.tile("m", 144), t.mr, few_pixel_tasks);
@@ -84,6 +124,29 @@ fn pack_weights(w: &Tensor, g: &Geometry, mr: usize) -> Option<Vec<u8>> {
                 for r in 0..mr {
                     let row = ip * mr + r;
                     let v = if row < mg { data[(grp * mg + row) * kd + k] } else { 0.0 };
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Packs OIHW weights per group into B panels of `nr` output channels,
+/// k-major (the channel-vector form: `[group][panel][k][nr]`).
+fn pack_weight_panels(w: &Tensor, g: &Geometry, nr: usize) -> Option<Vec<u8>> {
+    let Tensor::F32(arr) = w else { return None };
+    let data: Vec<f32> = arr.iter().copied().collect();
+    let mg = g.m / g.groups;
+    let kd = (g.c / g.groups) * g.kh * g.kw;
+    let np = mg.div_ceil(nr);
+    let mut out = Vec::with_capacity(g.groups * np * kd * nr * 4);
+    for grp in 0..g.groups {
+        for jp in 0..np {
+            for k in 0..kd {
+                for j in 0..nr {
+                    let col = jp * nr + j;
+                    let v = if col < mg { data[(grp * mg + col) * kd + k] } else { 0.0 };
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
@@ -208,11 +271,18 @@ pub fn lower(
     }
     let sched = match schedule {
         Some(s) => s.clone(),
-        None => balanced_schedule(default_schedule(target), m / groups, g.oh * g.ow, groups),
+        None => heuristic_schedule(target, m / groups, (c / groups) * kh * kw, g.oh * g.ow, groups),
     };
     let knobs = check_schedule(&sched, target, &anchor.name, WeightRole::ConvA)?;
     let GemmKnobs { mr, nr, kc, mc, nc, .. } = knobs;
-    let Some(packed) = pack_weights(&wconst, &g, mr) else {
+    // PackedPanels weights select the channel-vector form (see `heuristic_schedule`).
+    let channel_vector = matches!(sched.weight_layout, WeightLayout::PackedPanels { .. });
+    let packed = if channel_vector {
+        pack_weight_panels(&wconst, &g, nr)
+    } else {
+        pack_weights(&wconst, &g, mr)
+    };
+    let Some(packed) = packed else {
         return Ok(None);
     };
     let workload = WorkloadKey {
@@ -236,11 +306,42 @@ pub fn lower(
             .take(24)
             .collect::<String>()
     );
+    let cg = c / groups;
+    let mg = m / groups;
+    let kd = cg * kh * kw;
+    let np_w = mg.div_ceil(mr);
+    let pointwise = kh == 1 && kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.oh == h && g.ow == w;
+    if g.ph < 0 || g.pw < 0 || g.oh == 0 || g.ow == 0 {
+        return Ok(None);
+    }
+    let (ph, pw) = (g.ph as usize, g.pw as usize);
+    // The image as the packing reads it: when a window leaves the image,
+    // each part first copies its group's channels into a zero-bordered
+    // scratch image (hp x wp per channel), so packing is plain row copies.
+    let hp = (ph + h).max((g.oh - 1) * g.sh + (kh - 1) * g.dh + 1);
+    let wp = (pw + w).max((g.ow - 1) * g.sw + (kw - 1) * g.dw + 1);
+    let padded = !pointwise && (hp != h || wp != w || ph != 0 || pw != 0);
+    // Per part: the packed panels (B, or in the channel-vector form A and
+    // the transposed output tile `T`, pixels x channels), then the image copy.
+    // A cache line more than the channels, so T's rows (often 2^n floats
+    // apart) do not all map to the same L1 sets.
+    let ldt = mg.div_ceil(nr) * nr + 64 / 4;
+    let panel_bytes = if channel_vector {
+        ((mc * kc + mc * ldt) * 4).div_ceil(64) * 64
+    } else {
+        (nc * kc * 4).div_ceil(64) * 64
+    };
+    // The last row's right-border memset runs `pw` floats past the plane.
+    let pad_bytes = if padded {
+        ((cg * hp * wp + pw) * 4).div_ceil(64) * 64
+    } else {
+        0
+    };
+    let scratch_bytes = panel_bytes + pad_bytes;
     let mut buffers = Vec::new();
     let x_slot = slot(BufferArg::Input(xi), &mut buffers);
     let w_slot = slot(BufferArg::Packed(0), &mut buffers);
     let y_slot = slot(BufferArg::Output(0), &mut buffers);
-    let scratch_bytes = (nc * kc * 4).div_ceil(64) * 64;
     let s_slot = slot(
         BufferArg::Scratch {
             bytes: ParamExpr::Const(scratch_bytes as i64),
@@ -258,11 +359,6 @@ pub fn lower(
         Dim::Known(n) => ParamExpr::Const(*n as i64),
         _ => ParamExpr::InputDim { input: xi, axis: 0 },
     };
-    let cg = c / groups;
-    let mg = m / groups;
-    let kd = cg * kh * kw;
-    let np_w = mg.div_ceil(mr);
-    let pointwise = kh == 1 && kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.oh == h && g.ow == w;
     let eops_ukr: Vec<(Vec<ParamExpr>, ParamExpr, i64)> = eop_strides
         .iter()
         .map(|(b, mm, px)| (vec![b.clone()], mm.clone(), *px))
@@ -270,8 +366,13 @@ pub fn lower(
 
     let mut s = String::new();
     s.push_str(
-        &microkernel(mr, nr, knobs.unroll_k, target.vector_width(), &ch.expr, &eops_ukr)
-            .replace("void ukr(", &format!("void ukr_{entry}(")),
+        // The channel-vector form applies the epilogue when it writes T out.
+        &(if channel_vector {
+            microkernel(mr, nr, knobs.unroll_k, target.vector_width(), &Expr::Acc, &[])
+        } else {
+            microkernel(mr, nr, knobs.unroll_k, target.vector_width(), &ch.expr, &eops_ukr)
+        })
+        .replace("void ukr(", &format!("void ukr_{entry}(")),
     );
     let _ = writeln!(
         s,
@@ -285,6 +386,10 @@ pub fn lower(
         s,
         "    float *Bp = (float *)((char *)bufs[{s_slot}] + part * (int64_t){scratch_bytes});"
     );
+    if padded {
+        let _ = writeln!(s, "    float *Xpad = (float *)((char *)Bp + {panel_bytes});");
+        let _ = writeln!(s, "    int64_t padded_ng = -1;");
+    }
     let _ = writeln!(s, "    const int64_t NB = {};", p.c(batch.clone()));
     for (i, sl) in e_slots.iter().enumerate() {
         let _ = writeln!(s, "    const float *E{i} = (const float *)bufs[{sl}];");
@@ -296,131 +401,241 @@ pub fn lower(
         );
     }
     let _ = writeln!(s, "    const int64_t P = {p_total}, K = {kd};");
-    // A task packs one pixel block's B panels once per K block and reuses
-    // them for its M blocks: all of them when there are enough pixel blocks
-    // to keep the parts busy, else one M block per task.
-    let (mblocks, pblocks) = (mg.div_ceil(mc), p_total.div_ceil(nc));
-    let mchunks = if groups * pblocks >= MIN_PIXEL_TASKS {
-        1
-    } else {
-        mblocks
-    };
-    let _ = writeln!(
-        s,
-        "    const int64_t mblocks = {mblocks}, pblocks = {pblocks}, mchunks = {mchunks};"
-    );
-    let _ = writeln!(s, "    const int64_t ntasks = NB * {groups} * pblocks * mchunks;");
-    emit_task_range(&mut s, knobs.parallel);
-    let _ = writeln!(s, "    for (int64_t t = t0; t < t1; t++) {{");
-    let _ = writeln!(s, "        const int64_t mch = t % mchunks, pb = (t / mchunks) % pblocks, g = (t / (mchunks * pblocks)) % {groups}, n = t / (mchunks * pblocks * {groups});");
-    let _ = writeln!(
-        s,
-        "        const int64_t mb0 = mblocks * mch / mchunks, mb1 = mblocks * (mch + 1) / mchunks;"
-    );
-    let _ = writeln!(s, "        const int64_t j0 = pb * {nc}, ncur = min_i64({nc}, P - j0);");
-    let _ = writeln!(s, "        const float *Xg = X + (n * {c} + g * {cg}) * {};", h * w);
-    let _ = writeln!(s, "        float *Yg = Y + (n * {m} + g * {mg}) * P;");
-    let _ = writeln!(s, "        const float *Ag = Wp + g * {};", np_w * kd * mr);
-    let _ = writeln!(s, "        for (int64_t pc = 0; pc < K; pc += {kc}) {{");
-    let _ = writeln!(s, "            const int64_t kcur = min_i64({kc}, K - pc);");
-    let _ = writeln!(s, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
-    let _ = writeln!(s, "                float *dst = Bp + jp * kcur;");
-    let _ = writeln!(
-        s,
-        "                const int64_t wdt = min_i64({nr}, ncur - jp), pix0 = j0 + jp;"
-    );
-    if pointwise {
-        let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
-        let _ = writeln!(s, "                    float *d = dst + k * {nr};");
-        let _ = writeln!(s, "                    const float *src = Xg + (pc + k) * P + pix0;");
+    let tasks_per_batch = if channel_vector {
+        // Channel-vector form: tasks are (batch, group, pixel block,
+        // channel block), the channel block fastest; a part's run of one
+        // pixel block packs its pixel panels (A) once per K block, runs the
+        // microkernel into T (pixels x channels), then writes T transposed
+        // to Y through the epilogue.
+        let (pblocks, cblocks) = (p_total.div_ceil(mc), mg.div_ceil(nc));
+        let (sh, sw, dh, dw, ow) = (g.sh, g.sw, g.dh, g.dw, g.ow);
+        let _ = writeln!(s, "    float *Ap = Bp, *T = Bp + {};", mc * kc);
+        let _ = writeln!(s, "    const int64_t pblocks = {pblocks}, cblocks = {cblocks};");
+        let _ = writeln!(s, "    const int64_t ntasks = NB * {groups} * pblocks * cblocks;");
+        emit_task_range(&mut s, knobs.parallel);
+        let _ = writeln!(s, "    for (int64_t t = t0, te; t < t1; t = te) {{");
+        let _ = writeln!(s, "        const int64_t run = t / cblocks;");
+        let _ = writeln!(s, "        te = min_i64(t1, (run + 1) * cblocks);");
         let _ = writeln!(
             s,
-            "                    int64_t q = 0; for (; q < wdt; q++) d[q] = src[q]; for (; q < {nr}; q++) d[q] = 0.0f;"
+            "        const int64_t pb = run % pblocks, g = (run / pblocks) % {groups}, n = run / (pblocks * {groups});"
+        );
+        let _ = writeln!(
+            s,
+            "        const int64_t c0 = (t % cblocks) * {nc}, c1 = min_i64({mg}, ((te - 1) % cblocks + 1) * {nc});"
+        );
+        let _ = writeln!(s, "        const int64_t i0 = pb * {mc}, mcur = min_i64({mc}, P - i0);");
+        let _ = writeln!(s, "        const float *Xg = X + (n * {c} + g * {cg}) * {};", h * w);
+        let _ = writeln!(s, "        const float *Bg = Wp + g * {};", mg.div_ceil(nr) * kd * nr);
+        if padded {
+            emit_pad_copy(&mut s, &g, hp, wp);
+            let _ = writeln!(s, "        const float *Xs = Xpad;");
+        } else {
+            let _ = writeln!(s, "        const float *Xs = Xg;");
+        }
+        let _ = writeln!(s, "        for (int64_t pc = 0; pc < K; pc += {kc}) {{");
+        let _ = writeln!(s, "            const int64_t kcur = min_i64({kc}, K - pc);");
+        let _ = writeln!(s, "            for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
+        let _ = writeln!(s, "                float *dst = Ap + ip * kcur;");
+        // Each pixel's offset in a channel of the (padded) image; -1 past P.
+        let _ = writeln!(s, "                int64_t off[{mr}];");
+        let _ = writeln!(s, "                for (int64_t r = 0; r < {mr}; r++) {{");
+        let _ = writeln!(s, "                    const int64_t px = i0 + ip + r;");
+        let _ = writeln!(
+            s,
+            "                    off[r] = px < P ? (px / {ow}) * {} + (px % {ow}) * {sw} : -1;",
+            sh * wp
         );
         let _ = writeln!(s, "                }}");
-    } else {
-        // Implicit im2col by output-row segments: per segment the valid
-        // input columns are one strided run (contiguous at stride 1, so the
-        // C compiler vectorizes the copy); padding becomes zero runs.
-        let (sh, sw, ph, pw, dh, dw, ow) = (g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.ow);
         let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
-        let _ = writeln!(s, "                    float *d = dst + k * {nr};");
         let _ = writeln!(
             s,
             "                    const int64_t kk = pc + k, ci = kk / {}, ky = (kk / {kw}) % {kh}, kx = kk % {kw};",
             kh * kw
         );
-        let _ = writeln!(s, "                    const float *plane = Xg + ci * {};", h * w);
         let _ = writeln!(
             s,
-            "                    const int64_t xoff = kx * {dw} - {pw}, yoff = ky * {dh} - {ph};"
+            "                    const float *tap = Xs + ci * {} + ky * {} + kx * {dw};",
+            hp * wp,
+            dh * wp
+        );
+        let _ = writeln!(s, "                    float *d = dst + k * {mr};");
+        let _ = writeln!(
+            s,
+            "                    for (int64_t r = 0; r < {mr}; r++) d[r] = off[r] >= 0 ? tap[off[r]] : 0.0f;"
+        );
+        let _ = writeln!(s, "                }}\n            }}");
+        let _ = writeln!(s, "            for (int64_t jp = c0; jp < c1; jp += {nr}) {{");
+        let _ = writeln!(s, "                for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
+        let _ = writeln!(s, "                    ukr_{entry}(kcur, Ap + ip * kcur, Bg + (jp / {nr}) * K * {nr} + pc * {nr}, T + ip * {ldt} + jp, {ldt}, min_i64({mr}, mcur - ip), min_i64({nr}, c1 - jp), pc > 0, 0, 0, 0);");
+        let _ = writeln!(s, "                }}\n            }}\n        }}");
+        let _ = writeln!(s, "        for (int64_t ch = c0; ch < c1; ch++) {{");
+        let _ = writeln!(s, "            float *y = Y + (n * {m} + g * {mg} + ch) * P + i0;");
+        let _ = writeln!(s, "            const float *tc = T + ch;");
+        for (i, e) in eop_strides.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "            const float *e{i} = E{i} + n * esb{i} + (g * {mg} + ch) * esm{i} + i0 * {};",
+                e.2
+            );
+        }
+        let load = |i: usize| {
+            if eop_strides[i].2 == 1 {
+                format!("e{i}[px]")
+            } else {
+                format!("e{i}[0]")
+            }
+        };
+        let _ = writeln!(
+            s,
+            "            for (int64_t px = 0; px < mcur; px++) {{ const float x = tc[px * {ldt}]; y[px] = {}; }}",
+            crate::cexpr::emit(&ch.expr, crate::cexpr::Mode::Scalar, "x", &load)
+        );
+        let _ = writeln!(s, "        }}\n    }}\n}}");
+        groups * pblocks * cblocks
+    } else {
+        // Tasks are (batch, group, pixel block, M chunk), the M chunk fastest.
+        // A part walks its tasks in runs of one pixel block: it packs that
+        // block's B panels once per K block and reuses them for every M block
+        // of the run (all M blocks when there are enough pixel blocks to keep
+        // the parts busy, else the run's share of them).
+        let (mblocks, pblocks) = (mg.div_ceil(mc), p_total.div_ceil(nc));
+        let mchunks = if groups * pblocks >= MIN_PIXEL_TASKS {
+            1
+        } else {
+            mblocks
+        };
+        let _ = writeln!(
+            s,
+            "    const int64_t mblocks = {mblocks}, pblocks = {pblocks}, mchunks = {mchunks};"
+        );
+        let _ = writeln!(s, "    const int64_t ntasks = NB * {groups} * pblocks * mchunks;");
+        emit_task_range(&mut s, knobs.parallel);
+        let _ = writeln!(s, "    for (int64_t t = t0, te; t < t1; t = te) {{");
+        let _ = writeln!(s, "        const int64_t run = t / mchunks;");
+        let _ = writeln!(s, "        te = min_i64(t1, (run + 1) * mchunks);");
+        let _ = writeln!(
+            s,
+            "        const int64_t pb = run % pblocks, g = (run / pblocks) % {groups}, n = run / (pblocks * {groups});"
         );
         let _ = writeln!(
             s,
-            "                    const int64_t lo = xoff >= 0 ? 0 : (-xoff + {sw} - 1) / {sw};"
+            "        const int64_t mb0 = mblocks * (t % mchunks) / mchunks, mb1 = mblocks * ((te - 1) % mchunks + 1) / mchunks;"
         );
+        let _ = writeln!(s, "        const int64_t j0 = pb * {nc}, ncur = min_i64({nc}, P - j0);");
+        let _ = writeln!(s, "        const float *Xg = X + (n * {c} + g * {cg}) * {};", h * w);
+        let _ = writeln!(s, "        float *Yg = Y + (n * {m} + g * {mg}) * P;");
+        let _ = writeln!(s, "        const float *Ag = Wp + g * {};", np_w * kd * mr);
+        if padded {
+            emit_pad_copy(&mut s, &g, hp, wp);
+            let _ = writeln!(s, "        const float *Xs = Xpad;");
+        } else {
+            let _ = writeln!(s, "        const float *Xs = Xg;");
+        }
+        let _ = writeln!(s, "        for (int64_t pc = 0; pc < K; pc += {kc}) {{");
+        let _ = writeln!(s, "            const int64_t kcur = min_i64({kc}, K - pc);");
+        let _ = writeln!(s, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
+        let _ = writeln!(s, "                float *dst = Bp + jp * kcur;");
         let _ = writeln!(
             s,
-            "                    const int64_t hi = {w} - xoff <= 0 ? 0 : min_i64({ow}, ({w} - xoff + {sw} - 1) / {sw});"
+            "                const int64_t wdt = min_i64({nr}, ncur - jp), pix0 = j0 + jp;"
         );
+        if pointwise {
+            let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
+            let _ = writeln!(s, "                    float *d = dst + k * {nr};");
+            let _ = writeln!(s, "                    const float *src = Xs + (pc + k) * P + pix0;");
+            let _ = writeln!(
+                s,
+                "                    int64_t q = 0; for (; q < wdt; q++) d[q] = src[q]; for (; q < {nr}; q++) d[q] = 0.0f;"
+            );
+            let _ = writeln!(s, "                }}");
+        } else {
+            // Implicit im2col: the panel's pixels are runs along output rows
+            // (found once per panel); per K row each run is one strided copy
+            // from the (padded) image, vectorized at stride 1 and 2.
+            let (sh, sw, dh, dw, ow) = (g.sh, g.sw, g.dh, g.dw, g.ow);
+            let _ = writeln!(
+                s,
+                "                int64_t seg_q[{0}], seg_off[{0}], seg_len[{0}], nseg = 0;",
+                nr + 1
+            );
+            let _ = writeln!(
+                s,
+                "                for (int64_t q = 0, oh = pix0 / {ow}, o = pix0 % {ow}; q < wdt; o = 0, oh++) {{"
+            );
+            let _ = writeln!(s, "                    const int64_t len = min_i64(wdt - q, {ow} - o);");
+            let _ = writeln!(
+                s,
+                "                    seg_q[nseg] = q; seg_off[nseg] = oh * {} + o * {sw}; seg_len[nseg] = len; nseg++; q += len;",
+                sh * wp
+            );
+            let _ = writeln!(s, "                }}");
+            let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
+            let _ = writeln!(s, "                    float *d = dst + k * {nr};");
+            let _ = writeln!(
+                s,
+                "                    const int64_t kk = pc + k, ci = kk / {}, ky = (kk / {kw}) % {kh}, kx = kk % {kw};",
+                kh * kw
+            );
+            let _ = writeln!(
+                s,
+                "                    const float *tap = Xs + ci * {} + ky * {} + kx * {dw};",
+                hp * wp,
+                dh * wp
+            );
+            let _ = writeln!(s, "                    for (int64_t sg = 0; sg < nseg; sg++) {{");
+            let _ = writeln!(
+                s,
+                "                        float *dd = d + seg_q[sg]; const float *src = tap + seg_off[sg]; const int64_t len = seg_len[sg];"
+            );
+            let _ = writeln!(s, "                        int64_t i = 0;");
+            match sw {
+                1 => {
+                    let _ = writeln!(
+                        s,
+                        "                        for (; i + VW <= len; i += VW) VSTORE(dd + i, VLOAD(src + i));"
+                    );
+                }
+                // Reads 2*VW floats from src + 2i: in bounds while i + VW < len.
+                2 => {
+                    let _ = writeln!(
+                        s,
+                        "                        for (; i + VW < len; i += VW) VSTORE(dd + i, VLOAD_EVEN(src + 2 * i));"
+                    );
+                }
+                _ => {}
+            }
+            let _ = writeln!(s, "                        for (; i < len; i++) dd[i] = src[i * {sw}];");
+            let _ = writeln!(s, "                    }}");
+            let _ = writeln!(
+                s,
+                "                    for (int64_t q = wdt; q < {nr}; q++) d[q] = 0.0f;"
+            );
+            let _ = writeln!(s, "                }}");
+        }
+        let _ = writeln!(s, "            }}");
+        let _ = writeln!(s, "            for (int64_t mb = mb0; mb < mb1; mb++) {{");
         let _ = writeln!(
             s,
-            "                    int64_t q = 0, oh = pix0 / {ow}, o = pix0 % {ow};"
+            "            const int64_t i0 = mb * {mc}, mcur = min_i64({mc}, {mg} - i0);"
         );
-        let _ = writeln!(s, "                    while (q < wdt) {{");
+        let _ = writeln!(s, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
+        let _ = writeln!(s, "                for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
+        let _ = writeln!(s, "                    const int64_t i = i0 + ip, j = j0 + jp;");
+        let ne = e_slots.len();
+        let bases: Vec<String> = (0..ne)
+            .map(|k| format!("E{k} + n * esb{k} + (g * {mg} + i) * esm{k} + j * {}", eop_strides[k].2))
+            .collect();
+        emit_epilogue_operands(&mut s, &bases);
+        let _ = writeln!(s, "                    ukr_{entry}(kcur, Ag + (i / {mr}) * K * {mr} + pc * {mr}, Bp + jp * kcur, Yg + i * P + j, P, min_i64({mr}, mcur - ip), min_i64({nr}, ncur - jp), pc > 0, pc + kcur >= K, eb, es);");
         let _ = writeln!(
             s,
-            "                        const int64_t seg = min_i64(wdt - q, {ow} - o), ih = oh * {sh} + yoff;"
+            "                }}\n            }}\n            }}\n        }}\n    }}\n}}"
         );
-        let _ = writeln!(s, "                        float *dd = d + q - o;");
-        let _ = writeln!(s, "                        if (ih < 0 || ih >= {h}) {{ for (int64_t x = o; x < o + seg; x++) dd[x] = 0.0f; }}");
-        let _ = writeln!(s, "                        else {{");
-        let _ = writeln!(s, "                            const float *row = plane + ih * {w};");
-        let _ = writeln!(
-            s,
-            "                            const int64_t a = o > lo ? o : (lo < o + seg ? lo : o + seg);"
-        );
-        let _ = writeln!(
-            s,
-            "                            const int64_t b = hi < o + seg ? (hi > a ? hi : a) : o + seg;"
-        );
-        let _ = writeln!(s, "                            int64_t x = o;");
-        let _ = writeln!(s, "                            for (; x < a; x++) dd[x] = 0.0f;");
-        let _ = writeln!(
-            s,
-            "                            for (; x < b; x++) dd[x] = row[x * {sw} + xoff];"
-        );
-        let _ = writeln!(s, "                            for (; x < o + seg; x++) dd[x] = 0.0f;");
-        let _ = writeln!(s, "                        }}");
-        let _ = writeln!(s, "                        q += seg; o = 0; oh++;");
-        let _ = writeln!(s, "                    }}");
-        let _ = writeln!(s, "                    for (; q < {nr}; q++) d[q] = 0.0f;");
-        let _ = writeln!(s, "                }}");
-    }
-    let _ = writeln!(s, "            }}");
-    let _ = writeln!(s, "            for (int64_t mb = mb0; mb < mb1; mb++) {{");
-    let _ = writeln!(
-        s,
-        "            const int64_t i0 = mb * {mc}, mcur = min_i64({mc}, {mg} - i0);"
-    );
-    let _ = writeln!(s, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
-    let _ = writeln!(s, "                for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
-    let _ = writeln!(s, "                    const int64_t i = i0 + ip, j = j0 + jp;");
-    let ne = e_slots.len();
-    let bases: Vec<String> = (0..ne)
-        .map(|k| format!("E{k} + n * esb{k} + (g * {mg} + i) * esm{k} + j * {}", eop_strides[k].2))
-        .collect();
-    emit_epilogue_operands(&mut s, &bases);
-    let _ = writeln!(s, "                    ukr_{entry}(kcur, Ag + (i / {mr}) * K * {mr} + pc * {mr}, Bp + jp * kcur, Yg + i * P + j, P, min_i64({mr}, mcur - ip), min_i64({nr}, ncur - jp), pc > 0, pc + kcur >= K, eb, es);");
-    let _ = writeln!(
-        s,
-        "                }}\n            }}\n            }}\n        }}\n    }}\n}}"
-    );
+        groups * pblocks * mchunks
+    };
     let tasks = if knobs.parallel {
-        ParamExpr::Mul(
-            Box::new(batch),
-            Box::new(ParamExpr::Const((groups * pblocks * mchunks) as i64)),
-        )
+        ParamExpr::Mul(Box::new(batch), Box::new(ParamExpr::Const(tasks_per_batch as i64)))
     } else {
         ParamExpr::Const(1)
     };
@@ -436,6 +651,41 @@ pub fn lower(
         schedule: sched,
         workload,
     }))
+}
+
+/// Emits the copy of batch `n`, group `g`'s input channels (`Xg`) into the
+/// part's zero-bordered image `Xpad` (`hp x wp` per channel, the image at
+/// row `ph`, column `pw`), skipped when the part's previous task already
+/// copied them.
+fn emit_pad_copy(s: &mut String, geo: &Geometry, hp: usize, wp: usize) {
+    let (groups, cg, h, w) = (geo.groups, geo.c / geo.groups, geo.h, geo.w);
+    let (ph, pw) = (geo.ph as usize, geo.pw as usize);
+    let _ = writeln!(s, "        if (padded_ng != n * {groups} + g) {{");
+    let _ = writeln!(s, "            padded_ng = n * {groups} + g;");
+    let _ = writeln!(s, "            for (int64_t ci = 0; ci < {cg}; ci++) {{");
+    let _ = writeln!(s, "                float *dp = Xpad + ci * {};", hp * wp);
+    let _ = writeln!(s, "                const float *sp = Xg + ci * {};", h * w);
+    let _ = writeln!(s, "                memset(dp, 0, sizeof(float) * {});", ph * wp + pw);
+    let _ = writeln!(s, "                for (int64_t i = 0; i < {h}; i++) {{");
+    let _ = writeln!(
+        s,
+        "                    memcpy(dp + {} + i * {wp}, sp + i * {w}, sizeof(float) * {w});",
+        ph * wp + pw
+    );
+    let _ = writeln!(
+        s,
+        "                    memset(dp + {} + i * {wp}, 0, sizeof(float) * {});",
+        ph * wp + pw + w,
+        if h > 0 { wp - w } else { 0 }
+    );
+    let _ = writeln!(s, "                }}");
+    let tail = (ph + h) * wp + pw;
+    let _ = writeln!(
+        s,
+        "                memset(dp + {tail}, 0, sizeof(float) * {});",
+        hp * wp - tail.min(hp * wp)
+    );
+    let _ = writeln!(s, "            }}\n        }}");
 }
 
 /// Depthwise convolution (one filter per channel): each part copies its
@@ -645,8 +895,9 @@ fn depthwise(
 
 #[cfg(test)]
 mod tests {
-    use crate::testutil::{check, check_neon, node, rand_tensor, tt};
+    use crate::testutil::{check, check_neon, check_with, node, rand_tensor, tt};
     use crate::{GroupValue, KernelGroup, Target};
+    use carbide_ir::kernel::{MicroTile, WeightLayout};
     use carbide_ir::ops::elementwise::{Binary, ElementwiseOp, Unary};
     use carbide_ir::ops::nn::{AutoPad, ConvAttrs, NnOp};
     use carbide_ir::{Op, Tensor};
@@ -869,6 +1120,45 @@ mod tests {
                 residual: false,
                 act: Some(Unary::Relu),
             },
+            // Stride 2 with runs long enough for the de-interleaving packing
+            // loads, from the zero-bordered copy and straight from the image.
+            Case {
+                x: [1, 5, 20, 75],
+                m: 14,
+                k: [3, 3],
+                strides: [2, 2],
+                pads: [1, 1, 0, 1],
+                dil: [1, 1],
+                group: 1,
+                bias: true,
+                residual: false,
+                act: None,
+            },
+            Case {
+                x: [2, 9, 6, 67],
+                m: 17,
+                k: [1, 1],
+                strides: [2, 2],
+                pads: [0, 0, 0, 0],
+                dil: [1, 1],
+                group: 1,
+                bias: false,
+                residual: true,
+                act: Some(Unary::Relu),
+            },
+            // 7x7 pixels: the default is the channel-vector form (two K blocks).
+            Case {
+                x: [1, 40, 7, 7],
+                m: 64,
+                k: [3, 3],
+                strides: [1, 1],
+                pads: [1, 1, 1, 1],
+                dil: [1, 1],
+                group: 1,
+                bias: true,
+                residual: true,
+                act: Some(Unary::Relu),
+            },
             // Few pixels: tasks split the channel blocks instead.
             Case {
                 x: [1, 24, 9, 9],
@@ -898,6 +1188,48 @@ mod tests {
         }
     }
 
+    /// Every non-depthwise case in the channel-vector form, with small
+    /// blocks so tasks span several pixel blocks, channel blocks and K blocks.
+    #[test]
+    fn channel_vector_form_matches_reference() {
+        for t in ["x86-64-avx2", "x86-64-avx512"].map(|t| Target::parse(t).unwrap()) {
+            if !t.runs_on_host() {
+                continue;
+            }
+            let nr = 2 * t.vector_width();
+            for c in cases()
+                .iter()
+                .filter(|c| !(c.group as usize == c.x[1] && c.m == c.x[1]))
+            {
+                let (g, feeds) = build(c);
+                let mut s = crate::default_schedule(&g, &t).unwrap().unwrap();
+                s.microkernel = Some(MicroTile { mr: 5, nr });
+                s.weight_layout = WeightLayout::PackedPanels { nr };
+                s.tiles = [("m".to_string(), 10), ("n".to_string(), nr), ("k".to_string(), 40)]
+                    .into_iter()
+                    .collect();
+                check_with(&g, &t, Some(&s), &feeds, 1e-4);
+            }
+        }
+    }
+
+    #[test]
+    fn small_images_default_to_the_channel_vector_form() {
+        let case = cases().into_iter().find(|c| c.x == [1, 40, 7, 7]).unwrap();
+        let (g, _) = build(&case);
+        for t in ["x86-64-avx2", "x86-64-avx512", "aarch64-neon"].map(|t| Target::parse(t).unwrap()) {
+            let s = crate::default_schedule(&g, &t).unwrap().unwrap();
+            assert!(
+                matches!(s.weight_layout, WeightLayout::PackedPanels { .. }),
+                "{}: {s:?}",
+                t.name()
+            );
+            // 49 pixels: a tile height that divides them (7) or wastes one row (5 of 50).
+            let mr = s.microkernel.unwrap().mr;
+            assert!(49 % mr == 0 || mr == 5, "{}: mr {mr}", t.name());
+        }
+    }
+
     #[test]
     fn neon_conv2d_under_qemu() {
         let cases = cases();
@@ -906,6 +1238,10 @@ mod tests {
         // Depthwise stride 2 (vld2q de-interleaving loads).
         let dw = cases.iter().find(|c| c.group > 1 && c.strides == [2, 2] && c.x[3] > 40);
         let (g, feeds) = build(dw.expect("a wide stride-2 depthwise case"));
+        check_neon(&g, &feeds, 1e-4);
+        // The channel-vector form (7x7 pixels).
+        let small = cases.iter().find(|c| c.x == [1, 40, 7, 7]).unwrap();
+        let (g, feeds) = build(small);
         check_neon(&g, &feeds, 1e-4);
     }
 }

@@ -427,12 +427,14 @@ pub(crate) fn check_schedule(
         (WeightRole::GemmB, WeightLayout::PackedPanels { nr }) => nr == t.nr,
         (WeightRole::GemmB, WeightLayout::RowMajor) => true,
         (WeightRole::ConvA, WeightLayout::Nchwc { block }) => block == t.mr,
+        // The channel-vector conv: weights as B panels, pixels broadcast.
+        (WeightRole::ConvA, WeightLayout::PackedPanels { nr }) => nr == t.nr,
         _ => false,
     };
     if !layout_ok {
         let want = match role {
             WeightRole::GemmB => format!("PackedPanels {{ nr: {} }} or RowMajor", t.nr),
-            WeightRole::ConvA => format!("Nchwc {{ block: {} }}", t.mr),
+            WeightRole::ConvA => format!("Nchwc {{ block: {} }} or PackedPanels {{ nr: {} }}", t.mr, t.nr),
         };
         return Err(bad(format!(
             "weight layout {:?} does not fit the {}x{} microkernel (expected {want})",

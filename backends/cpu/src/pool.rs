@@ -242,9 +242,41 @@ pub fn lower(
             );
         }
     };
-    let (vinit, sinit) = (if max { "VSET1(-INFINITY)" } else { "VZERO()" }, fill);
+    let load = if sw == 1 { "VLOAD" } else { "VLOAD_EVEN" };
+    // One tap folded into `acc`, vector or scalar.
+    let fold = |vector: bool, off: &str| match (vector, max) {
+        (true, true) => format!("acc = VMAX({load}(xr + {off} + {sw} * j), acc);"),
+        (true, false) => format!("acc = VADD(acc, {load}(xr + {off} + {sw} * j));"),
+        (false, true) => format!("acc = fmaxf(acc, xr[{off} + {sw} * j]);"),
+        (false, false) => format!("acc += xr[{off} + {sw} * j];"),
+    };
+    let divisor = cnt_h.first().copied().unwrap_or(1) * cnt_w.first().copied().unwrap_or(1);
+    let finish = |vector: bool| match (max, vector, uniform) {
+        (true, ..) => "acc".to_string(),
+        (false, true, true) => format!("VDIV(acc, VSET1({divisor}.0f))"),
+        (false, false, true) => format!("acc / {divisor}.0f"),
+        (false, true, false) => "VDIV(acc, VMUL(VSET1(cnt_h[i]), VLOAD(cnt_w + j)))".to_string(),
+        (false, false, false) => "acc / (cnt_h[i] * cnt_w[j])".to_string(),
+    };
+    // A loop or branch over output columns: `head` opens it, the window
+    // folds into `acc`, `store` writes the result.
+    let block = |s: &mut String, head: &str, vector: bool, store: &str| {
+        let _ = writeln!(s, "            {head} {{");
+        let _ = writeln!(
+            s,
+            "                {} acc = {};",
+            if vector { "vf" } else { "float" },
+            match (vector, max) {
+                (true, true) => "VSET1(-INFINITY)",
+                (true, false) => "VZERO()",
+                (false, _) => fill,
+            }
+        );
+        reduce(s, &|off: &str| fold(vector, off));
+        let _ = writeln!(s, "                {store}");
+        let _ = writeln!(s, "            }}");
+    };
     if vector {
-        let load = if sw == 1 { "VLOAD" } else { "VLOAD_EVEN" };
         // A vector of outputs at column j reads `sw * VW` floats from each
         // tap; in place, only while that stays inside the plane.
         let fits = if direct {
@@ -257,57 +289,26 @@ pub fn lower(
         } else {
             String::new()
         };
-        let vtap = |off: &str| {
-            if max {
-                format!("acc = VMAX({load}(xr + {off} + {sw} * j), acc);")
-            } else {
-                format!("acc = VADD(acc, {load}(xr + {off} + {sw} * j));")
-            }
-        };
-        let finish = if max {
-            "acc".to_string()
-        } else if uniform {
-            format!(
-                "VDIV(acc, VSET1({}.0f))",
-                cnt_h.first().copied().unwrap_or(1) * cnt_w.first().copied().unwrap_or(1)
-            )
-        } else {
-            "VDIV(acc, VMUL(VSET1(cnt_h[i]), VLOAD(cnt_w + j)))".to_string()
-        };
-        let _ = writeln!(s, "            for (; j + VW <= {ow}{fits}; j += VW) {{");
-        let _ = writeln!(s, "                vf acc = {vinit};");
-        reduce(&mut s, &vtap);
-        let _ = writeln!(s, "                VSTORE(yr + j, {finish});");
-        let _ = writeln!(s, "            }}");
-        let _ = writeln!(s, "            if (j < {ow}{fits}) {{");
-        let _ = writeln!(s, "                vf acc = {vinit};");
-        reduce(&mut s, &vtap);
-        let _ = writeln!(s, "                VSTORE_PART(yr + j, {finish}, (int)({ow} - j));");
-        let _ = writeln!(s, "                j = {ow};");
-        let _ = writeln!(s, "            }}");
+        let v = finish(true);
+        block(
+            &mut s,
+            &format!("for (; j + VW <= {ow}{fits}; j += VW)"),
+            true,
+            &format!("VSTORE(yr + j, {v});"),
+        );
+        block(
+            &mut s,
+            &format!("if (j < {ow}{fits})"),
+            true,
+            &format!("VSTORE_PART(yr + j, {v}, (int)({ow} - j)); j = {ow};"),
+        );
     }
-    let stap = |off: &str| {
-        if max {
-            format!("acc = fmaxf(acc, xr[{off} + {sw} * j]);")
-        } else {
-            format!("acc += xr[{off} + {sw} * j];")
-        }
-    };
-    let sfinish = if max {
-        "acc".to_string()
-    } else if uniform {
-        format!(
-            "acc / {}.0f",
-            cnt_h.first().copied().unwrap_or(1) * cnt_w.first().copied().unwrap_or(1)
-        )
-    } else {
-        "acc / (cnt_h[i] * cnt_w[j])".to_string()
-    };
-    let _ = writeln!(s, "            for (; j < {ow}; j++) {{");
-    let _ = writeln!(s, "                float acc = {sinit};");
-    reduce(&mut s, &stap);
-    let _ = writeln!(s, "                yr[j] = {sfinish};");
-    let _ = writeln!(s, "            }}");
+    block(
+        &mut s,
+        &format!("for (; j < {ow}; j++)"),
+        false,
+        &format!("yr[j] = {};", finish(false)),
+    );
     let _ = writeln!(s, "        }}\n    }}\n}}");
     Ok(Some(LoweredKernel {
         call: KernelCall {

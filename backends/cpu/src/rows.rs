@@ -252,29 +252,42 @@ pub fn lower(
                 }
                 None => ("VZERO()", "0.0f"),
             };
-            if *rms {
-                let _ = writeln!(s, "        const float mean = 0.0f; const vf vmean = VZERO();");
-            } else {
-                let _ = writeln!(s, "        vf vs = VZERO(); float sum = 0.0f;");
-                let _ = writeln!(
-                    s,
-                    "        for (j = 0; j + VW <= L; j += VW) vs = VADD(vs, VLOAD(x + j));"
-                );
-                let _ = writeln!(s, "        sum = VHSUM(vs); for (; j < L; j++) sum += x[j];");
-                let _ = writeln!(
-                    s,
-                    "        const float mean = sum / (float)L; const vf vmean = VSET1(mean);"
-                );
-            }
-            let _ = writeln!(s, "        vf vq = VZERO(); float sq = 0.0f;");
-            let _ = writeln!(s, "        for (j = 0; j + VW <= L; j += VW) {{ vf d = VSUB(VLOAD(x + j), vmean); vq = VFMA(d, d, vq); }}");
+            // One pass for both moments, two accumulator pairs for ILP. The
+            // mean form sums d = x - x[0] and d^2: the shift keeps
+            // E[d^2] - E[d]^2 from cancelling when the mean is large
+            // against the spread.
+            let shift = if *rms { "0.0f" } else { "(L > 0 ? x[0] : 0.0f)" };
+            let _ = writeln!(s, "        const float k = {shift}; const vf vk = VSET1(k);");
             let _ = writeln!(
                 s,
-                "        sq = VHSUM(vq); for (; j < L; j++) {{ float d = x[j] - mean; sq += d * d; }}"
+                "        vf vs0 = VZERO(), vs1 = VZERO(), vq0 = VZERO(), vq1 = VZERO(); float sum = 0.0f, sq = 0.0f;"
+            );
+            let _ = writeln!(s, "        for (j = 0; j + 2 * VW <= L; j += 2 * VW) {{");
+            let _ = writeln!(
+                s,
+                "            const vf d0 = VSUB(VLOAD(x + j), vk), d1 = VSUB(VLOAD(x + j + VW), vk);"
             );
             let _ = writeln!(
                 s,
-                "        const float rstd = 1.0f / sqrtf(sq / (float)L + {}); const vf vr = VSET1(rstd);",
+                "            vs0 = VADD(vs0, d0); vs1 = VADD(vs1, d1); vq0 = VFMA(d0, d0, vq0); vq1 = VFMA(d1, d1, vq1);"
+            );
+            let _ = writeln!(s, "        }}");
+            let _ = writeln!(s, "        for (; j + VW <= L; j += VW) {{ const vf d = VSUB(VLOAD(x + j), vk); vs0 = VADD(vs0, d); vq0 = VFMA(d, d, vq0); }}");
+            let _ = writeln!(s, "        sum = VHSUM(VADD(vs0, vs1)); sq = VHSUM(VADD(vq0, vq1));");
+            let _ = writeln!(
+                s,
+                "        for (; j < L; j++) {{ const float d = x[j] - k; sum += d; sq += d * d; }}"
+            );
+            if *rms {
+                let _ = writeln!(s, "        const float mean = 0.0f, var = sq / (float)L; (void)sum;");
+            } else {
+                let _ = writeln!(s, "        const float ms = sum / (float)L, mean = k + ms;");
+                let _ = writeln!(s, "        const float var = fmaxf(sq / (float)L - ms * ms, 0.0f);");
+            }
+            let _ = writeln!(s, "        const vf vmean = VSET1(mean);");
+            let _ = writeln!(
+                s,
+                "        const float rstd = 1.0f / sqrtf(var + {}); const vf vr = VSET1(rstd);",
                 flit(*eps)
             );
             let _ = writeln!(s, "        for (j = 0; j + VW <= L; j += VW) VSTORE(y + j, VFMA(VMUL(VSUB(VLOAD(x + j), vmean), vr), VLOAD(g + j), {}));", badd.0);
@@ -442,6 +455,12 @@ mod tests {
                 &[2, 3, 1, 1],
             ));
         }
+        // A mean far from zero against a unit spread: the one-pass moments must not cancel.
+        let (g, mut feeds) = v[3].clone();
+        if let Tensor::F32(a) = &mut feeds[0] {
+            a.mapv_inplace(|x| 8.0 + x);
+        }
+        v.push((g, feeds));
         v.push(one(
             Op::Nn(NnOp::GlobalAveragePool),
             &[2, 3, 7, 7],

@@ -12,7 +12,10 @@
 //!   batch x M blocks x N blocks split across parts) or none (one part),
 //!   `weight_layout` (gemm: `PackedPanels { nr }` = constant B pre-packed in
 //!   the artifact, or `RowMajor` = B packed per part at run time; conv:
-//!   `Nchwc { block: mr }`, the weights pre-packed as the A operand).
+//!   `Nchwc { block: mr }`, the weights pre-packed as the A operand with
+//!   pixels as the vector axis, or `PackedPanels { nr }`, the channel-vector
+//!   form: weights as B panels, output channels the vector axis, pixels the
+//!   broadcast rows, so `m` tiles pixels and `n` channels).
 //!   Fixed: `loop_order` n, k, m; `vector_axis` n; `vector_width` the target's.
 //! - **depthwise2d**, **maxpool2d/avgpool2d**, **softmax/layernorm/reduce**
 //!   rows, **elementwise**: no knobs yet; only their default schedule is
@@ -108,8 +111,16 @@ pub fn schedule_space(group: &KernelGroup, target: &Target) -> Result<Vec<Schedu
                         } else {
                             WeightLayout::PackedPanels { nr }
                         };
-                        if !out.contains(&s) {
-                            out.push(s);
+                        // Convs also in the channel-vector form (weights as B panels).
+                        let channel_vector = role_conv.then(|| {
+                            let mut cv = s.clone();
+                            cv.weight_layout = WeightLayout::PackedPanels { nr };
+                            cv
+                        });
+                        for s in std::iter::once(s).chain(channel_vector) {
+                            if !out.contains(&s) {
+                                out.push(s);
+                            }
                         }
                     }
                 }
@@ -122,7 +133,7 @@ pub fn schedule_space(group: &KernelGroup, target: &Target) -> Result<Vec<Schedu
 #[cfg(test)]
 mod tests {
     use super::schedule_space;
-    use crate::testutil::{node, rand_tensor, reference, run_native, tt};
+    use crate::testutil::{node, rand_tensor, tt};
     use crate::{lower, CodegenError, GroupValue, KernelGroup, Target};
     use carbide_ir::kernel::{ParamExpr, Schedule, WeightLayout};
     use carbide_ir::ops::elementwise::{ElementwiseOp, Unary};
@@ -192,25 +203,8 @@ mod tests {
 
     /// Lowers `g` under `s` and compares it to the reference on 1 and 3 parts.
     fn check_with(g: &KernelGroup, t: &Target, feeds: &[Tensor], s: &Schedule) {
-        let k = lower(g, t, Some(s))
-            .expect("schedule from the space lowers")
-            .expect("supported");
+        let k = crate::testutil::check_with(g, t, Some(s), feeds, 1e-4);
         assert_eq!(&k.schedule, s, "the kernel records the schedule it was generated for");
-        let want = reference(g, feeds);
-        let want: Vec<f32> = match &want {
-            Tensor::F32(a) => a.iter().copied().collect(),
-            _ => unreachable!(),
-        };
-        for parts in [1, 3] {
-            let got = run_native(&k, t, feeds, &tt_shape(g), parts);
-            for (i, (x, y)) in got.iter().zip(&want).enumerate() {
-                assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{s:?}: [{i}] {x} vs {y}");
-            }
-        }
-    }
-
-    fn tt_shape(g: &KernelGroup) -> Vec<usize> {
-        g.outputs[0].ty.concrete_shape().unwrap()
     }
 
     #[test]
@@ -304,10 +298,14 @@ mod tests {
         s.microkernel = Some(carbide_ir::kernel::MicroTile { mr: 30, nr: 64 });
         reject(s, "registers");
 
-        // Conv weights are the A operand: a B-panel layout is refused.
+        // Conv weights are A panels of mr channels or B panels of nr
+        // channels (the channel-vector form): other blocks are refused.
         let (g, _) = conv();
         let mut s = crate::default_schedule(&g, &t).unwrap().unwrap();
-        s.weight_layout = WeightLayout::PackedPanels { nr: 32 };
+        let nr = s.microkernel.unwrap().nr;
+        s.weight_layout = WeightLayout::PackedPanels {
+            nr: nr + t.vector_width(),
+        };
         assert!(matches!(lower(&g, &t, Some(&s)), Err(CodegenError::BadSchedule { .. })));
     }
 

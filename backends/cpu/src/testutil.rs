@@ -107,7 +107,18 @@ pub fn run_native(
 /// Lowers `group`, runs it natively and checks it against the reference:
 /// |native - ref| <= tol * max(1, |ref|) element by element.
 pub fn check(group: &KernelGroup, target: &Target, feeds: &[Tensor], tol: f32) -> crate::LoweredKernel {
-    let k = crate::lower(group, target, None)
+    check_with(group, target, None, feeds, tol)
+}
+
+/// [`check`] with an explicit schedule (`None`: the default).
+pub fn check_with(
+    group: &KernelGroup,
+    target: &Target,
+    schedule: Option<&carbide_ir::kernel::Schedule>,
+    feeds: &[Tensor],
+    tol: f32,
+) -> crate::LoweredKernel {
+    let k = crate::lower(group, target, schedule)
         .expect("lower")
         .expect("group should be supported");
     let want = reference(group, feeds);

@@ -1,10 +1,13 @@
 //! Graph → e-graph: the region of nodes the language can express (with
 //! fully known static shapes) becomes e-nodes; every other value is a leaf.
 
-use super::language::{GemmFlags, LeafInfo, TensorAnalysis, TensorLang, EG};
+use super::language::{ConvSpec, GemmFlags, LeafInfo, TensorAnalysis, TensorLang, EG};
 use crate::util::{as_binary, as_unary, constant, known_shape, scalar, tensor_type, Uses};
 use carbide_ir::ops::elementwise::{Binary, Unary};
-use carbide_ir::ops::{LinalgOp, TensorOp};
+use carbide_ir::ops::fused::Activation;
+use carbide_ir::ops::linalg::GemmAttrs;
+use carbide_ir::ops::nn::{ConvAttrs, Window};
+use carbide_ir::ops::{FusedOp, LinalgOp, NnOp, TensorOp};
 use carbide_ir::{DType, Graph, Node, Op};
 use egg::Id;
 use std::collections::{BTreeSet, HashMap};
@@ -41,7 +44,10 @@ enum Extra {
     Shape(Box<[usize]>),
     Unary(Unary),
     Scale(u32),
-    Gemm(GemmFlags),
+    /// The flags, and the activation of a FusedGemm (interned when added).
+    Gemm(GemmFlags, Option<Activation>),
+    Conv(Box<ConvSpec>, Option<Activation>),
+    Activation(Activation),
     Axis(usize),
     Slice(usize, usize, usize),
 }
@@ -180,26 +186,22 @@ fn plan(g: &Graph, n: &Node) -> Option<Plan> {
             out_shape?;
             Some(Plan::One(|c| Some(TensorLang::MatMul([c[0], c[1]])), ins, Extra::None))
         }
-        Op::Linalg(LinalgOp::Gemm(a)) => {
-            shape(0)?;
-            shape(1)?;
-            out_shape?;
-            let ins: Vec<String> = ins.iter().filter(|s| !s.is_empty()).cloned().collect();
-            if ins.iter().filter(|s| !s.is_empty()).count() == 3 {
-                shape(2)?;
+        Op::Linalg(LinalgOp::Gemm(a)) => gemm_plan(g, n, a, None),
+        Op::Fused(FusedOp::FusedGemm { gemm, activation }) => gemm_plan(g, n, gemm, Some(*activation)),
+        Op::Nn(NnOp::Conv(a)) => conv_plan(g, n, a, None),
+        Op::Fused(FusedOp::FusedMatMul { activation }) => {
+            let ins = core_inputs(g, n)?;
+            if shape(0)?.len() < 2 || shape(1)?.len() < 2 {
+                return None;
             }
-            let flags = GemmFlags {
-                trans_a: a.trans_a,
-                trans_b: a.trans_b,
-                alpha: a.alpha.to_bits(),
-                beta: a.beta.to_bits(),
-            };
+            out_shape?;
             Some(Plan::One(
-                |c| Some(TensorLang::Gemm(GemmFlags::default(), c.into())),
+                |c| Some(TensorLang::FusedMatMul(0, c.into())),
                 ins,
-                Extra::Gemm(flags),
+                Extra::Activation(*activation),
             ))
         }
+        Op::Fused(FusedOp::FusedConv { conv, activation }) => conv_plan(g, n, conv, Some(*activation)),
         op => {
             if let Some(u) = as_unary(op) {
                 let s = shape(0)?;
@@ -230,13 +232,107 @@ fn plan(g: &Graph, n: &Node) -> Option<Plan> {
     }
 }
 
+/// The inputs of a Gemm or Conv (or their fused forms) that the language
+/// takes: the first three, absent ones dropped; `None` with a residual
+/// input (the language has no residual).
+fn core_inputs(g: &Graph, n: &Node) -> Option<Vec<String>> {
+    if n.inputs.get(3).is_some_and(|z| !z.is_empty()) || n.inputs.len() > 4 {
+        return None;
+    }
+    let ins: Vec<String> = n.inputs.iter().take(3).filter(|s| !s.is_empty()).cloned().collect();
+    let known = ins.iter().all(|i| known_shape(g, i).is_some());
+    let first_two_present = n.inputs.iter().take(2).all(|s| !s.is_empty());
+    (known && first_two_present && ins.len() >= 2).then_some(ins)
+}
+
+fn gemm_plan(g: &Graph, n: &Node, a: &GemmAttrs, activation: Option<Activation>) -> Option<Plan> {
+    n.outputs.first().and_then(|o| known_shape(g, o))?;
+    let ins = core_inputs(g, n)?;
+    let flags = GemmFlags {
+        trans_a: a.trans_a,
+        trans_b: a.trans_b,
+        alpha: a.alpha.to_bits(),
+        beta: a.beta.to_bits(),
+        activation: None,
+    };
+    Some(Plan::One(
+        |c| Some(TensorLang::Gemm(GemmFlags::default(), c.into())),
+        ins,
+        Extra::Gemm(flags, activation),
+    ))
+}
+
+/// A Conv whose window resolves against its static shapes; `auto_pad`
+/// becomes explicit pads.
+fn conv_plan(g: &Graph, n: &Node, a: &ConvAttrs, activation: Option<Activation>) -> Option<Plan> {
+    let out = n.outputs.first().and_then(|o| known_shape(g, o))?;
+    let ins = core_inputs(g, n)?;
+    let xs = known_shape(g, &ins[0])?;
+    let ws = known_shape(g, &ins[1])?;
+    let nsp = xs.len().checked_sub(2).filter(|&k| k > 0)?;
+    if ws.len() != xs.len() || a.group < 1 {
+        return None;
+    }
+    if let Some(k) = &a.kernel_shape {
+        if k.iter().map(|&d| usize::try_from(d).ok()).collect::<Option<Vec<_>>>()? != ws[2..] {
+            return None;
+        }
+    }
+    let window = Window::new(nsp, a.auto_pad, &a.pads, &a.strides, &a.dilations, false).ok()?;
+    let dims = window.resolve(&xs[2..], &ws[2..]).ok()?;
+    let begin = dims.iter().map(|d| usize::try_from(d.pad_begin).ok());
+    let end = dims.iter().map(|d| usize::try_from(d.pad_end).ok());
+    let pads: Vec<usize> = begin.chain(end).collect::<Option<_>>()?;
+    if dims.iter().map(|d| d.out).ne(out[2..].iter().copied()) {
+        return None;
+    }
+    let spec = ConvSpec {
+        strides: window.strides.into(),
+        dilations: window.dilations.into(),
+        pads: pads.into(),
+        group: usize::try_from(a.group).ok()?,
+        activation: None,
+    };
+    Some(Plan::One(
+        |c| Some(TensorLang::Conv(Box::new(empty_conv_spec()), c.into())),
+        ins,
+        Extra::Conv(Box::new(spec), activation),
+    ))
+}
+
+fn empty_conv_spec() -> ConvSpec {
+    ConvSpec {
+        strides: Box::new([]),
+        dilations: Box::new([]),
+        pads: Box::new([]),
+        group: 1,
+        activation: None,
+    }
+}
+
 fn with_extra(node: TensorLang, extra: &Extra, analysis: &mut TensorAnalysis) -> TensorLang {
     match (node, extra) {
         (TensorLang::Transpose(_, c), Extra::Shape(p)) => TensorLang::Transpose(p.clone(), c),
         (TensorLang::Reshape(_, c), Extra::Shape(s)) => TensorLang::Reshape(s.clone(), c),
         (TensorLang::Unary(_, c), Extra::Unary(u)) => TensorLang::Unary(analysis.intern_unary(*u), c),
         (TensorLang::Scale(_, c), Extra::Scale(k)) => TensorLang::Scale(*k, c),
-        (TensorLang::Gemm(_, c), Extra::Gemm(f)) => TensorLang::Gemm(*f, c),
+        (TensorLang::Gemm(_, c), Extra::Gemm(f, act)) => TensorLang::Gemm(
+            GemmFlags {
+                activation: act.map(|a| analysis.intern_activation(a)),
+                ..*f
+            },
+            c,
+        ),
+        (TensorLang::FusedMatMul(_, c), Extra::Activation(a)) => {
+            TensorLang::FusedMatMul(analysis.intern_activation(*a), c)
+        }
+        (TensorLang::Conv(_, c), Extra::Conv(spec, act)) => TensorLang::Conv(
+            Box::new(ConvSpec {
+                activation: act.map(|a| analysis.intern_activation(a)),
+                ..(**spec).clone()
+            }),
+            c,
+        ),
         (TensorLang::Concat(_, c), Extra::Axis(a)) => TensorLang::Concat(*a, c),
         (TensorLang::Slice { arg, .. }, Extra::Slice(axis, start, end)) => TensorLang::Slice {
             axis: *axis,
@@ -255,6 +351,7 @@ impl Default for GemmFlags {
             trans_b: false,
             alpha: 1f32.to_bits(),
             beta: 1f32.to_bits(),
+            activation: None,
         }
     }
 }
@@ -313,21 +410,9 @@ pub fn build(g: &Graph) -> Region {
                 let Some(x) = leaf(&mut eg, &mut class_of, &input) else {
                     continue;
                 };
-                let mut offset = 0;
-                let mut parts = Vec::new();
-                for len in &sizes {
-                    let node = TensorLang::Slice {
-                        axis,
-                        start: offset,
-                        end: offset + len,
-                        arg: [x],
-                    };
-                    offset += len;
-                    let Some(id) = super::language::add_typed(&mut eg, node.clone()) else {
-                        break;
-                    };
-                    parts.push((id, node));
-                }
+                let Some(parts) = super::language::add_split(&mut eg, x, axis, &sizes) else {
+                    continue;
+                };
                 if parts.len() != n.outputs.len() {
                     continue;
                 }

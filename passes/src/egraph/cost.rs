@@ -4,6 +4,7 @@
 
 use super::language::{ClassData, TensorLang, EG};
 use egg::{CostFunction, Id, Language};
+use std::collections::HashSet;
 
 /// Relative prices of one FLOP, one byte of memory traffic and one kernel
 /// launch on a target, in FLOP-equivalents.
@@ -54,7 +55,7 @@ impl CostModel {
             TensorLang::Leaf(_) => return 0.0,
             // A reshape is a view: only its dispatch costs.
             TensorLang::Reshape(..) => (0.0, 0.0, 1.0),
-            TensorLang::Transpose(..) | TensorLang::Concat(..) => (0.0, ins() + out.bytes(), 1.0),
+            TensorLang::Transpose(..) | TensorLang::Concat(..) | TensorLang::Pad(..) => (0.0, ins() + out.bytes(), 1.0),
             TensorLang::Unary(..) | TensorLang::Scale(..) => {
                 (out.elems().unwrap_or(0) as f64, ins() + out.bytes(), 1.0)
             }
@@ -64,13 +65,38 @@ impl CostModel {
                 let k = data(a).shape.as_ref().and_then(|s| s.last().copied()).unwrap_or(1);
                 (2.0 * (out.elems().unwrap_or(0) * k) as f64, ins() + out.bytes(), 1.0)
             }
+            // The bias add and the activation: one FLOP each per element.
+            TensorLang::FusedMatMul(_, args) => {
+                let k = data(&args[0])
+                    .shape
+                    .as_ref()
+                    .and_then(|s| s.last().copied())
+                    .unwrap_or(1);
+                let elems = out.elems().unwrap_or(0);
+                ((2 * elems * k + 2 * elems) as f64, ins() + out.bytes(), 1.0)
+            }
             TensorLang::Gemm(f, args) => {
                 let k = data(&args[0])
                     .shape
                     .as_ref()
                     .map(|s| if f.trans_a { s[0] } else { s[s.len() - 1] })
                     .unwrap_or(1);
-                (2.0 * (out.elems().unwrap_or(0) * k) as f64, ins() + out.bytes(), 1.0)
+                let activation = f.activation.map_or(0, |_| out.elems().unwrap_or(0));
+                (
+                    (2 * out.elems().unwrap_or(0) * k + activation) as f64,
+                    ins() + out.bytes(),
+                    1.0,
+                )
+            }
+            // Each output element is a dot product over C/group x kernel taps.
+            TensorLang::Conv(spec, args) => {
+                let taps = data(&args[1])
+                    .shape
+                    .as_ref()
+                    .map_or(1, |s| s[1..].iter().product::<usize>());
+                let elems = out.elems().unwrap_or(0);
+                let activation = spec.activation.map_or(0, |_| elems);
+                ((2 * elems * taps + activation) as f64, ins() + out.bytes(), 1.0)
             }
         };
         self.per_flop * flops + self.per_byte * bytes + self.per_node * launches
@@ -93,10 +119,30 @@ fn node_out(eg: &EG, node: &TensorLang) -> ClassData {
 }
 
 /// Greedy extraction cost: a node's own cost plus its children's; nodes
-/// computable from weights cost nothing.
+/// computable from weights cost nothing. The slices of merged parallel ops
+/// are never picked here: a tree cost counts their shared wide op once per
+/// slice, so extraction decides those groups as a whole (`Merge`).
 pub struct Extraction<'a> {
-    pub eg: &'a EG,
-    pub model: CostModel,
+    eg: &'a EG,
+    model: CostModel,
+    merge_slices: HashSet<TensorLang>,
+}
+
+impl<'a> Extraction<'a> {
+    pub fn new(eg: &'a EG, model: CostModel) -> Self {
+        let merge_slices = eg
+            .analysis
+            .merges
+            .iter()
+            .flat_map(|m| &m.slices)
+            .map(|s| s.clone().map_children(|c| eg.find(c)))
+            .collect();
+        Extraction {
+            eg,
+            model,
+            merge_slices,
+        }
+    }
 }
 
 impl CostFunction<TensorLang> for Extraction<'_> {
@@ -112,6 +158,14 @@ impl CostFunction<TensorLang> for Extraction<'_> {
         };
         if constant {
             return 0.0;
+        }
+        if matches!(enode, TensorLang::Slice { .. })
+            && !self.merge_slices.is_empty()
+            && self
+                .merge_slices
+                .contains(&enode.clone().map_children(|c| self.eg.find(c)))
+        {
+            return f64::INFINITY;
         }
         let own = self.model.node_cost(self.eg, enode);
         enode.children().iter().fold(own, |acc, c| acc + costs(*c))

@@ -8,7 +8,9 @@ use super::language::{TensorAnalysis, TensorLang, EG};
 use crate::util::{binary, node, unary, Namer};
 use carbide_ir::ops::elementwise::Binary;
 use carbide_ir::ops::linalg::GemmAttrs;
-use carbide_ir::ops::{LinalgOp, TensorOp};
+use carbide_ir::ops::nn::{AutoPad, ConvAttrs};
+use carbide_ir::ops::tensor::PadMode;
+use carbide_ir::ops::{FusedOp, LinalgOp, NnOp, TensorOp};
 use carbide_ir::{Graph, Node, Op, Tensor, Value};
 use carbide_runtime::ops::{eval, EvalCtx, SubgraphRunner};
 use carbide_runtime::OpError;
@@ -34,10 +36,23 @@ pub struct Emitted {
     pub cost: f64,
 }
 
+fn activation(analysis: &TensorAnalysis, i: u32) -> Result<carbide_ir::ops::fused::Activation, String> {
+    analysis
+        .activations
+        .get(i as usize)
+        .copied()
+        .ok_or_else(|| format!("activation #{i} is not interned"))
+}
+
+fn i64s(v: &[usize]) -> Vec<i64> {
+    v.iter().map(|&x| x as i64).collect()
+}
+
 /// The graph op for an e-node, and the constant inputs it takes after its
-/// children (shape, scalar, slice bounds).
-fn op_of(n: &TensorLang, analysis: &TensorAnalysis) -> Result<(Op, Vec<Tensor>), String> {
-    let ints = |v: &[usize]| Tensor::from_i64s(v.iter().map(|&x| x as i64).collect());
+/// children (shape, scalar, slice bounds, pads).
+fn op_of(n: &TensorLang, eg: &EG) -> Result<(Op, Vec<Tensor>), String> {
+    let analysis = &eg.analysis;
+    let ints = |v: &[usize]| Tensor::from_i64s(i64s(v));
     Ok(match n {
         TensorLang::Leaf(_) => return Err("a leaf is not an op".into()),
         TensorLang::Transpose(p, _) => (
@@ -62,14 +77,52 @@ fn op_of(n: &TensorLang, analysis: &TensorAnalysis) -> Result<(Op, Vec<Tensor>),
         }
         TensorLang::Scale(k, _) => (binary(Binary::Mul), vec![Tensor::scalar_f32(f32::from_bits(*k))]),
         TensorLang::MatMul(_) => (Op::Linalg(LinalgOp::MatMul), vec![]),
-        TensorLang::Gemm(f, _) => (
-            Op::Linalg(LinalgOp::Gemm(GemmAttrs {
+        TensorLang::FusedMatMul(a, _) => (
+            Op::Fused(FusedOp::FusedMatMul {
+                activation: activation(analysis, *a)?,
+            }),
+            vec![],
+        ),
+        TensorLang::Gemm(f, _) => {
+            let gemm = GemmAttrs {
                 alpha: f32::from_bits(f.alpha),
                 beta: f32::from_bits(f.beta),
                 trans_a: f.trans_a,
                 trans_b: f.trans_b,
-            })),
-            vec![],
+            };
+            let op = match f.activation.map(|a| activation(analysis, a)).transpose()? {
+                None => Op::Linalg(LinalgOp::Gemm(gemm)),
+                Some(activation) => Op::Fused(FusedOp::FusedGemm { gemm, activation }),
+            };
+            (op, vec![])
+        }
+        TensorLang::Conv(spec, args) => {
+            let kernel = args
+                .get(1)
+                .and_then(|w| eg[*w].data.shape.as_ref())
+                .map(|s| i64s(&s[2..]))
+                .ok_or("a Conv e-node without a typed weight")?;
+            let conv = ConvAttrs {
+                auto_pad: AutoPad::NotSet,
+                dilations: Some(i64s(&spec.dilations)),
+                group: spec.group as i64,
+                kernel_shape: Some(kernel),
+                pads: Some(i64s(&spec.pads)),
+                strides: Some(i64s(&spec.strides)),
+            };
+            let op = match spec.activation.map(|a| activation(analysis, a)).transpose()? {
+                None => Op::Nn(NnOp::Conv(conv)),
+                Some(activation) => Op::Fused(FusedOp::FusedConv { conv, activation }),
+            };
+            (op, vec![])
+        }
+        TensorLang::Pad(pads, _) => (
+            Op::Tensor(TensorOp::Pad {
+                mode: PadMode::Constant,
+                pads: None,
+                value: 0.0,
+            }),
+            vec![ints(pads)],
         ),
         TensorLang::Concat(axis, _) => (Op::Tensor(TensorOp::Concat { axis: *axis as i64 }), vec![]),
         TensorLang::Slice { axis, start, end, .. } => (
@@ -114,34 +167,112 @@ impl Emitter<'_> {
         }
     }
 
-    /// Takes the merged form of parallel MatMuls where it is cheaper as a
-    /// whole: the wide MatMul and its Split are paid once, not per part.
+    /// The cost of `n` relative to a merge: its own cost plus its
+    /// children's, where the shared input and constants are free and each
+    /// merged class pays its op but not the shared input again. Tree costs
+    /// would count everything above the shared input once per merged class.
+    fn relative_cost(&self, n: &TensorLang, shared: Id, members: &BTreeSet<Id>) -> f64 {
+        let shared_cost = self.extractor.find_best_cost(shared);
+        let children = n.children().iter().map(|c| {
+            let c = self.eg.find(*c);
+            if c == shared || self.eg[c].data.constant {
+                0.0
+            } else if members.contains(&c) {
+                self.extractor.find_best_cost(c) - shared_cost
+            } else {
+                self.extractor.find_best_cost(c)
+            }
+        });
+        self.model.node_cost(self.eg, n) + children.sum::<f64>()
+    }
+
+    /// When the wide op of a merge also computes a value the graph already
+    /// had from the merged classes (a Concat of the parts: Split→Concat
+    /// cancelled), picks between the two by their relative costs: the greedy
+    /// extractor would count everything above the shared input once per part
+    /// and always prefer the wide op. Returns whether the wide op lost.
+    fn decide_wide_class(&mut self, m: &super::language::Merge, wide: Id) -> bool {
+        let eg = self.eg;
+        let shared = eg.find(m.shared);
+        let members: BTreeSet<Id> = m.classes.iter().map(|c| eg.find(*c)).collect();
+        let is_wide_op = |n: &TensorLang| {
+            matches!(
+                n,
+                TensorLang::MatMul(_) | TensorLang::FusedMatMul(..) | TensorLang::Gemm(..) | TensorLang::Conv(..)
+            ) && n.children().first().map(|c| eg.find(*c)) == Some(shared)
+        };
+        let of_members = |n: &TensorLang| {
+            let live: Vec<Id> = n
+                .children()
+                .iter()
+                .map(|c| eg.find(*c))
+                .filter(|c| !eg[*c].data.constant)
+                .collect();
+            !live.is_empty() && live.iter().all(|c| members.contains(c))
+        };
+        let Some(wide_op) = eg[wide].nodes.iter().find(|n| is_wide_op(n)) else {
+            return false;
+        };
+        // Only the tree-cost mistake between these two is corrected; a third
+        // form the greedy extractor found cheaper stays.
+        let greedy = self.best(wide);
+        if !is_wide_op(&greedy) && !of_members(&greedy) {
+            return false;
+        }
+        let wide_cost = self.relative_cost(wide_op, shared, &members);
+        let alternative = eg[wide]
+            .nodes
+            .iter()
+            .filter(|n| of_members(n))
+            .map(|n| (self.relative_cost(n, shared, &members), n))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let Some((alt_cost, alt)) = alternative else {
+            return false;
+        };
+        let (choice, lost) = if alt_cost < wide_cost {
+            (alt, true)
+        } else {
+            (wide_op, false)
+        };
+        self.overrides.insert(wide, choice.clone().map_children(|c| eg.find(c)));
+        lost
+    }
+
+    /// Takes the merged form of parallel ops (MatMul, Gemm, Conv) where it
+    /// is cheaper as a whole: the wide op and its Split are paid once, not
+    /// per part. Merges that share a class compete: the larger saving wins.
     fn decide_merges(&mut self) {
-        for (classes, slices) in &self.eg.analysis.merges {
-            let Some(TensorLang::Slice { arg: [wide], .. }) = slices.first() else {
+        let eg = self.eg;
+        let mut paying = Vec::new();
+        for m in &eg.analysis.merges {
+            let Some(TensorLang::Slice { arg: [wide], .. }) = m.slices.first() else {
                 continue;
             };
             let wide = self.eg.find(*wide);
-            let Some(TensorLang::MatMul([x, _])) = self.eg[wide]
-                .nodes
-                .iter()
-                .find(|n| matches!(n, TensorLang::MatMul(_)))
-                .cloned()
-            else {
+            if self.decide_wide_class(m, wide) {
                 continue;
-            };
-            let shared = self.extractor.find_best_cost(x);
-            let apart: f64 = classes
+            }
+            let shared = self.extractor.find_best_cost(self.eg.find(m.shared));
+            let apart: f64 = m
+                .classes
                 .iter()
                 .map(|c| self.extractor.find_best_cost(self.eg.find(*c)) - shared)
                 .sum();
-            let slicing: f64 = slices.iter().map(|s| self.model.node_cost(self.eg, s)).sum();
+            let slicing: f64 = m.slices.iter().map(|s| self.model.node_cost(self.eg, s)).sum();
             let merged = self.extractor.find_best_cost(wide) - shared + slicing + self.model.per_node;
             if merged < apart {
-                for (c, s) in classes.iter().zip(slices) {
-                    let s = s.clone().map_children(|i| self.eg.find(i));
-                    self.overrides.insert(self.eg.find(*c), s);
-                }
+                paying.push((apart - merged, m));
+            }
+        }
+        paying.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, m) in paying {
+            let classes: Vec<Id> = m.classes.iter().map(|c| self.eg.find(*c)).collect();
+            if classes.iter().any(|c| self.overrides.contains_key(c)) {
+                continue;
+            }
+            for (c, s) in classes.into_iter().zip(&m.slices) {
+                let s = s.clone().map_children(|i| self.eg.find(i));
+                self.overrides.insert(c, s);
             }
         }
     }
@@ -203,7 +334,7 @@ impl Emitter<'_> {
                 }
                 inputs.push(Value::Tensor(self.const_value(*c)?));
             }
-            let (op, extra) = op_of(&best, &self.eg.analysis)?;
+            let (op, extra) = op_of(&best, self.eg)?;
             inputs.extend(extra.into_iter().map(Value::Tensor));
             let refs: Vec<Option<&Value>> = inputs.iter().map(Some).collect();
             let cx = EvalCtx {
@@ -274,7 +405,7 @@ impl Emitter<'_> {
         for c in best.children() {
             inputs.push(self.value(*c)?);
         }
-        let (op, extra) = op_of(&best, &self.eg.analysis)?;
+        let (op, extra) = op_of(&best, self.eg)?;
         for t in extra {
             inputs.push(self.constant_input(t));
         }
@@ -339,7 +470,7 @@ impl Emitter<'_> {
 
 /// Extracts the cheapest graph for the region's roots.
 pub fn extract(g: &Graph, eg: &EG, roots: &[(String, Id)], model: CostModel) -> Result<Emitted, String> {
-    let extractor = Extractor::new(eg, Extraction { eg, model });
+    let extractor = Extractor::new(eg, Extraction::new(eg, model));
     let outputs: BTreeSet<&str> = g.outputs.iter().map(|o| o.name.as_str()).collect();
     let mut root_name = HashMap::new();
     // Graph outputs claim their class's name first: they cannot be renamed.

@@ -7,6 +7,7 @@
 //! only add nodes whose shape they can derive.
 
 use carbide_ir::ops::elementwise::Unary;
+use carbide_ir::ops::fused::Activation;
 use carbide_ir::DType;
 use egg::{Analysis, DidMerge, Id, Language};
 
@@ -17,6 +18,24 @@ pub struct GemmFlags {
     pub trans_b: bool,
     pub alpha: u32,
     pub beta: u32,
+    /// `None`: an ONNX Gemm; `Some(i)`: a com.carbide FusedGemm applying
+    /// activation `i` of the analysis' activation table.
+    pub activation: Option<u32>,
+}
+
+/// A convolution's window with every default filled in and `auto_pad`
+/// resolved to explicit pads (shapes are static), so two convs compare by
+/// value. The kernel extent is the weight's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConvSpec {
+    pub strides: Box<[usize]>,
+    pub dilations: Box<[usize]>,
+    /// Begin pads then end pads, 2 x spatial rank.
+    pub pads: Box<[usize]>,
+    pub group: usize,
+    /// `None`: an ONNX Conv; `Some(i)`: a com.carbide FusedConv applying
+    /// activation `i` of the analysis' activation table.
+    pub activation: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,8 +52,16 @@ pub enum TensorLang {
     /// Multiplication by a scalar f32 constant (its bit pattern).
     Scale(u32, [Id; 1]),
     MatMul([Id; 2]),
+    /// com.carbide FusedMatMul without residual: activation `i` of the
+    /// analysis' table applied to MatMul(A, B) + bias; A, B and optionally bias.
+    FusedMatMul(u32, Box<[Id]>),
     /// A, B and optionally C.
     Gemm(GemmFlags, Box<[Id]>),
+    /// X, W and optionally the bias B.
+    Conv(Box<ConvSpec>, Box<[Id]>),
+    /// Zero padding, begin pads then end pads per axis: widens small conv
+    /// kernels to a larger one's (on weights only, where it folds away).
+    Pad(Box<[usize]>, [Id; 1]),
     Concat(usize, Box<[Id]>),
     /// `[start, end)` of one axis; a Split is a group of these.
     Slice {
@@ -59,7 +86,10 @@ impl Language for TensorLang {
             (Transpose(a, _), Transpose(b, _)) | (Reshape(a, _), Reshape(b, _)) => a == b,
             (Unary(a, _), Unary(b, _)) | (Scale(a, _), Scale(b, _)) => a == b,
             (MatMul(_), MatMul(_)) => true,
+            (FusedMatMul(a, x), FusedMatMul(b, y)) => a == b && x.len() == y.len(),
             (Gemm(a, x), Gemm(b, y)) => a == b && x.len() == y.len(),
+            (Conv(a, x), Conv(b, y)) => a == b && x.len() == y.len(),
+            (Pad(a, _), Pad(b, _)) => a == b,
             (Concat(a, x), Concat(b, y)) => a == b && x.len() == y.len(),
             (
                 Slice {
@@ -83,9 +113,9 @@ impl Language for TensorLang {
         use TensorLang::*;
         match self {
             Leaf(_) => &[],
-            Transpose(_, c) | Reshape(_, c) | Unary(_, c) | Scale(_, c) | Slice { arg: c, .. } => c,
+            Transpose(_, c) | Reshape(_, c) | Pad(_, c) | Unary(_, c) | Scale(_, c) | Slice { arg: c, .. } => c,
             MatMul(c) => c,
-            Gemm(_, c) | Concat(_, c) => c,
+            Gemm(_, c) | Conv(_, c) | FusedMatMul(_, c) | Concat(_, c) => c,
         }
     }
 
@@ -93,9 +123,9 @@ impl Language for TensorLang {
         use TensorLang::*;
         match self {
             Leaf(_) => &mut [],
-            Transpose(_, c) | Reshape(_, c) | Unary(_, c) | Scale(_, c) | Slice { arg: c, .. } => c,
+            Transpose(_, c) | Reshape(_, c) | Pad(_, c) | Unary(_, c) | Scale(_, c) | Slice { arg: c, .. } => c,
             MatMul(c) => c,
-            Gemm(_, c) | Concat(_, c) => c,
+            Gemm(_, c) | Conv(_, c) | FusedMatMul(_, c) | Concat(_, c) => c,
         }
     }
 }
@@ -135,24 +165,44 @@ impl ClassData {
     }
 }
 
-/// The analysis state: the leaf table and the interned unary ops.
+/// Parallel ops merged by a rule into one wider op whose result is split
+/// back. A greedy extractor counts the shared wide op once per slice, so
+/// extraction decides these groups as a whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merge {
+    /// The input the merged ops share: its cost is paid either way.
+    pub shared: Id,
+    /// The original classes.
+    pub classes: Vec<Id>,
+    /// The slice e-nodes of the wide op that replace them, in order.
+    pub slices: Vec<TensorLang>,
+}
+
+/// The analysis state: the leaf table, the interned unary ops and
+/// activations, and the merges the rules found.
 #[derive(Debug, Default)]
 pub struct TensorAnalysis {
     pub leaves: Vec<LeafInfo>,
     pub unaries: Vec<Unary>,
-    /// Parallel MatMuls merged by the rule: (original classes, the slice
-    /// e-nodes that replace them). A greedy extractor counts the shared wide
-    /// MatMul once per slice, so extraction decides these groups as a whole.
-    pub merges: Vec<(Vec<Id>, Vec<TensorLang>)>,
+    pub activations: Vec<Activation>,
+    pub merges: Vec<Merge>,
+}
+
+fn intern<T: PartialEq>(table: &mut Vec<T>, x: T) -> u32 {
+    if let Some(i) = table.iter().position(|y| *y == x) {
+        return i as u32;
+    }
+    table.push(x);
+    (table.len() - 1) as u32
 }
 
 impl TensorAnalysis {
     pub fn intern_unary(&mut self, u: Unary) -> u32 {
-        if let Some(i) = self.unaries.iter().position(|x| *x == u) {
-            return i as u32;
-        }
-        self.unaries.push(u);
-        (self.unaries.len() - 1) as u32
+        intern(&mut self.unaries, u)
+    }
+
+    pub fn intern_activation(&mut self, a: Activation) -> u32 {
+        intern(&mut self.activations, a)
     }
 }
 
@@ -201,15 +251,16 @@ pub fn node_type(
         }
         Unary(_, [x]) => typed(*x),
         Scale(_, [x]) => typed(*x).filter(|(_, dt)| *dt == DType::F32),
-        MatMul([a, b]) => {
-            let (sa, da) = typed(*a)?;
-            let (sb, db) = typed(*b)?;
-            if da != db || sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
-                return None;
+        MatMul([a, b]) => matmul_type(*a, *b, typed),
+        FusedMatMul(_, args) => {
+            let (out, dt) = matmul_type(*args.first()?, *args.get(1)?, typed)?;
+            if let Some(bias) = args.get(2) {
+                let (sb, db) = typed(*bias)?;
+                if db != dt || broadcast(&sb, &out)? != out {
+                    return None;
+                }
             }
-            let mut out = broadcast(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
-            out.extend([sa[sa.len() - 2], sb[sb.len() - 1]]);
-            Some((out, da))
+            (args.len() <= 3).then_some((out, dt))
         }
         Gemm(f, args) => {
             let (sa, da) = typed(*args.first()?)?;
@@ -229,6 +280,19 @@ pub fn node_type(
                 }
             }
             Some((vec![m, n], da))
+        }
+        Conv(spec, args) => conv_type(spec, args, typed),
+        Pad(pads, [x]) => {
+            let (s, dt) = typed(*x)?;
+            let rank = s.len();
+            (pads.len() == 2 * rank).then(|| {
+                let out = s
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| d + pads[i] + pads[rank + i])
+                    .collect();
+                (out, dt)
+            })
         }
         Concat(axis, parts) => {
             let (first, dt) = typed(*parts.first()?)?;
@@ -264,6 +328,53 @@ pub fn node_type(
     }
 }
 
+fn matmul_type(a: Id, b: Id, typed: impl Fn(Id) -> Option<(Vec<usize>, DType)>) -> Option<(Vec<usize>, DType)> {
+    let (sa, da) = typed(a)?;
+    let (sb, db) = typed(b)?;
+    if da != db || sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
+        return None;
+    }
+    let mut out = broadcast(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
+    out.extend([sa[sa.len() - 2], sb[sb.len() - 1]]);
+    Some((out, da))
+}
+
+/// Conv inference: X [N, C, D...], W [M, C/group, k...], B [M] -> [N, M, out...].
+fn conv_type(
+    spec: &ConvSpec,
+    args: &[Id],
+    typed: impl Fn(Id) -> Option<(Vec<usize>, DType)>,
+) -> Option<(Vec<usize>, DType)> {
+    let (xs, dx) = typed(*args.first()?)?;
+    let (ws, dw) = typed(*args.get(1)?)?;
+    let nsp = xs.len().checked_sub(2).filter(|&n| n > 0)?;
+    let lengths_ok = spec.strides.len() == nsp && spec.dilations.len() == nsp && spec.pads.len() == 2 * nsp;
+    if dx != dw || ws.len() != xs.len() || args.len() > 3 || !lengths_ok || spec.group == 0 {
+        return None;
+    }
+    let m = ws[0];
+    if xs[1] != ws[1] * spec.group || m % spec.group != 0 {
+        return None;
+    }
+    if let Some(b) = args.get(2) {
+        let (bs, db) = typed(*b)?;
+        if db != dx || bs != [m] {
+            return None;
+        }
+    }
+    let mut out = vec![xs[0], m];
+    for i in 0..nsp {
+        let (s, d) = (spec.strides[i], spec.dilations[i]);
+        let extent = ws[2 + i].checked_sub(1)? * d + 1;
+        let padded = xs[2 + i] + spec.pads[i] + spec.pads[nsp + i];
+        if s == 0 || padded < extent {
+            return None;
+        }
+        out.push((padded - extent) / s + 1);
+    }
+    Some((out, dx))
+}
+
 impl Analysis<TensorLang> for TensorAnalysis {
     type Data = ClassData;
 
@@ -291,6 +402,24 @@ impl Analysis<TensorLang> for TensorAnalysis {
         a.constant |= b.constant;
         DidMerge(*a != before, *a != b)
     }
+}
+
+/// Adds the slices of `x` along `axis` that tile it in `sizes` (a Split),
+/// in order; `None` when one is not well-typed.
+pub fn add_split(eg: &mut EG, x: Id, axis: usize, sizes: &[usize]) -> Option<Vec<(Id, TensorLang)>> {
+    let mut offset = 0;
+    let mut parts = Vec::with_capacity(sizes.len());
+    for len in sizes {
+        let node = TensorLang::Slice {
+            axis,
+            start: offset,
+            end: offset + len,
+            arg: [x],
+        };
+        offset += len;
+        parts.push((add_typed(eg, node.clone())?, node));
+    }
+    Some(parts)
 }
 
 /// Adds `node` when it is well-typed; rules go through this so every class

@@ -342,3 +342,36 @@ fn inspect_reports_the_memory_plan_of_a_static_artifact() {
         String::from_utf8_lossy(&text.stdout)
     );
 }
+
+#[test]
+fn inspect_optimizes_for_a_named_cost_target_and_rejects_unknown_ones() {
+    let gpu = carbide()
+        .args([
+            "inspect",
+            example().to_str().unwrap(),
+            "--optimize",
+            "--cost-target",
+            "gpu",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(gpu.status.success(), "{}", String::from_utf8_lossy(&gpu.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&gpu.stdout).unwrap();
+    assert!(
+        v["optimization"]["passes"].as_array().is_some_and(|p| !p.is_empty()),
+        "{v}"
+    );
+    let bad = carbide()
+        .args([
+            "inspect",
+            example().to_str().unwrap(),
+            "--optimize",
+            "--cost-target",
+            "tpu",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown cost target 'tpu'"));
+}

@@ -187,18 +187,13 @@ fn conformance_cases_are_unchanged_by_o3() {
     );
 }
 
-/// The e-graph's parallel Conv merge on SqueezeNet: each fire module's 1×1
-/// and 3×3 expand convs read the same squeeze output and are concatenated.
-/// For the GPU cost model (launches dominate) they become one 3×3 conv with
-/// the 1×1 weights zero-padded, the Concat cancelled; for the CPU model the
-/// zero taps cost more than they save and the fire modules stay.
-#[test]
-fn squeezenet_expand_convs_merge_for_the_gpu_cost_model_only() {
-    let Some(dir) = cache("zoo") else { return };
-    let model = carbide::load_model(&dir.join("squeezenet1_1.onnx")).expect("loads");
-    let inputs = carbide::npy::read_npz(&dir.join("squeezenet1_1.inputs.npz")).expect("inputs");
+/// Optimizes zoo model `name` at -O3 for the cpu and the gpu cost models,
+/// checks that the gpu graph still gives the reference outputs, and returns
+/// (cpu graph, gpu graph, times the e-graph rule `rule` fired for the gpu).
+fn cpu_and_gpu(dir: &Path, name: &str, rule: &str) -> (Model, Model, usize) {
+    let model = carbide::load_model(&dir.join(format!("{name}.onnx"))).expect("loads");
+    let inputs = carbide::npy::read_npz(&dir.join(format!("{name}.inputs.npz"))).expect("inputs");
     let feeds: Vec<(String, Value)> = inputs.into_iter().map(|(n, t)| (n, Value::Tensor(t))).collect();
-    let expected = carbide::Session::new(model.clone()).run(feeds.clone()).expect("runs");
     let optimized = |target: &str| {
         let mut m = model.clone();
         let opts = PassOptions {
@@ -208,33 +203,59 @@ fn squeezenet_expand_convs_merge_for_the_gpu_cost_model_only() {
             ..Default::default()
         };
         let report = optimize(&mut m, &opts).expect("optimizes");
-        (m, report)
+        let fired = report.egraph.iter().filter_map(|s| s.rules_applied.get(rule)).sum();
+        (m, fired)
     };
-    let count = |m: &Model, op: &str| m.graph.nodes.iter().filter(|n| n.op.op_type() == op).count();
-
     let (cpu, _) = optimized("cpu");
+    let (gpu, fired) = optimized("gpu");
+    eprintln!(
+        "{name} -O3: {} nodes for the cpu cost model, {} for the gpu one",
+        cpu.graph.nodes.len(),
+        gpu.graph.nodes.len()
+    );
+    let expected = carbide::Session::new(model.clone()).run(feeds.clone()).expect("runs");
+    let got = carbide::Session::new(gpu.clone())
+        .run(feeds)
+        .expect("optimized model runs");
+    for ((out, e), (_, a)) in expected.iter().zip(&got) {
+        compare_values(e, a, Tolerance::default()).unwrap_or_else(|m| panic!("{name} output '{out}': {m}"));
+    }
+    (cpu, gpu, fired)
+}
+
+fn count(m: &Model, op: &str) -> usize {
+    m.graph.nodes.iter().filter(|n| n.op.op_type() == op).count()
+}
+
+/// The e-graph's parallel Conv merge on SqueezeNet: each fire module's 1×1
+/// and 3×3 expand convs read the same squeeze output and are concatenated.
+/// For the GPU cost model (launches dominate) they become one 3×3 conv with
+/// the 1×1 weights zero-padded, the Concat cancelled; for the CPU model the
+/// zero taps cost more than they save and the fire modules stay.
+#[test]
+fn squeezenet_expand_convs_merge_for_the_gpu_cost_model_only() {
+    let Some(dir) = cache("zoo") else { return };
+    let (cpu, gpu, fired) = cpu_and_gpu(&dir, "squeezenet1_1", "merge-parallel-conv");
+    assert!(fired > 0);
     assert_eq!(
         count(&cpu, "Concat"),
         8,
         "the CPU model keeps the fire modules' Concats"
     );
-    let (gpu, report) = optimized("gpu");
-    let merges: usize = report
-        .egraph
-        .iter()
-        .filter_map(|s| s.rules_applied.get("merge-parallel-conv"))
-        .sum();
-    assert!(merges > 0, "{:?}", report.egraph);
     assert_eq!((count(&gpu, "Concat"), count(&gpu, "Split")), (0, 0));
     // Two convs and a Concat become one conv in each of the 8 fire modules.
     assert_eq!(gpu.graph.nodes.len(), cpu.graph.nodes.len() - 16);
-    eprintln!(
-        "squeezenet1_1 -O3: {} nodes for the cpu cost model, {} for the gpu one",
-        cpu.graph.nodes.len(),
-        gpu.graph.nodes.len()
-    );
-    let got = carbide::Session::new(gpu).run(feeds).expect("optimized model runs");
-    for ((name, e), (_, a)) in expected.iter().zip(&got) {
-        compare_values(e, a, Tolerance::default()).unwrap_or_else(|m| panic!("output '{name}': {m}"));
-    }
+}
+
+/// MiniLM's Q, K, V projections (FusedMatMul with bias after fusion) merge
+/// into one wider FusedMatMul and a Split per layer for the GPU cost model;
+/// on the CPU model the Split's copies outweigh the saved launches.
+#[test]
+fn minilm_qkv_projections_merge_for_the_gpu_cost_model_only() {
+    let Some(dir) = cache("zoo") else { return };
+    let (cpu, gpu, fired) = cpu_and_gpu(&dir, "minilm_l6", "merge-parallel-matmul");
+    assert!(fired > 0);
+    assert_eq!(count(&cpu, "Split"), 0);
+    assert_eq!(count(&gpu, "Split"), 6, "one Split per layer");
+    assert_eq!(gpu.graph.nodes.len(), cpu.graph.nodes.len() - 6);
 }

@@ -212,7 +212,12 @@ impl Bench {
     }
 }
 
-/// Warm-up, then `repeats` repeats of enough runs to last `min_repeat`;
+/// Runs per repeat at least: a long kernel (milliseconds) run once per
+/// repeat is preempted in most repeats on a loaded machine, and then even
+/// the median is the disturbed time.
+const MIN_RUNS_PER_REPEAT: usize = 3;
+
+/// Warm-up, then `repeats` repeats of enough runs (at least 3) to last `min_repeat`;
 /// the result is the median over repeats of each repeat's fastest run.
 /// Only the kernel run is timed, not copying the feeds.
 pub(crate) fn time_module(
@@ -229,7 +234,7 @@ pub(crate) fn time_module(
     let (first, _) = run(feeds.to_vec())?;
     let inner = (cfg.min_repeat.as_secs_f64() / first.as_secs_f64().max(1e-7))
         .ceil()
-        .clamp(1.0, 1000.0) as usize;
+        .clamp(MIN_RUNS_PER_REPEAT as f64, 1000.0) as usize;
     let mut samples = Vec::with_capacity(cfg.repeats.max(1));
     for _ in 0..cfg.repeats.max(1) {
         // The fastest run of each repeat: on a shared machine a run that

@@ -424,20 +424,8 @@ pub fn matmul_add_to_gemm(g: &mut Graph, _cx: &PassCtx) -> Result<bool, PassErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{op_types, positive, ramp, G};
+    use crate::testutil::{conv_same_3x3, op_types, positive, ramp, G};
     use crate::util::binary;
-    use carbide_ir::ops::nn::{AutoPad, ConvAttrs};
-
-    fn conv() -> Op {
-        Op::Nn(NnOp::Conv(ConvAttrs {
-            auto_pad: AutoPad::NotSet,
-            dilations: None,
-            group: 1,
-            kernel_shape: None,
-            pads: Some(vec![1, 1, 1, 1]),
-            strides: None,
-        }))
-    }
 
     fn bn() -> Op {
         Op::Nn(NnOp::BatchNormalization {
@@ -463,7 +451,7 @@ mod tests {
             .init("w", ramp(&[3, 2, 3, 3], 0.1))
             .init("b", ramp(&[3], 0.1));
         bn_params(&mut t, 3);
-        t.node(conv(), &["x", "w", "b"], &["c"])
+        t.node(conv_same_3x3(), &["x", "w", "b"], &["c"])
             .node(bn(), &["c", "gamma", "beta", "mean", "var"], &["y"])
             .output("y");
         assert_eq!(op_types(&t.check_pass(fold_batchnorm)), ["Conv"]);
@@ -506,7 +494,7 @@ mod tests {
             .init("w", ramp(&[3, 2, 3, 3], 0.1))
             .init("s", ramp(&[3, 1, 1], 0.2))
             .init("sh", ramp(&[1, 3, 1, 1], 0.2))
-            .node(conv(), &["x", "w"], &["c"])
+            .node(conv_same_3x3(), &["x", "w"], &["c"])
             .node(binary(Binary::Mul), &["s", "c"], &["m"])
             .node(binary(Binary::Add), &["m", "sh"], &["y"])
             .output("y");

@@ -472,9 +472,8 @@ pub fn fuse_bias_activation(g: &mut Graph, _cx: &PassCtx) -> Result<bool, PassEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{op_types, positive, ramp, G};
+    use crate::testutil::{conv_same_3x3, op_types, positive, ramp, G};
     use crate::util::binary;
-    use carbide_ir::ops::nn::{AutoPad, ConvAttrs};
     use carbide_ir::ops::reduce::ReduceAttrs;
 
     fn mean_last() -> Op {
@@ -589,19 +588,11 @@ mod tests {
 
     #[test]
     fn conv_residual_relu_and_matmul_bias_gelu_fuse() {
-        let conv = Op::Nn(NnOp::Conv(ConvAttrs {
-            auto_pad: AutoPad::NotSet,
-            dilations: None,
-            group: 1,
-            kernel_shape: None,
-            pads: Some(vec![1, 1, 1, 1]),
-            strides: None,
-        }));
         let mut t = G::new();
         t.input("x", &[1, 3, 5, 5])
             .init("w", ramp(&[3, 3, 3, 3], 0.1))
             .init("b", ramp(&[3], 0.1))
-            .node(conv, &["x", "w", "b"], &["c"])
+            .node(conv_same_3x3(), &["x", "w", "b"], &["c"])
             .node(binary(Binary::Add), &["x", "c"], &["s"])
             .node(unary(Unary::Relu), &["s"], &["y"])
             .output("y");

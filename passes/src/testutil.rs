@@ -170,6 +170,19 @@ pub fn assert_close(got: &[Tensor], expected: &[Tensor]) {
     }
 }
 
+/// A 3×3-kernel Conv padded by 1 on each side (output size = input size).
+pub fn conv_same_3x3() -> Op {
+    use carbide_ir::ops::nn::{AutoPad, ConvAttrs, NnOp};
+    Op::Nn(NnOp::Conv(ConvAttrs {
+        auto_pad: AutoPad::NotSet,
+        dilations: None,
+        group: 1,
+        kernel_shape: None,
+        pads: Some(vec![1, 1, 1, 1]),
+        strides: None,
+    }))
+}
+
 pub fn op_types(g: &Graph) -> Vec<&'static str> {
     g.nodes.iter().map(|n| n.op.op_type()).collect()
 }

@@ -31,6 +31,11 @@ pub struct InspectArgs {
     /// Print the IR text after this pass (repeatable; in the JSON under optimization.dumps).
     #[arg(long, value_name = "PASS")]
     dump_after: Vec<String>,
+    /// The cost model the e-graph level (-O3) extracts for: `cpu` (memory
+    /// traffic and launches weigh little next to FLOPs) or `gpu` (launches and
+    /// bytes weigh more, so merging parallel convs/matmuls pays sooner).
+    #[arg(long, value_name = "TARGET", default_value = "cpu")]
+    cost_target: String,
 }
 
 pub fn run(a: InspectArgs) -> Result<ExitCode> {
@@ -44,6 +49,7 @@ pub fn run(a: InspectArgs) -> Result<ExitCode> {
             level: a.opt_level,
             verify_each: a.verify_each,
             dump_after: a.dump_after.clone(),
+            cost_target: a.cost_target.clone(),
             ..Default::default()
         };
         Some(optimize(&mut model, &opts).with_context(|| format!("optimizing {}", a.model.display()))?)

@@ -118,7 +118,8 @@ fn group(op: Op, ins: &[(&str, &[usize])], out: &[usize]) -> KernelGroup {
     }
 }
 
-fn pool(max: bool, k: i64, s: i64, pad: i64, ceil: bool) -> Op {
+/// A k x k pool over a [1, C, S, S] input (`cs` = [C, S]) with output side `out`.
+fn pool(max: bool, k: i64, s: i64, pad: i64, ceil: bool, cs: [usize; 2], out: usize) -> KernelGroup {
     let a = PoolAttrs {
         auto_pad: AutoPad::NotSet,
         ceil_mode: ceil,
@@ -130,7 +131,8 @@ fn pool(max: bool, k: i64, s: i64, pad: i64, ceil: bool) -> Op {
         count_include_pad: false,
         p: 2.0,
     };
-    Op::Nn(if max { NnOp::MaxPool(a) } else { NnOp::AveragePool(a) })
+    let op = Op::Nn(if max { NnOp::MaxPool(a) } else { NnOp::AveragePool(a) });
+    group(op, &[("x", &[1, cs[0], cs[1], cs[1]])], &[1, cs[0], out, out])
 }
 
 /// (name, group) at the zoo models' shapes.
@@ -167,30 +169,9 @@ fn cases() -> Vec<(&'static str, KernelGroup)> {
             "softmax_12x128x128",
             group(softmax, &[("x", &[12, 128, 128])], &[12, 128, 128]),
         ),
-        (
-            "maxpool3s2_64x111x111",
-            group(
-                pool(true, 3, 2, 0, true),
-                &[("x", &[1, 64, 111, 111])],
-                &[1, 64, 55, 55],
-            ),
-        ),
-        (
-            "maxpool3s2p1_64x112x112",
-            group(
-                pool(true, 3, 2, 1, false),
-                &[("x", &[1, 64, 112, 112])],
-                &[1, 64, 56, 56],
-            ),
-        ),
-        (
-            "avgpool3s1p1_32x28x28",
-            group(
-                pool(false, 3, 1, 1, false),
-                &[("x", &[1, 32, 28, 28])],
-                &[1, 32, 28, 28],
-            ),
-        ),
+        ("maxpool3s2_64x111x111", pool(true, 3, 2, 0, true, [64, 111], 55)),
+        ("maxpool3s2p1_64x112x112", pool(true, 3, 2, 1, false, [64, 112], 56)),
+        ("avgpool3s1p1_32x28x28", pool(false, 3, 1, 1, false, [32, 28], 28)),
         (
             "globalavgpool_1280x7x7",
             group(

@@ -242,9 +242,41 @@ pub fn lower(
             );
         }
     };
-    let (vinit, sinit) = (if max { "VSET1(-INFINITY)" } else { "VZERO()" }, fill);
+    let load = if sw == 1 { "VLOAD" } else { "VLOAD_EVEN" };
+    // One tap folded into `acc`, vector or scalar.
+    let fold = |vector: bool, off: &str| match (vector, max) {
+        (true, true) => format!("acc = VMAX({load}(xr + {off} + {sw} * j), acc);"),
+        (true, false) => format!("acc = VADD(acc, {load}(xr + {off} + {sw} * j));"),
+        (false, true) => format!("acc = fmaxf(acc, xr[{off} + {sw} * j]);"),
+        (false, false) => format!("acc += xr[{off} + {sw} * j];"),
+    };
+    let divisor = cnt_h.first().copied().unwrap_or(1) * cnt_w.first().copied().unwrap_or(1);
+    let finish = |vector: bool| match (max, vector, uniform) {
+        (true, ..) => "acc".to_string(),
+        (false, true, true) => format!("VDIV(acc, VSET1({divisor}.0f))"),
+        (false, false, true) => format!("acc / {divisor}.0f"),
+        (false, true, false) => "VDIV(acc, VMUL(VSET1(cnt_h[i]), VLOAD(cnt_w + j)))".to_string(),
+        (false, false, false) => "acc / (cnt_h[i] * cnt_w[j])".to_string(),
+    };
+    // A loop or branch over output columns: `head` opens it, the window
+    // folds into `acc`, `store` writes the result.
+    let block = |s: &mut String, head: &str, vector: bool, store: &str| {
+        let _ = writeln!(s, "            {head} {{");
+        let _ = writeln!(
+            s,
+            "                {} acc = {};",
+            if vector { "vf" } else { "float" },
+            match (vector, max) {
+                (true, true) => "VSET1(-INFINITY)",
+                (true, false) => "VZERO()",
+                (false, _) => fill,
+            }
+        );
+        reduce(s, &|off: &str| fold(vector, off));
+        let _ = writeln!(s, "                {store}");
+        let _ = writeln!(s, "            }}");
+    };
     if vector {
-        let load = if sw == 1 { "VLOAD" } else { "VLOAD_EVEN" };
         // A vector of outputs at column j reads `sw * VW` floats from each
         // tap; in place, only while that stays inside the plane.
         let fits = if direct {
@@ -257,57 +289,26 @@ pub fn lower(
         } else {
             String::new()
         };
-        let vtap = |off: &str| {
-            if max {
-                format!("acc = VMAX({load}(xr + {off} + {sw} * j), acc);")
-            } else {
-                format!("acc = VADD(acc, {load}(xr + {off} + {sw} * j));")
-            }
-        };
-        let finish = if max {
-            "acc".to_string()
-        } else if uniform {
-            format!(
-                "VDIV(acc, VSET1({}.0f))",
-                cnt_h.first().copied().unwrap_or(1) * cnt_w.first().copied().unwrap_or(1)
-            )
-        } else {
-            "VDIV(acc, VMUL(VSET1(cnt_h[i]), VLOAD(cnt_w + j)))".to_string()
-        };
-        let _ = writeln!(s, "            for (; j + VW <= {ow}{fits}; j += VW) {{");
-        let _ = writeln!(s, "                vf acc = {vinit};");
-        reduce(&mut s, &vtap);
-        let _ = writeln!(s, "                VSTORE(yr + j, {finish});");
-        let _ = writeln!(s, "            }}");
-        let _ = writeln!(s, "            if (j < {ow}{fits}) {{");
-        let _ = writeln!(s, "                vf acc = {vinit};");
-        reduce(&mut s, &vtap);
-        let _ = writeln!(s, "                VSTORE_PART(yr + j, {finish}, (int)({ow} - j));");
-        let _ = writeln!(s, "                j = {ow};");
-        let _ = writeln!(s, "            }}");
+        let v = finish(true);
+        block(
+            &mut s,
+            &format!("for (; j + VW <= {ow}{fits}; j += VW)"),
+            true,
+            &format!("VSTORE(yr + j, {v});"),
+        );
+        block(
+            &mut s,
+            &format!("if (j < {ow}{fits})"),
+            true,
+            &format!("VSTORE_PART(yr + j, {v}, (int)({ow} - j)); j = {ow};"),
+        );
     }
-    let stap = |off: &str| {
-        if max {
-            format!("acc = fmaxf(acc, xr[{off} + {sw} * j]);")
-        } else {
-            format!("acc += xr[{off} + {sw} * j];")
-        }
-    };
-    let sfinish = if max {
-        "acc".to_string()
-    } else if uniform {
-        format!(
-            "acc / {}.0f",
-            cnt_h.first().copied().unwrap_or(1) * cnt_w.first().copied().unwrap_or(1)
-        )
-    } else {
-        "acc / (cnt_h[i] * cnt_w[j])".to_string()
-    };
-    let _ = writeln!(s, "            for (; j < {ow}; j++) {{");
-    let _ = writeln!(s, "                float acc = {sinit};");
-    reduce(&mut s, &stap);
-    let _ = writeln!(s, "                yr[j] = {sfinish};");
-    let _ = writeln!(s, "            }}");
+    block(
+        &mut s,
+        &format!("for (; j < {ow}; j++)"),
+        false,
+        &format!("yr[j] = {};", finish(false)),
+    );
     let _ = writeln!(s, "        }}\n    }}\n}}");
     Ok(Some(LoweredKernel {
         call: KernelCall {
@@ -343,70 +344,35 @@ mod tests {
             count_include_pad: cip,
             p: 2.0,
         };
+        // (max pool?, attributes, input shape)
         let cases = [
-            (
-                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [1, 1, 1, 1], false, false))),
-                [1, 3, 12, 12],
-            ),
-            (
-                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [0, 0, 0, 0], true, false))),
-                [2, 2, 13, 10],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([3, 3], [1, 1], [1, 1, 1, 1], false, false))),
-                [1, 3, 7, 7],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([2, 3], [2, 1], [1, 0, 1, 2], false, true))),
-                [1, 2, 9, 6],
-            ),
+            (true, mk([3, 3], [2, 2], [1, 1, 1, 1], false, false), [1, 3, 12, 12]),
+            (true, mk([3, 3], [2, 2], [0, 0, 0, 0], true, false), [2, 2, 13, 10]),
+            (false, mk([3, 3], [1, 1], [1, 1, 1, 1], false, false), [1, 3, 7, 7]),
+            (false, mk([2, 3], [2, 1], [1, 0, 1, 2], false, true), [1, 2, 9, 6]),
             // In place (no pads, windows inside): squeezenet's stride-2 max
             // pool, wide enough for whole vectors, partial ones and the
             // last rows falling back to scalar near the plane's end.
-            (
-                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [0, 0, 0, 0], true, false))),
-                [1, 3, 71, 71],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([2, 2], [1, 1], [0, 0, 0, 0], false, false))),
-                [2, 3, 5, 40],
-            ),
+            (true, mk([3, 3], [2, 2], [0, 0, 0, 0], true, false), [1, 3, 71, 71]),
+            (false, mk([2, 2], [1, 1], [0, 0, 0, 0], false, false), [2, 3, 5, 40]),
             // Padded stride 2 and 1 over wide rows, both count modes, ceil overhang.
-            (
-                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [1, 1, 1, 1], false, false))),
-                [1, 2, 40, 45],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([3, 3], [2, 2], [1, 1, 0, 0], true, true))),
-                [1, 2, 20, 38],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([3, 2], [1, 1], [1, 1, 1, 1], true, false))),
-                [1, 2, 6, 35],
-            ),
+            (true, mk([3, 3], [2, 2], [1, 1, 1, 1], false, false), [1, 2, 40, 45]),
+            (false, mk([3, 3], [2, 2], [1, 1, 0, 0], true, true), [1, 2, 20, 38]),
+            (false, mk([3, 2], [1, 1], [1, 1, 1, 1], true, false), [1, 2, 6, 35]),
             // Stride 3 (scalar over the scratch plane) and a 9x9 = 81-tap window (loops).
-            (
-                Op::Nn(NnOp::MaxPool(mk([2, 2], [3, 3], [0, 1, 0, 1], true, false))),
-                [1, 2, 11, 23],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([9, 9], [1, 1], [0, 0, 0, 0], false, false))),
-                [1, 1, 12, 30],
-            ),
+            (true, mk([2, 2], [3, 3], [0, 1, 0, 1], true, false), [1, 2, 11, 23]),
+            (false, mk([9, 9], [1, 1], [0, 0, 0, 0], false, false), [1, 1, 12, 30]),
         ];
         let mut dilated = mk([2, 3], [1, 2], [1, 0, 0, 2], false, false);
         dilated.dilations = Some(vec![2, 2]);
-        let cases: Vec<(Op, [usize; 4])> = cases
+        let cases = cases
             .into_iter()
-            .chain([
-                (Op::Nn(NnOp::MaxPool(dilated.clone())), [1, 2, 9, 40]),
-                (Op::Nn(NnOp::AveragePool(dilated)), [1, 2, 9, 40]),
-            ])
-            .collect();
+            .chain([(true, dilated.clone(), [1, 2, 9, 40]), (false, dilated, [1, 2, 9, 40])]);
         let mut out = Vec::new();
-        for (op, x) in cases {
+        for (max, a, x) in cases {
+            let op = Op::Nn(if max { NnOp::MaxPool(a) } else { NnOp::AveragePool(a) });
             let g0 = KernelGroup {
-                nodes: vec![node("pool", op.clone(), &["x"], &["y"])],
+                nodes: vec![node("pool", op, &["x"], &["y"])],
                 inputs: vec![GroupValue {
                     name: "x".into(),
                     ty: tt(&x),

@@ -47,6 +47,7 @@ enum Extra {
     /// The flags, and the activation of a FusedGemm (interned when added).
     Gemm(GemmFlags, Option<Activation>),
     Conv(Box<ConvSpec>, Option<Activation>),
+    Activation(Activation),
     Axis(usize),
     Slice(usize, usize, usize),
 }
@@ -188,6 +189,18 @@ fn plan(g: &Graph, n: &Node) -> Option<Plan> {
         Op::Linalg(LinalgOp::Gemm(a)) => gemm_plan(g, n, a, None),
         Op::Fused(FusedOp::FusedGemm { gemm, activation }) => gemm_plan(g, n, gemm, Some(*activation)),
         Op::Nn(NnOp::Conv(a)) => conv_plan(g, n, a, None),
+        Op::Fused(FusedOp::FusedMatMul { activation }) => {
+            let ins = core_inputs(g, n)?;
+            if shape(0)?.len() < 2 || shape(1)?.len() < 2 {
+                return None;
+            }
+            out_shape?;
+            Some(Plan::One(
+                |c| Some(TensorLang::FusedMatMul(0, c.into())),
+                ins,
+                Extra::Activation(*activation),
+            ))
+        }
         Op::Fused(FusedOp::FusedConv { conv, activation }) => conv_plan(g, n, conv, Some(*activation)),
         op => {
             if let Some(u) = as_unary(op) {
@@ -310,6 +323,9 @@ fn with_extra(node: TensorLang, extra: &Extra, analysis: &mut TensorAnalysis) ->
             },
             c,
         ),
+        (TensorLang::FusedMatMul(_, c), Extra::Activation(a)) => {
+            TensorLang::FusedMatMul(analysis.intern_activation(*a), c)
+        }
         (TensorLang::Conv(_, c), Extra::Conv(spec, act)) => TensorLang::Conv(
             Box::new(ConvSpec {
                 activation: act.map(|a| analysis.intern_activation(a)),

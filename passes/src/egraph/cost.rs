@@ -65,6 +65,16 @@ impl CostModel {
                 let k = data(a).shape.as_ref().and_then(|s| s.last().copied()).unwrap_or(1);
                 (2.0 * (out.elems().unwrap_or(0) * k) as f64, ins() + out.bytes(), 1.0)
             }
+            // The bias add and the activation: one FLOP each per element.
+            TensorLang::FusedMatMul(_, args) => {
+                let k = data(&args[0])
+                    .shape
+                    .as_ref()
+                    .and_then(|s| s.last().copied())
+                    .unwrap_or(1);
+                let elems = out.elems().unwrap_or(0);
+                ((2 * elems * k + 2 * elems) as f64, ins() + out.bytes(), 1.0)
+            }
             TensorLang::Gemm(f, args) => {
                 let k = data(&args[0])
                     .shape

@@ -77,6 +77,12 @@ fn op_of(n: &TensorLang, eg: &EG) -> Result<(Op, Vec<Tensor>), String> {
         }
         TensorLang::Scale(k, _) => (binary(Binary::Mul), vec![Tensor::scalar_f32(f32::from_bits(*k))]),
         TensorLang::MatMul(_) => (Op::Linalg(LinalgOp::MatMul), vec![]),
+        TensorLang::FusedMatMul(a, _) => (
+            Op::Fused(FusedOp::FusedMatMul {
+                activation: activation(analysis, *a)?,
+            }),
+            vec![],
+        ),
         TensorLang::Gemm(f, _) => {
             let gemm = GemmAttrs {
                 alpha: f32::from_bits(f.alpha),
@@ -190,8 +196,10 @@ impl Emitter<'_> {
         let shared = eg.find(m.shared);
         let members: BTreeSet<Id> = m.classes.iter().map(|c| eg.find(*c)).collect();
         let is_wide_op = |n: &TensorLang| {
-            matches!(n, TensorLang::MatMul(_) | TensorLang::Gemm(..) | TensorLang::Conv(..))
-                && n.children().first().map(|c| eg.find(*c)) == Some(shared)
+            matches!(
+                n,
+                TensorLang::MatMul(_) | TensorLang::FusedMatMul(..) | TensorLang::Gemm(..) | TensorLang::Conv(..)
+            ) && n.children().first().map(|c| eg.find(*c)) == Some(shared)
         };
         let of_members = |n: &TensorLang| {
             let live: Vec<Id> = n
@@ -205,6 +213,12 @@ impl Emitter<'_> {
         let Some(wide_op) = eg[wide].nodes.iter().find(|n| is_wide_op(n)) else {
             return false;
         };
+        // Only the tree-cost mistake between these two is corrected; a third
+        // form the greedy extractor found cheaper stays.
+        let greedy = self.best(wide);
+        if !is_wide_op(&greedy) && !of_members(&greedy) {
+            return false;
+        }
         let wide_cost = self.relative_cost(wide_op, shared, &members);
         let alternative = eg[wide]
             .nodes

@@ -52,6 +52,9 @@ pub enum TensorLang {
     /// Multiplication by a scalar f32 constant (its bit pattern).
     Scale(u32, [Id; 1]),
     MatMul([Id; 2]),
+    /// com.carbide FusedMatMul without residual: activation `i` of the
+    /// analysis' table applied to MatMul(A, B) + bias; A, B and optionally bias.
+    FusedMatMul(u32, Box<[Id]>),
     /// A, B and optionally C.
     Gemm(GemmFlags, Box<[Id]>),
     /// X, W and optionally the bias B.
@@ -83,6 +86,7 @@ impl Language for TensorLang {
             (Transpose(a, _), Transpose(b, _)) | (Reshape(a, _), Reshape(b, _)) => a == b,
             (Unary(a, _), Unary(b, _)) | (Scale(a, _), Scale(b, _)) => a == b,
             (MatMul(_), MatMul(_)) => true,
+            (FusedMatMul(a, x), FusedMatMul(b, y)) => a == b && x.len() == y.len(),
             (Gemm(a, x), Gemm(b, y)) => a == b && x.len() == y.len(),
             (Conv(a, x), Conv(b, y)) => a == b && x.len() == y.len(),
             (Pad(a, _), Pad(b, _)) => a == b,
@@ -111,7 +115,7 @@ impl Language for TensorLang {
             Leaf(_) => &[],
             Transpose(_, c) | Reshape(_, c) | Pad(_, c) | Unary(_, c) | Scale(_, c) | Slice { arg: c, .. } => c,
             MatMul(c) => c,
-            Gemm(_, c) | Conv(_, c) | Concat(_, c) => c,
+            Gemm(_, c) | Conv(_, c) | FusedMatMul(_, c) | Concat(_, c) => c,
         }
     }
 
@@ -121,7 +125,7 @@ impl Language for TensorLang {
             Leaf(_) => &mut [],
             Transpose(_, c) | Reshape(_, c) | Pad(_, c) | Unary(_, c) | Scale(_, c) | Slice { arg: c, .. } => c,
             MatMul(c) => c,
-            Gemm(_, c) | Conv(_, c) | Concat(_, c) => c,
+            Gemm(_, c) | Conv(_, c) | FusedMatMul(_, c) | Concat(_, c) => c,
         }
     }
 }
@@ -247,15 +251,16 @@ pub fn node_type(
         }
         Unary(_, [x]) => typed(*x),
         Scale(_, [x]) => typed(*x).filter(|(_, dt)| *dt == DType::F32),
-        MatMul([a, b]) => {
-            let (sa, da) = typed(*a)?;
-            let (sb, db) = typed(*b)?;
-            if da != db || sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
-                return None;
+        MatMul([a, b]) => matmul_type(*a, *b, typed),
+        FusedMatMul(_, args) => {
+            let (out, dt) = matmul_type(*args.first()?, *args.get(1)?, typed)?;
+            if let Some(bias) = args.get(2) {
+                let (sb, db) = typed(*bias)?;
+                if db != dt || broadcast(&sb, &out)? != out {
+                    return None;
+                }
             }
-            let mut out = broadcast(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
-            out.extend([sa[sa.len() - 2], sb[sb.len() - 1]]);
-            Some((out, da))
+            (args.len() <= 3).then_some((out, dt))
         }
         Gemm(f, args) => {
             let (sa, da) = typed(*args.first()?)?;
@@ -321,6 +326,17 @@ pub fn node_type(
             Some((s, dt))
         }
     }
+}
+
+fn matmul_type(a: Id, b: Id, typed: impl Fn(Id) -> Option<(Vec<usize>, DType)>) -> Option<(Vec<usize>, DType)> {
+    let (sa, da) = typed(a)?;
+    let (sb, db) = typed(b)?;
+    if da != db || sa.len() < 2 || sb.len() < 2 || sa[sa.len() - 1] != sb[sb.len() - 2] {
+        return None;
+    }
+    let mut out = broadcast(&sa[..sa.len() - 2], &sb[..sb.len() - 2])?;
+    out.extend([sa[sa.len() - 2], sb[sb.len() - 1]]);
+    Some((out, da))
 }
 
 /// Conv inference: X [N, C, D...], W [M, C/group, k...], B [M] -> [N, M, out...].

@@ -1,7 +1,9 @@
-//! The rewrite rules. Each is a Rust function from one e-node (and its
+//! The rewrite rules. Most are a Rust function from one e-node (and its
 //! e-class) to equivalent e-nodes it adds; the runner unions them with the
-//! class. There is deliberately no general commutativity or associativity:
-//! only matmul re-association, where shapes decide which order is cheaper.
+//! class. The parallel-op merges look at a whole class (a shared input) and
+//! relate several of its users at once. There is deliberately no general
+//! commutativity or associativity: only matmul re-association, where shapes
+//! decide which order is cheaper.
 
 use super::language::{add_split, add_typed, ConvSpec, GemmFlags, Merge, TensorAnalysis, TensorLang, EG};
 use egg::{Id, Language, Rewrite, SearchMatches, Searcher, Subst, Var};
@@ -470,34 +472,77 @@ fn has_two_parents(eg: &EG, x: Id) -> bool {
     eg[x].parents().len() >= 2
 }
 
-/// Merges MatMuls that share their input and have constant 2-D weights
-/// (from the graph) into one MatMul with the weights concatenated along N,
-/// whose result is split back: the Q, K, V projections of attention become
-/// one wider MatMul (TASO/TENSAT). The extractor decides whether it pays.
+/// Merges MatMuls (or FusedMatMuls with one activation, with `[N]`
+/// biases or none) that share their input and have constant 2-D weights
+/// (from the graph) into one with the weights (and biases) concatenated
+/// along N, whose result is split back: the Q, K, V projections of
+/// attention become one wider MatMul (TASO/TENSAT). The extractor decides
+/// whether it pays.
 fn merge_parallel_matmuls(eg: &mut EG, x: Id) -> Vec<(Id, Id)> {
-    let group = parallel_users(
-        eg,
-        x,
-        |eg, n| matches!(n, TensorLang::MatMul([_, w]) if original_constant(eg, *w) && eg[*w].data.rank() == Some(2)),
-    );
-    let weights: Vec<(Id, Vec<usize>)> = group
-        .iter()
-        .filter_map(|(_, n)| shape(eg, n.children()[1]).map(|s| (n.children()[1], s)))
-        .collect();
-    if group.len() < 2 || weights.len() != group.len() || weights.iter().any(|(_, s)| s[0] != weights[0].1[0]) {
-        return Vec::new();
+    let users = parallel_users(eg, x, |eg, n| {
+        let weight_2d = |w: Id| original_constant(eg, w) && eg[w].data.rank() == Some(2);
+        match n {
+            TensorLang::MatMul([_, w]) => weight_2d(*w),
+            TensorLang::FusedMatMul(_, args) => {
+                weight_2d(args[1])
+                    && args
+                        .get(2)
+                        .is_none_or(|b| original_constant(eg, *b) && rank(eg, *b) == Some(1))
+            }
+            _ => false,
+        }
+    });
+    /// None for MatMul, else the FusedMatMul's activation and whether it has a bias; K.
+    type Key = (Option<(u32, bool)>, usize);
+    /// A member: its class, weight, bias, and N.
+    type Member = (Id, Id, Option<Id>, usize);
+    let mut groups: BTreeMap<Key, Vec<Member>> = BTreeMap::new();
+    for (class, n) in users {
+        let (kind, args) = match &n {
+            TensorLang::MatMul(args) => (None, &args[..]),
+            TensorLang::FusedMatMul(a, args) => (Some((*a, args.len() == 3)), &args[..]),
+            _ => continue,
+        };
+        let Some(ws) = shape(eg, args[1]) else { continue };
+        let bias = args.get(2).copied();
+        if bias.is_some_and(|b| shape(eg, b) != Some(vec![ws[1]])) {
+            continue;
+        }
+        groups
+            .entry((kind, ws[0]))
+            .or_default()
+            .push((class, args[1], bias, ws[1]));
     }
-    let Some(cat) = add_typed(eg, TensorLang::Concat(1, weights.iter().map(|w| w.0).collect())) else {
-        return Vec::new();
-    };
-    let Some(wide) = add_typed(eg, TensorLang::MatMul([eg.find(x), cat])) else {
-        return Vec::new();
-    };
-    let Some(out_axis) = rank(eg, wide).map(|r| r - 1) else {
-        return Vec::new();
-    };
-    let members: Vec<(Id, usize)> = group.iter().zip(&weights).map(|((c, _), (_, s))| (*c, s[1])).collect();
-    split_back(eg, eg.find(x), wide, out_axis, &members)
+    let mut pairs = Vec::new();
+    for ((kind, _), group) in groups {
+        if group.len() < 2 {
+            continue;
+        }
+        let Some(cat) = add_typed(eg, TensorLang::Concat(1, group.iter().map(|m| m.1).collect())) else {
+            continue;
+        };
+        let x = eg.find(x);
+        let wide = match kind {
+            None => add_typed(eg, TensorLang::MatMul([x, cat])),
+            Some((act, with_bias)) => {
+                let mut args = vec![x, cat];
+                if with_bias {
+                    let biases: Option<Box<[Id]>> = group.iter().map(|m| m.2).collect();
+                    let Some(cat_bias) = biases.and_then(|b| add_typed(eg, TensorLang::Concat(0, b))) else {
+                        continue;
+                    };
+                    args.push(cat_bias);
+                }
+                add_typed(eg, TensorLang::FusedMatMul(act, args.into()))
+            }
+        };
+        let Some((wide, out_axis)) = wide.and_then(|w| Some((w, rank(eg, w)? - 1))) else {
+            continue;
+        };
+        let members: Vec<(Id, usize)> = group.iter().map(|m| (m.0, m.3)).collect();
+        pairs.extend(split_back(eg, x, wide, out_axis, &members));
+    }
+    pairs
 }
 
 /// How a Gemm's C input concatenates along N, when it can.

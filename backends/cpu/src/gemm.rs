@@ -60,14 +60,26 @@ fn heuristic_schedule(target: &Target, m: &ParamExpr, n: &ParamExpr) -> Schedule
     s
 }
 
-/// `tile` adjusted so `extent` splits into equal blocks, made an even count
-/// when `even` and the count is small (so 2 parts get the same work).
+/// `tile` adjusted so `extent` splits into blocks of whole `align` units.
+/// With `even`, the block count (from `extent / tile` up to twice that) is
+/// the one whose blocks split best into two contiguous halves, as the parts
+/// take their tasks (98 panels in 8 blocks of 13 leave the parts 52 and 46
+/// panels; 14 blocks of 7 give 49 each); fewest blocks on ties.
 pub(crate) fn balanced_tile(extent: usize, tile: usize, align: usize, even: bool) -> usize {
-    let mut n = extent.div_ceil(tile.max(1)).max(1);
-    if even && n % 2 == 1 && n < 8 && extent >= (n + 1) * align {
-        n += 1;
+    let align = align.max(1);
+    let units = extent.div_ceil(align).max(1);
+    let n0 = extent.div_ceil(tile.max(1)).clamp(1, units);
+    if !even {
+        return units.div_ceil(n0) * align;
     }
-    extent.div_ceil(n).div_ceil(align) * align
+    let larger_half = |n: usize| {
+        let per = units.div_ceil(n);
+        let blocks = units.div_ceil(per);
+        let first = (blocks / 2) * per;
+        (first.max(units - first), blocks)
+    };
+    let n = (n0..=(2 * n0).min(units)).min_by_key(|&n| larger_half(n)).unwrap_or(n0);
+    units.div_ceil(n) * align
 }
 
 /// What a GEMM kernel computes, resolved from the group.

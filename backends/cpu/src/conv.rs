@@ -6,7 +6,9 @@
 //! epilogue. Parts split (batch, group, pixel block, channel block) tasks.
 
 use crate::cexpr::{slot, Params};
-use crate::gemm::{check_schedule, emit_epilogue_operands, emit_task_range, microkernel, GemmKnobs, WeightRole};
+use crate::gemm::{
+    balanced_tile, check_schedule, emit_epilogue_operands, emit_task_range, microkernel, GemmKnobs, WeightRole,
+};
 use crate::group::{broadcast_strides, chain, is_f32, shape_text};
 use crate::target::Target;
 use crate::{CodegenError, KernelGroup, LoweredKernel};
@@ -43,16 +45,6 @@ pub fn default_schedule(target: &Target) -> Schedule {
     s
 }
 
-/// `tile` adjusted so `extent` splits into equal blocks, made an even count
-/// when `even` and the count is small (so 2 parts get the same work).
-fn balanced_tile(extent: usize, tile: usize, align: usize, even: bool) -> usize {
-    let mut n = extent.div_ceil(tile.max(1)).max(1);
-    if even && n % 2 == 1 && n < 8 && extent >= (n + 1) * align {
-        n += 1;
-    }
-    extent.div_ceil(n).div_ceil(align) * align
-}
-
 /// Share of `extent` rounded up to whole tiles that is real work.
 fn fill(extent: usize, tile: usize) -> f64 {
     extent as f64 / (extent.div_ceil(tile.max(1)) * tile.max(1)).max(1) as f64
@@ -84,10 +76,15 @@ fn heuristic_schedule(target: &Target, mg: usize, kd: usize, pixels: usize, grou
     let rows = (hi.div_ceil(2)..=hi)
         .max_by(|a, b| fill(pixels, *a).total_cmp(&fill(pixels, *b)))
         .unwrap_or(t.mr);
-    // Writing T out costs about 2 cycles per output against K / VW cycles
-    // of FMAs: the channel-vector form pays off for long reductions.
-    let write_out = 1.0 + 2.0 * target.vector_width() as f64 / kd.max(1) as f64;
-    if fill(pixels, rows) * fill(mg, t.nr) / write_out > fill(pixels, t.nr) * fill(mg, t.mr) + 0.03 {
+    // Costs next to the FMAs, per element, as measured here (VW lanes per
+    // cycle): packing an image element costs ~0.5 cycles as vector row
+    // copies and ~1.5 as the channel-vector form's gather, against mg / VW
+    // cycles of FMAs it feeds; writing T out ~2 cycles against K / VW.
+    let vw = target.vector_width() as f64;
+    let (mg_f, kd_f) = (mg.max(1) as f64, kd.max(1) as f64);
+    let pixel_vector = fill(pixels, t.nr) * fill(mg, t.mr) / (1.0 + 0.5 * vw / mg_f);
+    let channel_vector = fill(pixels, rows) * fill(mg, t.nr) / (1.0 + 2.0 * vw / kd_f + 1.5 * vw / mg_f);
+    if channel_vector > pixel_vector + 0.03 {
         s.microkernel = Some(carbide_ir::kernel::MicroTile { mr: rows, nr: t.nr });
         s.weight_layout = WeightLayout::PackedPanels { nr: t.nr };
         let mc = balanced_tile(pixels, 256, rows, false);
@@ -329,11 +326,12 @@ pub fn lower(
     let panel_bytes = if channel_vector {
         ((mc * kc + mc * ldt) * 4).div_ceil(64) * 64
     } else {
-        (nc * kc * 4).div_ceil(64) * 64
+        ((nc * kc + target.vector_width()) * 4).div_ceil(64) * 64
     };
-    // The last row's right-border memset runs `pw` floats past the plane.
+    // The last row's right-border memset runs `pw` floats past the plane,
+    // whole-vector packing copies up to 2 vectors past the image.
     let pad_bytes = if padded {
-        ((cg * hp * wp + pw) * 4).div_ceil(64) * 64
+        ((cg * hp * wp + pw + 2 * target.vector_width()) * 4).div_ceil(64) * 64
     } else {
         0
     };
@@ -589,18 +587,25 @@ pub fn lower(
                 "                        float *dd = d + seg_q[sg]; const float *src = tap + seg_off[sg]; const int64_t len = seg_len[sg];"
             );
             let _ = writeln!(s, "                        int64_t i = 0;");
+            // From the padded copy whole vectors are copied: the overshoot
+            // past a run lands in the panel where a later run, the zero
+            // tail or the next K row overwrites it (both buffers carry
+            // slack). Straight from the image the last vector must not read
+            // past the run.
+            let whole = if padded { "i < len" } else { "i + VW <= len" };
             match sw {
                 1 => {
                     let _ = writeln!(
                         s,
-                        "                        for (; i + VW <= len; i += VW) VSTORE(dd + i, VLOAD(src + i));"
+                        "                        for (; {whole}; i += VW) VSTORE(dd + i, VLOAD(src + i));"
                     );
                 }
-                // Reads 2*VW floats from src + 2i: in bounds while i + VW < len.
+                // Reads 2*VW floats from src + 2i: in the image while i + VW < len.
                 2 => {
+                    let cond = if padded { "i < len" } else { "i + VW < len" };
                     let _ = writeln!(
                         s,
-                        "                        for (; i + VW < len; i += VW) VSTORE(dd + i, VLOAD_EVEN(src + 2 * i));"
+                        "                        for (; {cond}; i += VW) VSTORE(dd + i, VLOAD_EVEN(src + 2 * i));"
                     );
                 }
                 _ => {}
@@ -1149,7 +1154,7 @@ mod tests {
             // 7x7 pixels: the default is the channel-vector form (two K blocks).
             Case {
                 x: [1, 40, 7, 7],
-                m: 64,
+                m: 128,
                 k: [3, 3],
                 strides: [1, 1],
                 pads: [1, 1, 1, 1],

@@ -38,6 +38,38 @@ pub fn default_schedule(target: &Target) -> Schedule {
     }
 }
 
+/// The default schedule fitted to known extents: a register tile no taller
+/// than M (a matrix-vector product would otherwise compute 11 zero rows per
+/// real one), and when M fits one M block, N blocks made an even count so
+/// two parts share the weight stream.
+fn heuristic_schedule(target: &Target, m: &ParamExpr, n: &ParamExpr) -> Schedule {
+    let mut s = default_schedule(target);
+    let (Some(t), ParamExpr::Const(m)) = (s.microkernel, m) else {
+        return s;
+    };
+    let m = *m as usize;
+    if m > 0 && m < t.mr {
+        s.microkernel = Some(MicroTile { mr: m, nr: t.nr });
+    }
+    if let ParamExpr::Const(n) = n {
+        if m <= s.tile("m", t.mr) {
+            let nc = balanced_tile(*n as usize, s.tile("n", t.nr), t.nr, true);
+            s.tiles.insert("n".into(), nc);
+        }
+    }
+    s
+}
+
+/// `tile` adjusted so `extent` splits into equal blocks, made an even count
+/// when `even` and the count is small (so 2 parts get the same work).
+pub(crate) fn balanced_tile(extent: usize, tile: usize, align: usize, even: bool) -> usize {
+    let mut n = extent.div_ceil(tile.max(1)).max(1);
+    if even && n % 2 == 1 && n < 8 && extent >= (n + 1) * align {
+        n += 1;
+    }
+    extent.div_ceil(n).div_ceil(align) * align
+}
+
 /// What a GEMM kernel computes, resolved from the group.
 pub struct GemmSpec {
     pub a: usize,
@@ -569,7 +601,9 @@ pub fn lower(
     schedule: Option<&Schedule>,
 ) -> Result<Option<LoweredKernel>, CodegenError> {
     let Some(sp) = spec(group, anchor) else { return Ok(None) };
-    let sched = schedule.cloned().unwrap_or_else(|| default_schedule(target));
+    let sched = schedule
+        .cloned()
+        .unwrap_or_else(|| heuristic_schedule(target, &sp.m, &sp.n));
     let workload = WorkloadKey {
         op: "gemm".into(),
         shapes: sp.attrs.iter().filter(|a| a.starts_with("shapes=")).cloned().collect(),

@@ -344,70 +344,35 @@ mod tests {
             count_include_pad: cip,
             p: 2.0,
         };
+        // (max pool?, attributes, input shape)
         let cases = [
-            (
-                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [1, 1, 1, 1], false, false))),
-                [1, 3, 12, 12],
-            ),
-            (
-                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [0, 0, 0, 0], true, false))),
-                [2, 2, 13, 10],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([3, 3], [1, 1], [1, 1, 1, 1], false, false))),
-                [1, 3, 7, 7],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([2, 3], [2, 1], [1, 0, 1, 2], false, true))),
-                [1, 2, 9, 6],
-            ),
+            (true, mk([3, 3], [2, 2], [1, 1, 1, 1], false, false), [1, 3, 12, 12]),
+            (true, mk([3, 3], [2, 2], [0, 0, 0, 0], true, false), [2, 2, 13, 10]),
+            (false, mk([3, 3], [1, 1], [1, 1, 1, 1], false, false), [1, 3, 7, 7]),
+            (false, mk([2, 3], [2, 1], [1, 0, 1, 2], false, true), [1, 2, 9, 6]),
             // In place (no pads, windows inside): squeezenet's stride-2 max
             // pool, wide enough for whole vectors, partial ones and the
             // last rows falling back to scalar near the plane's end.
-            (
-                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [0, 0, 0, 0], true, false))),
-                [1, 3, 71, 71],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([2, 2], [1, 1], [0, 0, 0, 0], false, false))),
-                [2, 3, 5, 40],
-            ),
+            (true, mk([3, 3], [2, 2], [0, 0, 0, 0], true, false), [1, 3, 71, 71]),
+            (false, mk([2, 2], [1, 1], [0, 0, 0, 0], false, false), [2, 3, 5, 40]),
             // Padded stride 2 and 1 over wide rows, both count modes, ceil overhang.
-            (
-                Op::Nn(NnOp::MaxPool(mk([3, 3], [2, 2], [1, 1, 1, 1], false, false))),
-                [1, 2, 40, 45],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([3, 3], [2, 2], [1, 1, 0, 0], true, true))),
-                [1, 2, 20, 38],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([3, 2], [1, 1], [1, 1, 1, 1], true, false))),
-                [1, 2, 6, 35],
-            ),
+            (true, mk([3, 3], [2, 2], [1, 1, 1, 1], false, false), [1, 2, 40, 45]),
+            (false, mk([3, 3], [2, 2], [1, 1, 0, 0], true, true), [1, 2, 20, 38]),
+            (false, mk([3, 2], [1, 1], [1, 1, 1, 1], true, false), [1, 2, 6, 35]),
             // Stride 3 (scalar over the scratch plane) and a 9x9 = 81-tap window (loops).
-            (
-                Op::Nn(NnOp::MaxPool(mk([2, 2], [3, 3], [0, 1, 0, 1], true, false))),
-                [1, 2, 11, 23],
-            ),
-            (
-                Op::Nn(NnOp::AveragePool(mk([9, 9], [1, 1], [0, 0, 0, 0], false, false))),
-                [1, 1, 12, 30],
-            ),
+            (true, mk([2, 2], [3, 3], [0, 1, 0, 1], true, false), [1, 2, 11, 23]),
+            (false, mk([9, 9], [1, 1], [0, 0, 0, 0], false, false), [1, 1, 12, 30]),
         ];
         let mut dilated = mk([2, 3], [1, 2], [1, 0, 0, 2], false, false);
         dilated.dilations = Some(vec![2, 2]);
-        let cases: Vec<(Op, [usize; 4])> = cases
+        let cases = cases
             .into_iter()
-            .chain([
-                (Op::Nn(NnOp::MaxPool(dilated.clone())), [1, 2, 9, 40]),
-                (Op::Nn(NnOp::AveragePool(dilated)), [1, 2, 9, 40]),
-            ])
-            .collect();
+            .chain([(true, dilated.clone(), [1, 2, 9, 40]), (false, dilated, [1, 2, 9, 40])]);
         let mut out = Vec::new();
-        for (op, x) in cases {
+        for (max, a, x) in cases {
+            let op = Op::Nn(if max { NnOp::MaxPool(a) } else { NnOp::AveragePool(a) });
             let g0 = KernelGroup {
-                nodes: vec![node("pool", op.clone(), &["x"], &["y"])],
+                nodes: vec![node("pool", op, &["x"], &["y"])],
                 inputs: vec![GroupValue {
                     name: "x".into(),
                     ty: tt(&x),

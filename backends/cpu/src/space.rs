@@ -243,7 +243,7 @@ mod tests {
         s.tiles.insert("m".into(), 24);
         variants.push(s);
         let mut s = base.clone();
-        s.tiles.insert("n".into(), 64);
+        s.tiles.insert("n".into(), 128);
         variants.push(s);
         let mut s = base.clone();
         s.weight_layout = WeightLayout::RowMajor;

@@ -28,6 +28,10 @@ pub struct TuningRecord {
     /// Why the trial was discarded (build failure, crash, timeout, wrong result).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A re-measurement at the end of a run, of the default and the best
+    /// schedules back to back (see [`Database::best`]), not a search trial.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verified: bool,
     /// Seconds since the Unix epoch.
     pub timestamp: u64,
 }
@@ -101,15 +105,22 @@ impl Database {
             .filter(move |r| r.matches(key) && r.version == CARBIDE_VERSION)
     }
 
-    /// The fastest successful record of a workload.
+    /// The fastest successful record of a workload. Verification records
+    /// decide when there are any: a search trial's time may be a lucky
+    /// one on a loaded machine, while verification measures the default
+    /// and the best candidates side by side, so a candidate only beats the
+    /// default when it still does there.
     pub fn best<'a>(&'a self, key: &'a WorkloadKey) -> Option<&'a TuningRecord> {
-        self.trials(key)
-            .filter(|r| r.median_us.is_some_and(f64::is_finite))
-            .min_by(|a, b| {
-                a.median_us
-                    .partial_cmp(&b.median_us)
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            })
+        let fastest = |verified_only: bool| {
+            self.trials(key)
+                .filter(|r| r.median_us.is_some_and(f64::is_finite) && (r.verified || !verified_only))
+                .min_by(|a, b| {
+                    a.median_us
+                        .partial_cmp(&b.median_us)
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                })
+        };
+        fastest(true).or_else(|| fastest(false))
     }
 }
 

@@ -101,13 +101,14 @@ pub fn run(a: TuneArgs) -> Result<ExitCode> {
 fn print_table(s: &TuneSummary, db: &std::path::Path) {
     let fmt = |v: Option<f64>, p: usize| v.map_or("-".to_string(), |v| format!("{v:.p$}"));
     println!(
-        "{} trials in {:.1} s ({} resumed from {}, {} discarded, {} measuring process(es)), target {}, {} thread(s), FMA peak {} GFLOP/s",
+        "{} trials in {:.1} s ({} resumed from {}, {} discarded, {} measuring process(es), {} kernel(s) verified against the default), target {}, {} thread(s), FMA peak {} GFLOP/s",
         s.trials_run,
         s.seconds,
         s.trials_resumed,
         db.display(),
         s.failed_trials,
         s.workers_started,
+        s.verified_tasks,
         s.target,
         s.threads,
         fmt(s.peak_gflops, 1)

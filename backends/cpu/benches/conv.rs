@@ -18,7 +18,7 @@ use carbide_ir::ndarray::{ArrayD, IxDyn};
 use carbide_ir::ops::elementwise::{ElementwiseOp, Unary};
 use carbide_ir::ops::nn::{AutoPad, ConvAttrs, NnOp};
 use carbide_ir::{DType, Node, Op, Tensor, TensorType};
-use common::{best_secs, bind, fma_peak, load, median_secs, run};
+use common::{best_secs, bind, load, median_secs, print_fma_peaks, run};
 use std::collections::BTreeMap;
 
 /// One convolution shape of a model: input NCHW, output channels, square
@@ -156,13 +156,7 @@ impl Case {
 fn main() {
     let target = Target::host().expect("host target");
     let filter = std::env::var("CARBIDE_CONV_BENCH").unwrap_or_default();
-    let peaks = [fma_peak(&target, 1), fma_peak(&target, 2)];
-    println!(
-        "measured FMA peak ({}): {:.1} GFLOP/s on 1 thread, {:.1} on 2",
-        target.name(),
-        peaks[0],
-        peaks[1]
-    );
+    let peaks = print_fma_peaks(&target);
     println!(
         "{:<42} {:>3} {:>8} {:>7} {:>5} {:>8} {:>7} {:>5}",
         "conv (Cin HxW -> Cout kxk/stride)", "n", "ms@1", "GF/s", "%pk", "ms@2", "GF/s", "%pk"

@@ -9,7 +9,7 @@ use carbide_backend_cpu::{lower, GroupValue, KernelGroup, LoweredKernel, Target}
 use carbide_ir::ndarray::{ArrayD, IxDyn};
 use carbide_ir::ops::linalg::LinalgOp;
 use carbide_ir::{DType, Node, Op, Tensor, TensorType};
-use common::{bind, fma_peak, load, median_secs, run};
+use common::{bind, load, median_secs, print_fma_peaks, run};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn lower_gemm(n: usize, target: &Target) -> (LoweredKernel, Vec<Vec<f32>>) {
@@ -47,13 +47,7 @@ fn lower_gemm(n: usize, target: &Target) -> (LoweredKernel, Vec<Vec<f32>>) {
 
 fn bench(c: &mut Criterion) {
     let target = Target::host().expect("host target");
-    let peaks = [fma_peak(&target, 1), fma_peak(&target, 2)];
-    println!(
-        "measured FMA peak ({}): {:.1} GFLOP/s on 1 thread, {:.1} on 2",
-        target.name(),
-        peaks[0],
-        peaks[1]
-    );
+    let peaks = print_fma_peaks(&target);
     for n in [512usize, 1024] {
         let (k, mut inputs) = lower_gemm(n, &target);
         if let Some(dir) = std::env::var_os("CARBIDE_DUMP_SOURCE") {

@@ -406,7 +406,7 @@ pub fn lower(
         // microkernel into T (pixels x channels), then writes T transposed
         // to Y through the epilogue.
         let (pblocks, cblocks) = (p_total.div_ceil(mc), mg.div_ceil(nc));
-        let (sh, sw, dh, dw, ow) = (g.sh, g.sw, g.dh, g.dw, g.ow);
+        let (sh, sw, ow) = (g.sh, g.sw, g.ow);
         let _ = writeln!(s, "    float *Ap = Bp, *T = Bp + {};", mc * kc);
         let _ = writeln!(s, "    const int64_t pblocks = {pblocks}, cblocks = {cblocks};");
         let _ = writeln!(s, "    const int64_t ntasks = NB * {groups} * pblocks * cblocks;");
@@ -423,14 +423,8 @@ pub fn lower(
             "        const int64_t c0 = (t % cblocks) * {nc}, c1 = min_i64({mg}, ((te - 1) % cblocks + 1) * {nc});"
         );
         let _ = writeln!(s, "        const int64_t i0 = pb * {mc}, mcur = min_i64({mc}, P - i0);");
-        let _ = writeln!(s, "        const float *Xg = X + (n * {c} + g * {cg}) * {};", h * w);
         let _ = writeln!(s, "        const float *Bg = Wp + g * {};", mg.div_ceil(nr) * kd * nr);
-        if padded {
-            emit_pad_copy(&mut s, &g, hp, wp);
-            let _ = writeln!(s, "        const float *Xs = Xpad;");
-        } else {
-            let _ = writeln!(s, "        const float *Xs = Xg;");
-        }
+        emit_image_source(&mut s, &g, padded, hp, wp);
         let _ = writeln!(s, "        for (int64_t pc = 0; pc < K; pc += {kc}) {{");
         let _ = writeln!(s, "            const int64_t kcur = min_i64({kc}, K - pc);");
         let _ = writeln!(s, "            for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
@@ -446,17 +440,7 @@ pub fn lower(
         );
         let _ = writeln!(s, "                }}");
         let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
-        let _ = writeln!(
-            s,
-            "                    const int64_t kk = pc + k, ci = kk / {}, ky = (kk / {kw}) % {kh}, kx = kk % {kw};",
-            kh * kw
-        );
-        let _ = writeln!(
-            s,
-            "                    const float *tap = Xs + ci * {} + ky * {} + kx * {dw};",
-            hp * wp,
-            dh * wp
-        );
+        emit_tap(&mut s, &g, hp, wp);
         let _ = writeln!(s, "                    float *d = dst + k * {mr};");
         let _ = writeln!(
             s,
@@ -521,15 +505,9 @@ pub fn lower(
             "        const int64_t mb0 = mblocks * (t % mchunks) / mchunks, mb1 = mblocks * ((te - 1) % mchunks + 1) / mchunks;"
         );
         let _ = writeln!(s, "        const int64_t j0 = pb * {nc}, ncur = min_i64({nc}, P - j0);");
-        let _ = writeln!(s, "        const float *Xg = X + (n * {c} + g * {cg}) * {};", h * w);
         let _ = writeln!(s, "        float *Yg = Y + (n * {m} + g * {mg}) * P;");
         let _ = writeln!(s, "        const float *Ag = Wp + g * {};", np_w * kd * mr);
-        if padded {
-            emit_pad_copy(&mut s, &g, hp, wp);
-            let _ = writeln!(s, "        const float *Xs = Xpad;");
-        } else {
-            let _ = writeln!(s, "        const float *Xs = Xg;");
-        }
+        emit_image_source(&mut s, &g, padded, hp, wp);
         let _ = writeln!(s, "        for (int64_t pc = 0; pc < K; pc += {kc}) {{");
         let _ = writeln!(s, "            const int64_t kcur = min_i64({kc}, K - pc);");
         let _ = writeln!(s, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
@@ -551,7 +529,7 @@ pub fn lower(
             // Implicit im2col: the panel's pixels are runs along output rows
             // (found once per panel); per K row each run is one strided copy
             // from the (padded) image, vectorized at stride 1 and 2.
-            let (sh, sw, dh, dw, ow) = (g.sh, g.sw, g.dh, g.dw, g.ow);
+            let (sh, sw, ow) = (g.sh, g.sw, g.ow);
             let _ = writeln!(
                 s,
                 "                int64_t seg_q[{0}], seg_off[{0}], seg_len[{0}], nseg = 0;",
@@ -570,17 +548,7 @@ pub fn lower(
             let _ = writeln!(s, "                }}");
             let _ = writeln!(s, "                for (int64_t k = 0; k < kcur; k++) {{");
             let _ = writeln!(s, "                    float *d = dst + k * {nr};");
-            let _ = writeln!(
-                s,
-                "                    const int64_t kk = pc + k, ci = kk / {}, ky = (kk / {kw}) % {kh}, kx = kk % {kw};",
-                kh * kw
-            );
-            let _ = writeln!(
-                s,
-                "                    const float *tap = Xs + ci * {} + ky * {} + kx * {dw};",
-                hp * wp,
-                dh * wp
-            );
+            emit_tap(&mut s, &g, hp, wp);
             let _ = writeln!(s, "                    for (int64_t sg = 0; sg < nseg; sg++) {{");
             let _ = writeln!(
                 s,
@@ -656,6 +624,37 @@ pub fn lower(
         schedule: sched,
         workload,
     }))
+}
+
+/// Emits `Xs`, the image the packing reads for batch `n`, group `g`: the
+/// group's channels of `X`, or their zero-bordered copy (`hp x wp` each).
+fn emit_image_source(s: &mut String, geo: &Geometry, padded: bool, hp: usize, wp: usize) {
+    let (c, cg, hw) = (geo.c, geo.c / geo.groups, geo.h * geo.w);
+    let _ = writeln!(s, "        const float *Xg = X + (n * {c} + g * {cg}) * {hw};");
+    if padded {
+        emit_pad_copy(s, geo, hp, wp);
+        let _ = writeln!(s, "        const float *Xs = Xpad;");
+    } else {
+        let _ = writeln!(s, "        const float *Xs = Xg;");
+    }
+}
+
+/// Emits `tap`, where K row `pc + k` (channel, kernel row, kernel column)
+/// starts in the image `Xs` with rows `wp` floats apart.
+fn emit_tap(s: &mut String, geo: &Geometry, hp: usize, wp: usize) {
+    let (kh, kw) = (geo.kh, geo.kw);
+    let _ = writeln!(
+        s,
+        "                    const int64_t kk = pc + k, ci = kk / {}, ky = (kk / {kw}) % {kh}, kx = kk % {kw};",
+        kh * kw
+    );
+    let _ = writeln!(
+        s,
+        "                    const float *tap = Xs + ci * {} + ky * {} + kx * {};",
+        hp * wp,
+        geo.dh * wp,
+        geo.dw
+    );
 }
 
 /// Emits the copy of batch `n`, group `g`'s input channels (`Xg`) into the

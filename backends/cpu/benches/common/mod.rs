@@ -178,3 +178,15 @@ pub fn best_secs(runs: usize, f: impl FnMut()) -> f64 {
 pub fn median_secs(runs: usize, f: impl FnMut()) -> f64 {
     sorted_secs(runs, f)[runs / 2]
 }
+
+/// Measures and prints the FMA peak on 1 and 2 threads.
+pub fn print_fma_peaks(target: &Target) -> [f64; 2] {
+    let peaks = [fma_peak(target, 1), fma_peak(target, 2)];
+    println!(
+        "measured FMA peak ({}): {:.1} GFLOP/s on 1 thread, {:.1} on 2",
+        target.name(),
+        peaks[0],
+        peaks[1]
+    );
+    peaks
+}

@@ -43,9 +43,27 @@ fn compiled_mobilenet_v2_matches_onnxruntime() {
     check_model("mobilenet_v2");
 }
 
+/// Its fire modules end in a Concat of two conv kernels' outputs: the plan
+/// has both convs write into their halves of the result (no copy), and the
+/// outputs must still match.
 #[test]
 fn compiled_squeezenet1_1_matches_onnxruntime() {
     check_model("squeezenet1_1");
+    let Some(case) = common::zoo_case("squeezenet1_1") else {
+        return;
+    };
+    let module = compile_round_trip(&case.model);
+    let shapes: Vec<Vec<usize>> = case
+        .feeds
+        .iter()
+        .map(|(_, v)| v.as_tensor().unwrap().shape().to_vec())
+        .collect();
+    let stats = module
+        .plan_stats(&shapes)
+        .unwrap()
+        .expect("squeezenet plans statically");
+    assert_eq!(stats.in_place_concats, 8, "{stats:?}");
+    assert_eq!(stats.host_steps, 0, "{stats:?}");
 }
 
 #[test]

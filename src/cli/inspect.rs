@@ -286,12 +286,13 @@ fn plan_text(p: &serde_json::Value) -> String {
     let mib = |k: &str| p[k].as_u64().unwrap_or(0) as f64 / (1024.0 * 1024.0);
     match p["planned"].as_str() {
         Some("static") => format!(
-            "memory    arena {:.2} MiB (peak live {:.2} MiB, all intermediates {:.2} MiB); {} in-place, {} zero-copy aliases, {} copied aliases\n",
+            "memory    arena {:.2} MiB (peak live {:.2} MiB, all intermediates {:.2} MiB); {} in-place, {} zero-copy aliases, {} in-place concats, {} copied aliases\n",
             mib("arena_bytes"),
             mib("peak_live_bytes"),
             mib("total_intermediate_bytes"),
             p["in_place"],
             p["zero_copy_aliases"],
+            p["in_place_concats"],
             p["copied_aliases"],
         ),
         Some("per shape at run time") => format!(

@@ -554,7 +554,7 @@ fn value_ptr(
         Loc::Input(i) => inputs[i].bytes.as_ptr() as *mut u8,
         Loc::Weight(w) => plan.weight_ptrs[w].0 as *mut u8,
         // SAFETY: the plan placed the buffer inside the arena.
-        Loc::Arena(b) => unsafe { base.add(plan.buffers[b].offset) },
+        Loc::Arena(b) => unsafe { base.add(plan.buffers[b].offset + v.offset) },
         Loc::Output(j) if !out_ptrs[j].is_null() => out_ptrs[j],
         Loc::Output(_) => return Err(RuntimeError::Undefined(v.name.clone())),
         Loc::Host => match &host[id] {

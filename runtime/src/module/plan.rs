@@ -7,8 +7,11 @@
 //! whose lifetimes overlap (the greedy size-sorted planner of TVM and
 //! ONNX Runtime). Shape-only steps become views (same bytes, new shape),
 //! an elementwise kernel may write over an input that dies at that step,
-//! and kernel parameters are evaluated once. Host steps keep producing
-//! owned values (their shapes may depend on data).
+//! and kernel parameters are evaluated once. A Concat whose parts are all
+//! kernel outputs and contiguous slices of its result (every axis before
+//! the concat axis has extent 1) costs nothing: the kernels write straight
+//! into their slices of one buffer. Host steps keep producing owned values
+//! (their shapes may depend on data).
 
 use super::{names_used, resolve_shape, KernelStep, Module, Step};
 use crate::error::RuntimeError;
@@ -43,6 +46,9 @@ pub(crate) struct ValuePlan {
     /// Known for every value not produced by a host step.
     pub shape: Option<Vec<usize>>,
     pub loc: Loc,
+    /// Bytes from the start of `loc` (non-zero only for a slice of a
+    /// concatenation's arena buffer).
+    pub offset: usize,
 }
 
 /// What a kernel's buffer slot points at.
@@ -97,6 +103,8 @@ pub struct PlanStats {
     pub in_place: usize,
     /// Shape-only steps that became views (no copy).
     pub zero_copy_aliases: usize,
+    /// Concats whose parts the kernels wrote straight into the result.
+    pub in_place_concats: usize,
     /// Shape-only steps that still run on the host (their input comes from a host step
     /// or their target shape is computed at run time).
     pub copied_aliases: usize,
@@ -259,6 +267,7 @@ impl Builder<'_> {
             dtype: Some(t.dtype()),
             shape: Some(t.shape().to_vec()),
             loc: Loc::Weight(w),
+            offset: 0,
         }))
     }
 
@@ -309,6 +318,7 @@ impl Plan {
                 dtype: Some(dtype),
                 shape: Some(shape.to_vec()),
                 loc: Loc::Input(i),
+                offset: 0,
             });
         }
         let output_index: HashMap<&str, usize> = graph
@@ -318,6 +328,13 @@ impl Plan {
             .map(|(j, o)| (o.name.as_str(), j))
             .collect();
         let duplicated_output = |name: &str| graph.outputs.iter().filter(|o| o.name == name).count() > 1;
+        let concats = in_place_concats(module, &syms, &output_index);
+        let concat_slots: HashMap<&str, (usize, usize)> = concats
+            .iter()
+            .enumerate()
+            .flat_map(|(c, cc)| cc.parts.iter().map(move |(name, at)| (name.as_str(), (c, *at))))
+            .collect();
+        let mut concat_bufs: Vec<Option<usize>> = vec![None; concats.len()];
         let mut steps = Vec::with_capacity(module.steps.len());
         let mut stats = PlanStats::default();
         for (si, step) in module.steps.iter().enumerate() {
@@ -390,8 +407,14 @@ impl Plan {
                         let size = element_size(dtype).ok_or_else(|| kerr(format!("output '{name}' is {dtype}")))?
                             * out_shapes[o].iter().product::<usize>();
                         stats.total_intermediate_bytes += size;
-                        let loc = match output_index.get(name.as_str()) {
-                            Some(&j) if !duplicated_output(name) && !b.ids.contains_key(name) => Loc::Output(j),
+                        let mut offset = 0;
+                        let loc = match (output_index.get(name.as_str()), concat_slots.get(name.as_str())) {
+                            (Some(&j), _) if !duplicated_output(name) && !b.ids.contains_key(name) => Loc::Output(j),
+                            (None, Some(&(c, at))) => {
+                                offset = at;
+                                let bytes = concats[c].bytes;
+                                Loc::Arena(*concat_bufs[c].get_or_insert_with(|| b.new_buffer(bytes, si)))
+                            }
                             _ => {
                                 let reuse = if elementwise && k.outputs.len() == 1 {
                                     in_place_candidate(&b, &in_ids, &bound, &out_shapes[0], dtype, si, module)
@@ -415,6 +438,7 @@ impl Plan {
                             dtype: Some(dtype),
                             shape: Some(out_shapes[o].clone()),
                             loc,
+                            offset,
                         }));
                     }
                     let mut args = Vec::with_capacity(k.call.buffers.len());
@@ -450,6 +474,13 @@ impl Plan {
                 }
                 Step::Alias { node: n } | Step::Host { node: n } => {
                     let node = &graph.nodes[*n];
+                    if let Some(c) = concats.iter().position(|c| c.node == *n) {
+                        if concat_view(&mut b, &concats[c], concat_bufs[c], si).is_some() {
+                            stats.in_place_concats += 1;
+                            steps.push(StepPlan::View);
+                            continue;
+                        }
+                    }
                     if let Step::Alias { .. } = step {
                         let src = node.inputs.first().and_then(|name| b.lookup(name));
                         let view = src.and_then(|id| {
@@ -470,6 +501,7 @@ impl Plan {
                                 dtype: src.dtype,
                                 shape: Some(shape),
                                 loc: src.loc,
+                                offset: src.offset,
                             });
                             steps.push(StepPlan::View);
                             continue;
@@ -503,6 +535,7 @@ impl Plan {
                                     dtype: None,
                                     shape: None,
                                     loc: Loc::Host,
+                                    offset: 0,
                                 })
                             })
                         })
@@ -553,6 +586,125 @@ impl Plan {
     pub(crate) fn arena_bytes(&self) -> usize {
         self.stats.arena_bytes
     }
+}
+
+/// A Concat computed in place: its parts are written by kernels at these
+/// byte offsets of one arena buffer of `bytes`.
+struct InPlaceConcat {
+    node: usize,
+    parts: Vec<(String, usize)>,
+    out: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    bytes: usize,
+}
+
+/// The Concat host steps whose parts can be written in place: every part is
+/// a kernel output used once in the Concat, neither it nor the result is a
+/// graph output, and the parts are contiguous slices of the result (all
+/// axes before the concat axis have extent 1). Each part's name is claimed
+/// by at most one Concat.
+fn in_place_concats(
+    module: &Module,
+    syms: &HashMap<String, usize>,
+    graph_outputs: &HashMap<&str, usize>,
+) -> Vec<InPlaceConcat> {
+    let graph = &module.model.graph;
+    let mut kernel_outputs: HashMap<&str, &TensorType> = HashMap::new();
+    for step in &module.steps {
+        if let Step::Kernel(k) = step {
+            for (name, ty) in k.outputs.iter().zip(&k.output_types) {
+                kernel_outputs.insert(name.as_str(), ty);
+            }
+        }
+    }
+    let mut claimed: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    for step in &module.steps {
+        let Step::Host { node: n } = step else { continue };
+        let node = &graph.nodes[*n];
+        let Op::Tensor(carbide_ir::ops::TensorOp::Concat { axis }) = &node.op else {
+            continue;
+        };
+        let Some(out) = node
+            .outputs
+            .first()
+            .filter(|o| !o.is_empty() && !graph_outputs.contains_key(o.as_str()))
+        else {
+            continue;
+        };
+        let parts: Option<Vec<(&str, DType, Vec<usize>)>> = node
+            .inputs
+            .iter()
+            .map(|name| {
+                let ty = kernel_outputs.get(name.as_str())?;
+                let once = node.inputs.iter().filter(|i| *i == name).count() == 1;
+                (once && !claimed.contains(name.as_str()) && !graph_outputs.contains_key(name.as_str()))
+                    .then_some(())?;
+                Some((name.as_str(), ty.dtype?, resolve_shape(ty, syms).ok()?))
+            })
+            .collect();
+        let Some(parts) = parts.filter(|p| p.len() >= 2) else {
+            continue;
+        };
+        let (dtype, first) = (parts[0].1, &parts[0].2);
+        let rank = first.len() as i64;
+        let axis = if *axis < 0 { axis + rank } else { *axis };
+        if !(0..rank).contains(&axis) {
+            continue;
+        }
+        let axis = axis as usize;
+        let fits = parts.iter().all(|(_, d, s)| {
+            *d == dtype
+                && s.len() == first.len()
+                && s.iter().zip(first).enumerate().all(|(i, (a, b))| i == axis || a == b)
+        });
+        let Some(esize) = element_size(dtype) else { continue };
+        if !fits || first[..axis].iter().any(|&d| d != 1) {
+            continue;
+        }
+        let mut at = 0;
+        let mut slots = Vec::with_capacity(parts.len());
+        for (name, _, s) in &parts {
+            slots.push((name.to_string(), at));
+            at += esize * s.iter().product::<usize>();
+        }
+        let mut shape = first.clone();
+        shape[axis] = parts.iter().map(|(_, _, s)| s[axis]).sum();
+        claimed.extend(parts.iter().map(|(name, _, _)| *name));
+        found.push(InPlaceConcat {
+            node: *n,
+            parts: slots,
+            out: out.clone(),
+            dtype,
+            shape,
+            bytes: at,
+        });
+    }
+    found
+}
+
+/// The Concat's result as a view of the buffer its parts were written to,
+/// when every part really landed at its slot (else the host concatenates).
+fn concat_view(b: &mut Builder<'_>, c: &InPlaceConcat, buf: Option<usize>, step: usize) -> Option<usize> {
+    let buf = buf?;
+    let mut ids = Vec::with_capacity(c.parts.len());
+    for (name, at) in &c.parts {
+        let id = *b.ids.get(name)?;
+        let v = &b.values[id];
+        (v.loc == Loc::Arena(buf) && v.offset == *at).then_some(())?;
+        ids.push(id);
+    }
+    for id in ids {
+        touch(&mut b.buffers, &b.values, id, step);
+    }
+    Some(b.add(ValuePlan {
+        name: c.out.clone(),
+        dtype: Some(c.dtype),
+        shape: Some(c.shape.clone()),
+        loc: Loc::Arena(buf),
+        offset: 0,
+    }))
 }
 
 /// Extends the lifetime of the buffer behind value `id` to `step` (aliases

@@ -13,6 +13,7 @@ mod elementwise;
 mod fused;
 mod gemm;
 mod group;
+mod peak;
 mod pool;
 mod prelude;
 mod rows;
@@ -23,6 +24,7 @@ mod target;
 mod testutil;
 
 pub use build::{build_library, find_c_compiler};
+pub use peak::{fma_peak_flops_per_iteration, fma_peak_kernel};
 pub use space::{has_knobs, schedule_space};
 pub use target::{Isa, Target};
 

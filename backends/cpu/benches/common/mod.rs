@@ -3,7 +3,7 @@
 //! machine's FMA peak the benchmarks report against.
 
 use carbide_backend_cpu::{build_library, LoweredKernel, Target};
-use carbide_ir::kernel::{BufferArg, KernelCall, Schedule, WeightLayout, WorkloadKey};
+use carbide_ir::kernel::BufferArg;
 use std::ffi::c_void;
 use std::time::Instant;
 
@@ -94,52 +94,10 @@ pub fn run(l: &Loaded, b: &Bound, parts: i64) {
     });
 }
 
-/// Measures the FMA peak in GFLOP/s with `parts` threads: 12 independent
-/// vector FMA chains per thread (enough to cover FMA latency x throughput).
+/// Measures the FMA peak in GFLOP/s with `parts` threads (the backend's
+/// FMA loop kernel on every thread).
 pub fn fma_peak(target: &Target, parts: i64) -> f64 {
-    let src = r#"
-void carbide_fma_peak(void *const *bufs, const int64_t *p, int64_t part, int64_t num_parts) {
-    (void)num_parts;
-    vf a0 = VSET1(1.0f), a1 = VSET1(1.01f), a2 = VSET1(1.02f), a3 = VSET1(1.03f), a4 = VSET1(1.04f), a5 = VSET1(1.05f), a6 = VSET1(1.06f), a7 = VSET1(1.07f), a8 = VSET1(1.08f), a9 = VSET1(1.09f), a10 = VSET1(1.1f), a11 = VSET1(1.11f);
-    const vf m = VSET1(0.999999f), c = VSET1(1e-7f);
-    for (int64_t i = 0; i < p[0]; i++) {
-        a0 = VFMA(a0, m, c); a1 = VFMA(a1, m, c); a2 = VFMA(a2, m, c); a3 = VFMA(a3, m, c);
-        a4 = VFMA(a4, m, c); a5 = VFMA(a5, m, c); a6 = VFMA(a6, m, c); a7 = VFMA(a7, m, c);
-        a8 = VFMA(a8, m, c); a9 = VFMA(a9, m, c); a10 = VFMA(a10, m, c); a11 = VFMA(a11, m, c);
-    }
-    vf s = VADD(VADD(VADD(a0, a1), VADD(a2, a3)), VADD(VADD(a4, a5), VADD(a6, a7)));
-    s = VADD(s, VADD(VADD(a8, a9), VADD(a10, a11)));
-    ((float *)bufs[0])[part] = VHSUM(s);
-}
-"#;
-    let k = LoweredKernel {
-        call: KernelCall {
-            entry: "carbide_fma_peak".into(),
-            buffers: vec![BufferArg::Output(0)],
-            params: vec![],
-            packed: vec![],
-            max_parts: None,
-        },
-        source: src.into(),
-        schedule: Schedule {
-            tiles: Default::default(),
-            loop_order: vec![],
-            vector_axis: None,
-            vector_width: target.vector_width(),
-            unroll: Default::default(),
-            parallel_axis: None,
-            weight_layout: WeightLayout::RowMajor,
-            microkernel: None,
-        },
-        workload: WorkloadKey {
-            op: "fma_peak".into(),
-            shapes: vec![],
-            dtypes: vec!["f32".into()],
-            epilogue: vec![],
-            attrs: vec![],
-            target: target.name().to_string(),
-        },
-    };
+    let k = carbide_backend_cpu::fma_peak_kernel(target);
     let l = load(&k, target);
     // Short runs, best of many: on a shared machine the fastest run is the
     // one that had its cores to itself.
@@ -153,7 +111,7 @@ void carbide_fma_peak(void *const *bufs, const int64_t *p, int64_t part, int64_t
     run(&l, &b, parts);
     let secs = best_secs(50, || run(&l, &b, parts));
     std::hint::black_box(&out);
-    (iters * 12 * 2 * target.vector_width() as i64 * parts) as f64 / secs / 1e9
+    iters as f64 * carbide_backend_cpu::fma_peak_flops_per_iteration(target) * parts as f64 / secs / 1e9
 }
 
 /// Wall times in seconds of `runs` calls of `f`, sorted.

@@ -78,6 +78,8 @@ const CASES: &[Case] = &[
     case("squeezenet1_1", [1, 512, 13, 13], 1000, 1, 1, 1),
     case("squeezenet1_1", [1, 16, 55, 55], 64, 3, 1, 2),
     case("squeezenet1_1", [1, 64, 13, 13], 256, 3, 1, 2),
+    case("mobilenet_v2", [1, 3, 224, 224], 32, 3, 2, 1),
+    case("mobilenet_v2", [1, 16, 112, 112], 96, 1, 1, 1),
     case("mobilenet_v2", [1, 96, 14, 14], 576, 1, 1, 3),
     case("mobilenet_v2", [1, 160, 7, 7], 960, 1, 1, 3),
 ];

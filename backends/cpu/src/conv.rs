@@ -816,73 +816,94 @@ fn depthwise(
     for i in 0..e_slots.len() {
         let _ = writeln!(s, "        const float *e{i} = E{i} + n * esb{i} + ch * esm{i};");
     }
+    let vector_rows = g.sw == 1 || g.sw == 2;
+    let taps = kh * kw;
+    // Broadcast weights hoisted out of the row loop (they fit the register file for 3x3).
+    if vector_rows {
+        for t in 0..taps {
+            let _ = writeln!(s, "        const vf w{t} = VSET1(wk[{t}]);");
+        }
+    }
     let _ = writeln!(s, "        for (int64_t i = 0; i < {oh}; i++) {{");
     let _ = writeln!(s, "            const float *prow = pad + i * {} * {wp};", g.sh);
     let _ = writeln!(s, "            float *yrow = y + i * {ow};");
     let _ = writeln!(s, "            int64_t j = 0;");
     let eop_px: Vec<i64> = eop_strides.iter().map(|e| e.2).collect();
-    if g.sw == 1 || g.sw == 2 {
-        // Stride 2 loads the even elements of two vectors (VLOAD_EVEN).
+    if vector_rows {
+        // Stride 2 loads the even elements of two vectors (VLOAD_EVEN). The
+        // last, partial vector of a row (all of it when the row is narrower
+        // than a vector: 7x7 and 14x14 planes) reads the padded plane's row
+        // slack and stores only its valid lanes.
         let (load, jx) = if g.sw == 1 {
             ("VLOAD", "j")
         } else {
             ("VLOAD_EVEN", "2 * j")
         };
+        let taps_sum = |s: &mut String| {
+            let _ = writeln!(s, "                vf acc = VZERO();");
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let _ = writeln!(
+                        s,
+                        "                acc = VFMA(w{}, {load}(prow + {} + {jx}), acc);",
+                        ky * kw + kx,
+                        ky * g.dh * wp + kx * g.dw
+                    );
+                }
+            }
+        };
+        let epilogue = |partial: bool| {
+            let load = |i: usize| match (eop_px[i], partial) {
+                (1, false) => format!("VLOAD(e{i} + i * {ow} + j)"),
+                (1, true) => format!("VLOAD_PART(e{i} + i * {ow} + j, (int)({ow} - j))"),
+                _ => format!("VSET1(e{i}[0])"),
+            };
+            crate::cexpr::emit(&ch.expr, crate::cexpr::Mode::Vector, "acc", &load)
+        };
         let _ = writeln!(s, "            for (; j + VW <= {ow}; j += VW) {{");
-        let _ = writeln!(s, "                vf acc = VZERO();");
+        taps_sum(&mut s);
+        let _ = writeln!(s, "                VSTORE(yrow + j, {});", epilogue(false));
+        let _ = writeln!(s, "            }}");
+        let _ = writeln!(s, "            if (j < {ow}) {{");
+        taps_sum(&mut s);
+        let _ = writeln!(
+            s,
+            "                VSTORE_PART(yrow + j, {}, (int)({ow} - j));",
+            epilogue(true)
+        );
+        let _ = writeln!(s, "            }}");
+    } else {
+        let _ = writeln!(s, "            for (; j < {ow}; j++) {{");
+        let _ = writeln!(
+            s,
+            "                float acc = 0.0f; const float *pw0 = prow + j * {};",
+            g.sw
+        );
         for ky in 0..kh {
             for kx in 0..kw {
                 let _ = writeln!(
                     s,
-                    "                acc = VFMA(VSET1(wk[{}]), {load}(prow + {} + {jx}), acc);",
+                    "                acc += wk[{}] * pw0[{}];",
                     ky * kw + kx,
                     ky * g.dh * wp + kx * g.dw
                 );
             }
         }
-        let load = |i: usize| {
+        let sload = |i: usize| {
             if eop_px[i] == 1 {
-                format!("VLOAD(e{i} + i * {ow} + j)")
+                format!("e{i}[i * {ow} + j]")
             } else {
-                format!("VSET1(e{i}[0])")
+                format!("e{i}[0]")
             }
         };
         let _ = writeln!(
             s,
-            "                VSTORE(yrow + j, {});",
-            crate::cexpr::emit(&ch.expr, crate::cexpr::Mode::Vector, "acc", &load)
+            "                yrow[j] = {};",
+            crate::cexpr::emit(&ch.expr, crate::cexpr::Mode::Scalar, "acc", &sload)
         );
         let _ = writeln!(s, "            }}");
     }
-    let _ = writeln!(s, "            for (; j < {ow}; j++) {{");
-    let _ = writeln!(
-        s,
-        "                float acc = 0.0f; const float *pw0 = prow + j * {};",
-        g.sw
-    );
-    for ky in 0..kh {
-        for kx in 0..kw {
-            let _ = writeln!(
-                s,
-                "                acc += wk[{}] * pw0[{}];",
-                ky * kw + kx,
-                ky * g.dh * wp + kx * g.dw
-            );
-        }
-    }
-    let sload = |i: usize| {
-        if eop_px[i] == 1 {
-            format!("e{i}[i * {ow} + j]")
-        } else {
-            format!("e{i}[0]")
-        }
-    };
-    let _ = writeln!(
-        s,
-        "                yrow[j] = {};",
-        crate::cexpr::emit(&ch.expr, crate::cexpr::Mode::Scalar, "acc", &sload)
-    );
-    let _ = writeln!(s, "            }}\n        }}\n    }}\n}}");
+    let _ = writeln!(s, "        }}\n    }}\n}}");
     Ok(LoweredKernel {
         call: KernelCall {
             entry,

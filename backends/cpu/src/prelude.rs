@@ -36,6 +36,8 @@ typedef __m512 vf;
 #define VHMAX(v) _mm512_reduce_max_ps(v)
 /* stores lanes 0..n-1 (0 < n < VW) */
 #define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
+/* loads lanes 0..n-1 (0 < n < VW), the rest zero, touching no memory past p[n-1] */
+#define VLOAD_PART(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1u), (p))
 "#;
 
 const AVX2: &str = r#"
@@ -81,6 +83,10 @@ static inline void VSTORE_PART(float *p, vf v, int n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane), v);
 }
+static inline vf VLOAD_PART(const float *p, int n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane));
+}
 "#;
 
 const NEON: &str = r#"
@@ -113,6 +119,11 @@ static inline void VSTORE_PART(float *p, vf v, int n) {
     float t[4];
     vst1q_f32(t, v);
     for (int i = 0; i < n; i++) p[i] = t[i];
+}
+static inline vf VLOAD_PART(const float *p, int n) {
+    float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < n; i++) t[i] = p[i];
+    return vld1q_f32(t);
 }
 "#;
 

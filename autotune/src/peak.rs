@@ -60,7 +60,9 @@ pub fn measure_fma_peak(target: &Target, threads: usize) -> Result<f64, String> 
 mod tests {
     #[test]
     fn the_backend_fma_loop_builds_and_runs() {
-        let Some(t) = crate::tuner::tests::host_target() else { return };
+        let Some(t) = crate::tuner::tests::host_target() else {
+            return;
+        };
         let peak = super::measure_fma_peak(&t, 1).unwrap();
         assert!(peak.is_finite() && peak > 0.0, "{peak}");
     }

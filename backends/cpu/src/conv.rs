@@ -1,9 +1,14 @@
-//! 2-D convolution (NCHW, groups, pads, strides, dilations) as GEMM:
-//! weights are pre-packed at compile time into MR-row panels (the A
-//! operand), and each part packs its B panels straight from the image
-//! (implicit im2col; a plain copy for 1x1 stride-1 unpadded convolutions),
-//! then runs the GEMM microkernel with the fused bias/activation/residual
-//! epilogue. Parts split (batch, group, pixel block, channel block) tasks.
+//! 2-D convolution (NCHW, groups, pads, strides, dilations) as GEMM over
+//! weights pre-packed at compile time, in one of two forms: pixel-vector
+//! (weights are the A operand in MR-row panels, each part packs B panels of
+//! pixels from the image: implicit im2col, whole-vector copies from a
+//! zero-bordered copy of the image when padded or strided) or, for small
+//! images, channel-vector (weights are the B operand, output channels are
+//! the vector axis and pixels the broadcast rows; a transposed tile goes out
+//! through the epilogue). The GEMM microkernel applies the fused
+//! bias/activation/residual epilogue before the store. Parts split (batch,
+//! group, pixel block, channel block) tasks evenly. Depthwise convolutions
+//! have their own row kernel (`depthwise`).
 
 use crate::cexpr::{slot, Params};
 use crate::gemm::{
@@ -107,43 +112,23 @@ fn heuristic_schedule(target: &Target, mg: usize, kd: usize, pixels: usize, grou
 /// also split the channel blocks so the parts stay busy.
 const MIN_PIXEL_TASKS: usize = 4;
 
-/// Packs OIHW weights per group into panels of `mr` output channels, k-major.
-fn pack_weights(w: &Tensor, g: &Geometry, mr: usize) -> Option<Vec<u8>> {
+/// Packs OIHW weights per group into panels of `width` output channels,
+/// k-major (`[group][panel][k][width]`): the A operand's `mr`-row panels in
+/// the pixel-vector form, the B operand's `nr`-column panels in the
+/// channel-vector form — the same bytes either way.
+fn pack_weights(w: &Tensor, g: &Geometry, width: usize) -> Option<Vec<u8>> {
     let Tensor::F32(arr) = w else { return None };
     let data: Vec<f32> = arr.iter().copied().collect();
     let mg = g.m / g.groups;
     let kd = (g.c / g.groups) * g.kh * g.kw;
-    let np = mg.div_ceil(mr);
-    let mut out = Vec::with_capacity(g.groups * np * kd * mr * 4);
+    let np = mg.div_ceil(width);
+    let mut out = Vec::with_capacity(g.groups * np * kd * width * 4);
     for grp in 0..g.groups {
         for ip in 0..np {
             for k in 0..kd {
-                for r in 0..mr {
-                    let row = ip * mr + r;
+                for r in 0..width {
+                    let row = ip * width + r;
                     let v = if row < mg { data[(grp * mg + row) * kd + k] } else { 0.0 };
-                    out.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-        }
-    }
-    Some(out)
-}
-
-/// Packs OIHW weights per group into B panels of `nr` output channels,
-/// k-major (the channel-vector form: `[group][panel][k][nr]`).
-fn pack_weight_panels(w: &Tensor, g: &Geometry, nr: usize) -> Option<Vec<u8>> {
-    let Tensor::F32(arr) = w else { return None };
-    let data: Vec<f32> = arr.iter().copied().collect();
-    let mg = g.m / g.groups;
-    let kd = (g.c / g.groups) * g.kh * g.kw;
-    let np = mg.div_ceil(nr);
-    let mut out = Vec::with_capacity(g.groups * np * kd * nr * 4);
-    for grp in 0..g.groups {
-        for jp in 0..np {
-            for k in 0..kd {
-                for j in 0..nr {
-                    let col = jp * nr + j;
-                    let v = if col < mg { data[(grp * mg + col) * kd + k] } else { 0.0 };
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
@@ -274,11 +259,7 @@ pub fn lower(
     let GemmKnobs { mr, nr, kc, mc, nc, .. } = knobs;
     // PackedPanels weights select the channel-vector form (see `heuristic_schedule`).
     let channel_vector = matches!(sched.weight_layout, WeightLayout::PackedPanels { .. });
-    let packed = if channel_vector {
-        pack_weight_panels(&wconst, &g, nr)
-    } else {
-        pack_weights(&wconst, &g, mr)
-    };
+    let packed = pack_weights(&wconst, &g, if channel_vector { nr } else { mr });
     let Some(packed) = packed else {
         return Ok(None);
     };

@@ -674,9 +674,10 @@ fn emit_pad_copy(s: &mut String, geo: &Geometry, hp: usize, wp: usize) {
 }
 
 /// Depthwise convolution (one filter per channel): each part copies its
-/// channel planes into a zero-padded scratch plane, then computes output
-/// rows with vector FMAs along the width (stride 1) or scalar loops, and
-/// applies the fused epilogue per element.
+/// channel planes into a scratch plane whose zero border it writes once,
+/// then computes output rows with vector FMAs along the width (stride 1 and
+/// 2; the last partial vector masked) or scalar loops (other strides), with
+/// the fused epilogue applied before the store.
 #[allow(clippy::too_many_arguments)]
 fn depthwise(
     g: &Geometry,
@@ -792,7 +793,9 @@ fn depthwise(
         oh * ow,
         kh * kw
     );
-    let _ = writeln!(s, "        memset(pad, 0, sizeof(float) * {});", hp * wp);
+    // Every plane of a part has the same geometry: the zero border (and the
+    // row slack) is written once per part, each plane only copies its interior.
+    let _ = writeln!(s, "        if (q == q0) memset(pad, 0, sizeof(float) * {});", hp * wp);
     let _ = writeln!(s, "        for (int64_t i = 0; i < {h}; i++) memcpy(pad + (i + {}) * {wp} + {}, x + i * {w}, sizeof(float) * {w});", g.ph, g.pw);
     for i in 0..e_slots.len() {
         let _ = writeln!(s, "        const float *e{i} = E{i} + n * esb{i} + ch * esm{i};");

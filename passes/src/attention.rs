@@ -473,16 +473,10 @@ fn key(cx: &Ex, kt4: &str) -> Option<Operand> {
 
 fn attention_op(scale: f64, heads: Option<(usize, usize)>) -> Op {
     Op::Linalg(LinalgOp::Attention(AttentionAttrs {
-        is_causal: false,
         q_num_heads: heads.map(|h| h.0),
         kv_num_heads: heads.map(|h| h.1),
-        qk_matmul_output_mode: 0,
         scale: Some(scale as f32),
-        softcap: 0.0,
-        softmax_precision: None,
-        left_window_size: -1,
-        right_window_size: -1,
-        opset: 23,
+        ..Default::default()
     }))
 }
 

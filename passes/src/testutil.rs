@@ -172,14 +172,10 @@ pub fn assert_close(got: &[Tensor], expected: &[Tensor]) {
 
 /// A 3×3-kernel Conv padded by 1 on each side (output size = input size).
 pub fn conv_same_3x3() -> Op {
-    use carbide_ir::ops::nn::{AutoPad, ConvAttrs, NnOp};
+    use carbide_ir::ops::nn::{ConvAttrs, NnOp};
     Op::Nn(NnOp::Conv(ConvAttrs {
-        auto_pad: AutoPad::NotSet,
-        dilations: None,
-        group: 1,
-        kernel_shape: None,
         pads: Some(vec![1, 1, 1, 1]),
-        strides: None,
+        ..Default::default()
     }))
 }
 

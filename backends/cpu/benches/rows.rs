@@ -148,16 +148,9 @@ fn cases() -> Vec<(&'static str, KernelGroup)> {
         flatten: false,
     }));
     let attention = Op::Linalg(LinalgOp::Attention(AttentionAttrs {
-        is_causal: false,
         q_num_heads: Some(12),
         kv_num_heads: Some(12),
-        qk_matmul_output_mode: 0,
-        scale: None,
-        softcap: 0.0,
-        softmax_precision: None,
-        left_window_size: -1,
-        right_window_size: -1,
-        opset: 23,
+        ..Default::default()
     }));
     let s = [1usize, 128, 384];
     vec![

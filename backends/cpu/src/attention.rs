@@ -528,13 +528,8 @@ mod tests {
             is_causal: causal,
             q_num_heads: heads.map(|h| h.0),
             kv_num_heads: heads.map(|h| h.1),
-            qk_matmul_output_mode: 0,
             scale,
-            softcap: 0.0,
-            softmax_precision: None,
-            left_window_size: -1,
-            right_window_size: -1,
-            opset: 23,
+            ..Default::default()
         }))
     }
 

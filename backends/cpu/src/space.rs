@@ -138,7 +138,7 @@ mod tests {
     use carbide_ir::kernel::{ParamExpr, Schedule, WeightLayout};
     use carbide_ir::ops::elementwise::{ElementwiseOp, Unary};
     use carbide_ir::ops::linalg::LinalgOp;
-    use carbide_ir::ops::nn::{AutoPad, ConvAttrs, NnOp};
+    use carbide_ir::ops::nn::{ConvAttrs, NnOp};
     use carbide_ir::{Op, Tensor};
 
     fn value(name: &str, shape: &[usize], constant: Option<&Tensor>) -> GroupValue {
@@ -175,12 +175,8 @@ mod tests {
             rand_tensor(&[19], 3),
         );
         let attrs = ConvAttrs {
-            auto_pad: AutoPad::NotSet,
-            dilations: None,
-            group: 1,
-            kernel_shape: None,
             pads: Some(vec![1, 1, 1, 1]),
-            strides: None,
+            ..Default::default()
         };
         let g = KernelGroup {
             nodes: vec![

@@ -53,6 +53,25 @@ pub struct AttentionAttrs {
     pub opset: i64,
 }
 
+/// ONNX's defaults at opset 23: heads taken from 4-D inputs, scale
+/// 1/sqrt(head size), no softcap, unbounded windows.
+impl Default for AttentionAttrs {
+    fn default() -> Self {
+        AttentionAttrs {
+            is_causal: false,
+            q_num_heads: None,
+            kv_num_heads: None,
+            qk_matmul_output_mode: 0,
+            scale: None,
+            softcap: 0.0,
+            softmax_precision: None,
+            left_window_size: -1,
+            right_window_size: -1,
+            opset: 23,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FlexAttentionAttrs {
     pub scale: Option<f32>,

@@ -25,6 +25,20 @@ pub struct ConvAttrs {
     pub strides: Option<Vec<i64>>,
 }
 
+/// ONNX's defaults: no padding, unit strides and dilations, one group.
+impl Default for ConvAttrs {
+    fn default() -> Self {
+        ConvAttrs {
+            auto_pad: AutoPad::NotSet,
+            dilations: None,
+            group: 1,
+            kernel_shape: None,
+            pads: None,
+            strides: None,
+        }
+    }
+}
+
 /// ConvTranspose: conv attributes plus the output-size controls.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvTransposeAttrs {

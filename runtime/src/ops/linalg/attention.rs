@@ -597,18 +597,7 @@ mod tests {
     }
 
     fn attrs() -> AttentionAttrs {
-        AttentionAttrs {
-            is_causal: false,
-            q_num_heads: None,
-            kv_num_heads: None,
-            qk_matmul_output_mode: 0,
-            scale: None,
-            softcap: 0.0,
-            softmax_precision: None,
-            left_window_size: -1,
-            right_window_size: -1,
-            opset: 23,
-        }
+        AttentionAttrs::default()
     }
 
     fn run(at: &AttentionAttrs, mask: Option<&Tensor>) -> Vec<f64> {

@@ -3,7 +3,7 @@
 //! runs, so a model of kernels and views allocates nothing per run.
 
 use super::plan::{Arg, Loc, Plan, PlanError, StepPlan};
-use super::profile::{Profile, StepTime};
+use super::profile::Profile;
 use super::{AlignedBuf, Module};
 use crate::error::RuntimeError;
 use crate::interpreter::{eval_node, Scope};
@@ -509,16 +509,7 @@ impl Module {
                 }
             }
             if let (Some((p, run_start)), Some(t0)) = (profile.as_mut(), step_start) {
-                let (kind, name, nodes, entry) = self.step_label(i);
-                p.steps.push(StepTime {
-                    step: i,
-                    kind,
-                    name,
-                    nodes,
-                    entry,
-                    start_us: t0.duration_since(*run_start).as_secs_f64() * 1e6,
-                    dur_us: t0.elapsed().as_secs_f64() * 1e6,
-                });
+                p.steps.push(self.step_time(i, *run_start, t0));
             }
         }
         if let Some((p, run_start)) = profile {

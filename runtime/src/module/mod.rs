@@ -445,11 +445,12 @@ impl Module {
         Ok((outs, profile))
     }
 
-    /// Describes step `i` for a profile: its kind, name, nodes and entry.
-    fn step_label(&self, i: usize) -> (StepKind, String, Vec<String>, Option<String>) {
+    /// Step `i`'s entry in a profile: its kind, name, nodes and entry, timed
+    /// from `t0` (its start) to now, placed relative to `run_start`.
+    fn step_time(&self, i: usize, run_start: std::time::Instant, t0: std::time::Instant) -> StepTime {
         let g = &self.model.graph;
         let desc = |n: usize| format!("{} ({})", g.nodes[n].name, g.nodes[n].op.op_type());
-        match &self.steps[i] {
+        let (kind, name, nodes, entry) = match &self.steps[i] {
             Step::Host { node } => (StepKind::Host, g.nodes[*node].name.clone(), vec![desc(*node)], None),
             Step::Alias { node } => (StepKind::Alias, g.nodes[*node].name.clone(), vec![desc(*node)], None),
             Step::Kernel(k) => (
@@ -458,6 +459,15 @@ impl Module {
                 k.nodes.iter().map(|&n| desc(n)).collect(),
                 Some(k.call.entry.clone()),
             ),
+        };
+        StepTime {
+            step: i,
+            kind,
+            name,
+            nodes,
+            entry,
+            start_us: t0.duration_since(run_start).as_secs_f64() * 1e6,
+            dur_us: t0.elapsed().as_secs_f64() * 1e6,
         }
     }
 
@@ -523,16 +533,7 @@ impl Module {
                 .values
                 .retain(|name, _| self.last_use.get(name).is_some_and(|&l| l > i));
             if let (Some(p), Some(t0)) = (profile.as_deref_mut(), step_start) {
-                let (kind, name, nodes, entry) = self.step_label(i);
-                p.steps.push(StepTime {
-                    step: i,
-                    kind,
-                    name,
-                    nodes,
-                    entry,
-                    start_us: t0.duration_since(run_start).as_secs_f64() * 1e6,
-                    dur_us: t0.elapsed().as_secs_f64() * 1e6,
-                });
+                p.steps.push(self.step_time(i, run_start, t0));
             }
         }
         let outs = graph
@@ -652,19 +653,30 @@ impl Module {
 /// Checks a tensor against the type a kernel was generated for, binding
 /// symbolic dims (consistently across all inputs of the run).
 fn check_against(t: &Tensor, ty: &TensorType, syms: &mut HashMap<String, usize>) -> Result<(), String> {
-    if let Some(d) = ty.dtype {
-        if d != t.dtype() {
-            return Err(format!("expected {d}, got {}", t.dtype()));
-        }
-    }
     if t.dtype() == DType::String {
         return Err("string tensors cannot be passed to kernels".into());
     }
-    let shape = ty.shape.as_ref().ok_or("the kernel's type has no shape")?;
-    if shape.len() != t.rank() {
-        return Err(format!("expected rank {}, got shape {:?}", shape.len(), t.shape()));
+    check_shape(ty, t.dtype(), t.shape(), syms)
+}
+
+/// Checks a value known by dtype and shape against the type a kernel was
+/// generated for, binding symbolic dims.
+fn check_shape(
+    ty: &TensorType,
+    dtype: DType,
+    shape: &[usize],
+    syms: &mut HashMap<String, usize>,
+) -> Result<(), String> {
+    if let Some(d) = ty.dtype {
+        if d != dtype {
+            return Err(format!("expected {d}, got {dtype}"));
+        }
     }
-    for (i, (d, &n)) in shape.iter().zip(t.shape()).enumerate() {
+    let dims = ty.shape.as_ref().ok_or("the kernel's type has no shape")?;
+    if dims.len() != shape.len() {
+        return Err(format!("expected rank {}, got shape {shape:?}", dims.len()));
+    }
+    for (i, (d, &n)) in dims.iter().zip(shape).enumerate() {
         match d {
             Dim::Known(k) if *k != n => return Err(format!("dim {i} must be {k}, got {n}")),
             Dim::Sym(s) => {

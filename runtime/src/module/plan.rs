@@ -13,7 +13,7 @@
 //! into their slices of one buffer. Host steps keep producing owned values
 //! (their shapes may depend on data).
 
-use super::{names_used, resolve_shape, KernelStep, Module, Step};
+use super::{check_shape, names_used, resolve_shape, KernelStep, Module, Step};
 use crate::error::RuntimeError;
 use crate::interpreter::{eval_node, Scope};
 use carbide_ir::kernel::BufferArg;
@@ -713,38 +713,6 @@ fn touch(buffers: &mut [Buffer], values: &[ValuePlan], id: usize, step: usize) {
     if let Loc::Arena(buf) = values[id].loc {
         buffers[buf].last = buffers[buf].last.max(step);
     }
-}
-
-/// Checks a value known by dtype and shape against the type a kernel was
-/// generated for, binding symbolic dims (as `check_against` does for tensors).
-fn check_shape(
-    ty: &TensorType,
-    dtype: DType,
-    shape: &[usize],
-    syms: &mut HashMap<String, usize>,
-) -> Result<(), String> {
-    if let Some(d) = ty.dtype {
-        if d != dtype {
-            return Err(format!("expected {d}, got {dtype}"));
-        }
-    }
-    let dims = ty.shape.as_ref().ok_or("the kernel's type has no shape")?;
-    if dims.len() != shape.len() {
-        return Err(format!("expected rank {}, got shape {shape:?}", dims.len()));
-    }
-    for (i, (d, &n)) in dims.iter().zip(shape).enumerate() {
-        match d {
-            Dim::Known(k) if *k != n => return Err(format!("dim {i} must be {k}, got {n}")),
-            Dim::Sym(s) => {
-                let prev = *syms.entry(s.clone()).or_insert(n);
-                if prev != n {
-                    return Err(format!("dim {i} ('{s}') is {n}, but '{s}' is bound to {prev}"));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// An arena buffer an elementwise kernel may overwrite: a bound input of

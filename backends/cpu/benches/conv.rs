@@ -79,7 +79,17 @@ const CASES: &[Case] = &[
     case("squeezenet1_1", [1, 16, 55, 55], 64, 3, 1, 2),
     case("squeezenet1_1", [1, 64, 13, 13], 256, 3, 1, 2),
     case("mobilenet_v2", [1, 3, 224, 224], 32, 3, 2, 1),
+    case("mobilenet_v2", [1, 32, 112, 112], 16, 1, 1, 1),
     case("mobilenet_v2", [1, 16, 112, 112], 96, 1, 1, 1),
+    case("mobilenet_v2", [1, 96, 56, 56], 24, 1, 1, 1),
+    case("mobilenet_v2", [1, 24, 56, 56], 144, 1, 1, 2),
+    case("mobilenet_v2", [1, 144, 56, 56], 24, 1, 1, 1),
+    case("mobilenet_v2", [1, 144, 28, 28], 32, 1, 1, 1),
+    case("mobilenet_v2", [1, 32, 28, 28], 192, 1, 1, 3),
+    case("mobilenet_v2", [1, 192, 28, 28], 32, 1, 1, 2),
+    case("mobilenet_v2", [1, 192, 14, 14], 64, 1, 1, 1),
+    case("mobilenet_v2", [1, 64, 14, 14], 384, 1, 1, 4),
+    case("mobilenet_v2", [1, 384, 14, 14], 64, 1, 1, 3),
     case("mobilenet_v2", [1, 96, 14, 14], 576, 1, 1, 3),
     case("mobilenet_v2", [1, 160, 7, 7], 960, 1, 1, 3),
 ];
@@ -166,28 +176,11 @@ fn main() {
     // Per model: (flops, ms at 1 thread, ms at 2 threads), weighted by count.
     let mut totals: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
     for c in CASES.iter().filter(|c| c.label().contains(&filter)) {
-        let (g, mut inputs) = c.group();
+        let (g, inputs) = c.group();
         let k = lower(&g, &target, None)
             .expect("lower")
             .expect("a generated conv kernel");
-        if let Some(dir) = std::env::var_os("CARBIDE_DUMP_SOURCE") {
-            let name = c.label().replace([' ', '>', '/'], "_");
-            std::fs::write(std::path::Path::new(&dir).join(format!("{name}.c")), &k.source).unwrap();
-        }
-        let l = load(&k, &target);
-        let out_shape = c.out();
-        let mut out = vec![0f32; out_shape.iter().product()];
-        let wshape = [c.m, c.x[1], c.k, c.k];
-        let in_shapes: [&[usize]; 3] = [&c.x, &wshape, &[c.m]];
-        let mut ms = [0.0f64; 2];
-        for (ti, parts) in [1i64, 2].into_iter().enumerate() {
-            let b = bind(&k, &mut inputs, &in_shapes, &mut out, &out_shape, parts);
-            run(&l, &b, parts);
-            // About 0.3 s of runs per case, at least 7.
-            let once = median_secs(3, || run(&l, &b, parts));
-            let runs = ((0.3 / once) as usize).clamp(7, 500);
-            ms[ti] = best_secs(runs, || run(&l, &b, parts)) * 1e3;
-        }
+        let ms = time_case(c, &k, &target, inputs.clone());
         let gf = |ms: f64| c.flops() / ms / 1e6;
         println!(
             "{:<42} {:>3} {:>8.3} {:>7.1} {:>4.0}% {:>8.3} {:>7.1} {:>4.0}%",
@@ -200,6 +193,25 @@ fn main() {
             gf(ms[1]),
             100.0 * gf(ms[1]) / peaks[1]
         );
+        // Pointwise convs in the pixel-vector form: also with B read in
+        // place (`b_pack` 0) when that is not already the default.
+        let mut in_place = k.schedule.clone();
+        if in_place.tiles.insert("b_pack".into(), 0).is_none() {
+            if let Ok(Some(kp)) = lower(&g, &target, Some(&in_place)) {
+                let ms = time_case(c, &kp, &target, inputs);
+                println!(
+                    "{:<42} {:>3} {:>8.3} {:>7.1} {:>4.0}% {:>8.3} {:>7.1} {:>4.0}%",
+                    "  ... B in place",
+                    "",
+                    ms[0],
+                    gf(ms[0]),
+                    100.0 * gf(ms[0]) / peaks[0],
+                    ms[1],
+                    gf(ms[1]),
+                    100.0 * gf(ms[1]) / peaks[1]
+                );
+            }
+        }
         let t = totals.entry(c.model).or_default();
         t.0 += c.flops() * c.count as f64;
         t.1 += ms[0] * c.count as f64;
@@ -215,4 +227,27 @@ fn main() {
             100.0 * g2 / peaks[1]
         );
     }
+}
+
+/// The best time of kernel `k` for case `c` at 1 and 2 threads, in ms.
+fn time_case(c: &Case, k: &carbide_backend_cpu::LoweredKernel, target: &Target, mut inputs: Vec<Vec<f32>>) -> [f64; 2] {
+    if let Some(dir) = std::env::var_os("CARBIDE_DUMP_SOURCE") {
+        let name = c.label().replace([' ', '>', '/'], "_");
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.c")), &k.source).unwrap();
+    }
+    let l = load(k, target);
+    let out_shape = c.out();
+    let mut out = vec![0f32; out_shape.iter().product()];
+    let wshape = [c.m, c.x[1], c.k, c.k];
+    let in_shapes: [&[usize]; 3] = [&c.x, &wshape, &[c.m]];
+    let mut ms = [0.0f64; 2];
+    for (ti, parts) in [1i64, 2].into_iter().enumerate() {
+        let b = bind(k, &mut inputs, &in_shapes, &mut out, &out_shape, parts);
+        run(&l, &b, parts);
+        // About 0.3 s of runs per case, at least 7.
+        let once = median_secs(3, || run(&l, &b, parts));
+        let runs = ((0.3 / once) as usize).clamp(7, 500);
+        ms[ti] = best_secs(runs, || run(&l, &b, parts)) * 1e3;
+    }
+    ms
 }

@@ -76,7 +76,14 @@ fn max_rows(target: &Target, nr: usize) -> usize {
 /// channels are the vector axis and pixels the broadcast rows, with a tile
 /// height that divides the pixel count (the channel-vector form, weights
 /// packed as B panels). MC/NC split the work evenly across parts.
-fn heuristic_schedule(target: &Target, mg: usize, kd: usize, pixels: usize, groups: usize) -> Schedule {
+fn heuristic_schedule(
+    target: &Target,
+    mg: usize,
+    kd: usize,
+    pixels: usize,
+    groups: usize,
+    pointwise: bool,
+) -> Schedule {
     let mut s = default_schedule(target);
     let Some(t) = s.microkernel else { return s };
     let hi = max_rows(target, t.nr);
@@ -106,7 +113,18 @@ fn heuristic_schedule(target: &Target, mg: usize, kd: usize, pixels: usize, grou
     let mc = balanced_tile(mg, s.tile("m", 144), t.mr, few_pixel_tasks);
     s.tiles.insert("n".into(), nc);
     s.tiles.insert("m".into(), mc);
+    // Pointwise: B straight from the image rows (measured 0-25% faster
+    // than packing on mobilenet_v2's 1x1 shapes, most with few channels).
+    if pointwise {
+        s.tiles.insert(B_PACK.into(), 0);
+    }
     s
+}
+
+/// A 1x1 stride-1 unpadded conv over an `h x w` image: B's k rows are the
+/// image's channel rows.
+fn is_pointwise(g: &Geometry, h: usize, w: usize) -> bool {
+    g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.oh == h && g.ow == w
 }
 
 /// The `tiles` key of a conv's B operand source: `0` reads B (the image's
@@ -260,7 +278,14 @@ pub fn lower(
     }
     let sched = match schedule {
         Some(s) => s.clone(),
-        None => heuristic_schedule(target, m / groups, (c / groups) * kh * kw, g.oh * g.ow, groups),
+        None => heuristic_schedule(
+            target,
+            m / groups,
+            (c / groups) * kh * kw,
+            g.oh * g.ow,
+            groups,
+            is_pointwise(&g, h, w),
+        ),
     };
     // `b_pack` is the conv's own knob; the rest is the GEMM template's.
     let mut gemm_sched = sched.clone();
@@ -278,7 +303,7 @@ pub fn lower(
     let GemmKnobs { mr, nr, kc, mc, nc, .. } = knobs;
     // PackedPanels weights select the channel-vector form (see `heuristic_schedule`).
     let channel_vector = matches!(sched.weight_layout, WeightLayout::PackedPanels { .. });
-    let pointwise = kh == 1 && kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0 && g.oh == h && g.ow == w;
+    let pointwise = is_pointwise(&g, h, w);
     if b_in_place && (channel_vector || !pointwise) {
         return Err(CodegenError::BadSchedule {
             kernel: anchor.name.clone(),

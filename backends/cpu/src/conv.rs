@@ -22,22 +22,22 @@ use carbide_ir::ops::nn::{NnOp, Window};
 use carbide_ir::{Dim, Node, Op, Tensor};
 use std::fmt::Write;
 
-struct Geometry {
-    c: usize,
-    h: usize,
-    w: usize,
-    m: usize,
-    oh: usize,
-    ow: usize,
-    kh: usize,
-    kw: usize,
-    sh: usize,
-    sw: usize,
-    ph: i64,
-    pw: i64,
-    dh: usize,
-    dw: usize,
-    groups: usize,
+pub(crate) struct Geometry {
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) m: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    pub(crate) kh: usize,
+    pub(crate) kw: usize,
+    pub(crate) sh: usize,
+    pub(crate) sw: usize,
+    pub(crate) ph: i64,
+    pub(crate) pw: i64,
+    pub(crate) dh: usize,
+    pub(crate) dw: usize,
+    pub(crate) groups: usize,
 }
 
 /// The heuristic default schedule of a (non-depthwise) convolution: the
@@ -259,10 +259,6 @@ pub fn lower(
     let GemmKnobs { mr, nr, kc, mc, nc, .. } = knobs;
     // PackedPanels weights select the channel-vector form (see `heuristic_schedule`).
     let channel_vector = matches!(sched.weight_layout, WeightLayout::PackedPanels { .. });
-    let packed = pack_weights(&wconst, &g, if channel_vector { nr } else { mr });
-    let Some(packed) = packed else {
-        return Ok(None);
-    };
     let workload = WorkloadKey {
         op: "conv2d".into(),
         shapes: vec![shape_text(xt), shape_text(wt), shape_text(&group.outputs[0].ty)],
@@ -284,6 +280,22 @@ pub fn lower(
             .take(24)
             .collect::<String>()
     );
+    if let WeightLayout::Winograd { m: tile } = sched.weight_layout {
+        let conv = crate::winograd::WinogradConv {
+            geo: &g,
+            chain: &ch,
+            eop_strides: &eop_strides,
+            x: xi,
+            weights: &wconst,
+            batch: &xs[0],
+            tile,
+        };
+        return crate::winograd::lower(&conv, &anchor.name, target, sched, workload, entry).map(Some);
+    }
+    let packed = pack_weights(&wconst, &g, if channel_vector { nr } else { mr });
+    let Some(packed) = packed else {
+        return Ok(None);
+    };
     let cg = c / groups;
     let mg = m / groups;
     let kd = cg * kh * kw;
@@ -642,7 +654,7 @@ fn emit_tap(s: &mut String, geo: &Geometry, hp: usize, wp: usize) {
 /// part's zero-bordered image `Xpad` (`hp x wp` per channel, the image at
 /// row `ph`, column `pw`), skipped when the part's previous task already
 /// copied them.
-fn emit_pad_copy(s: &mut String, geo: &Geometry, hp: usize, wp: usize) {
+pub(crate) fn emit_pad_copy(s: &mut String, geo: &Geometry, hp: usize, wp: usize) {
     let (groups, cg, h, w) = (geo.groups, geo.c / geo.groups, geo.h, geo.w);
     let (ph, pw) = (geo.ph as usize, geo.pw as usize);
     let _ = writeln!(s, "        if (padded_ng != n * {groups} + g) {{");

@@ -214,9 +214,9 @@ fn transform_weights(w: &Tensor, k_out: usize, c_in: usize, mats: &Matrices, mr:
                     *v = (0..3).map(|i| mats.g[a][i] * f64::from(g[i * 3 + j])).sum();
                 }
             }
-            for a in 0..alpha {
-                for b in 0..alpha {
-                    let v: f64 = (0..3).map(|j| t[a][j] * mats.g[b][j]).sum();
+            for (a, ta) in t.iter().enumerate() {
+                for (b, gb) in mats.g.iter().enumerate() {
+                    let v: f64 = (0..3).map(|j| ta[j] * gb[j]).sum();
                     let xi = a * alpha + b;
                     u[((xi * panels + k / mr) * c_in + c) * mr + k % mr] = v as f32;
                 }
@@ -262,18 +262,18 @@ fn emit_sandwich(
     out: &str,
     indent: &str,
 ) {
-    let (rows, alpha) = (l.len(), l[0].len());
-    for r in 0..rows {
+    let alpha = l[0].len();
+    for (r, lr) in l.iter().enumerate() {
         for j in 0..alpha {
-            let _ = writeln!(s, "{indent}const vf {tmp}{r}_{j} = {};", linear(&l[r], &|k| x(k, j)));
+            let _ = writeln!(s, "{indent}const vf {tmp}{r}_{j} = {};", linear(lr, &|k| x(k, j)));
         }
     }
-    for r in 0..rows {
-        for c in 0..rows {
+    for r in 0..l.len() {
+        for (c, lc) in l.iter().enumerate() {
             let _ = writeln!(
                 s,
                 "{indent}const vf {out}{r}_{c} = {};",
-                linear(&l[c], &|k| format!("{tmp}{r}_{k}"))
+                linear(lc, &|k| format!("{tmp}{r}_{k}"))
             );
         }
     }

@@ -9,6 +9,7 @@ mod attention;
 mod build;
 mod cexpr;
 mod conv;
+mod depthwise;
 mod elementwise;
 mod fused;
 mod gemm;

@@ -109,11 +109,12 @@ fn eligible(geo: &Geometry) -> bool {
 }
 
 /// The Winograd points of a conv's schedule space (empty when the conv is
-/// not eligible): per tile size, the default's knobs with Winograd weights
-/// (one knob from the default, so the tuner's mutations reach it), and
-/// tile blocks sized so V and M (alpha^2 x (C + MC) x tiles floats) fill
-/// about a third or two thirds of a 1 MiB L2, for the default register tile
-/// and the narrowest one (few tiles fill narrow tiles better), at two KC.
+/// not eligible): per tile size, tile blocks sized so V and M
+/// (alpha^2 x (C + MC) x tiles floats) fill about a third or two thirds of
+/// a 1 MiB L2, for the default register tile and the narrowest one (few
+/// tiles fill narrow tiles better), at two KC — the first of them is what
+/// the tuner measures first for the form — and the default's knobs with
+/// Winograd weights (one knob from the default).
 pub(crate) fn schedule_points(
     group: &crate::KernelGroup,
     default: &Schedule,
@@ -158,7 +159,7 @@ pub(crate) fn schedule_points(
         if tiles < t0.nr.min(narrowest.map_or(t0.nr, |t| t.1)) {
             continue;
         }
-        points.push(s);
+        let default_knobs = s;
         for &(mr, nr) in &tiles_to_try {
             let mc = (96 / mr).max(1) * mr;
             for l2_share in [3usize, 3 * 2] {
@@ -181,6 +182,9 @@ pub(crate) fn schedule_points(
                     }
                 }
             }
+        }
+        if !points.contains(&default_knobs) {
+            points.push(default_knobs);
         }
     }
     points

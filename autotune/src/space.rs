@@ -102,6 +102,7 @@ fn knob_values(s: &Schedule) -> [i64; 8] {
         WeightLayout::RowMajor => 0,
         WeightLayout::PackedPanels { .. } => 1,
         WeightLayout::Nchwc { .. } => 2,
+        WeightLayout::Winograd { m } => 2 + m as i64,
     };
     let parallel = match s.parallel_axis.as_deref() {
         None => 0,
@@ -118,6 +119,9 @@ fn knob_values(s: &Schedule) -> [i64; 8] {
         layout,
     ]
 }
+
+/// Index of the weight-layout knob in [`knob_values`].
+const LAYOUT: usize = 7;
 
 fn distance(a: &[i64; 8], b: &[i64; 8]) -> usize {
     a.iter().zip(b).filter(|(x, y)| x != y).count()
@@ -142,6 +146,24 @@ impl SpaceWalk {
 
     pub fn is_empty(&self) -> bool {
         self.knobs.is_empty()
+    }
+
+    /// The first schedule of each form (weight layout: the kernel's
+    /// algorithm and operand arrangement) other than the default's, in space
+    /// order. A task's first batch measures them all: forms differ by tens
+    /// of percent where knobs within a form differ by a few, and a random
+    /// draw from a space dominated by one form's tile variants could miss a
+    /// rare one entirely.
+    pub fn form_representatives(&self) -> Vec<usize> {
+        let mut seen: Vec<i64> = self.knobs.first().map(|k| k[LAYOUT]).into_iter().collect();
+        let mut out = Vec::new();
+        for (i, k) in self.knobs.iter().enumerate() {
+            if !seen.contains(&k[LAYOUT]) {
+                seen.push(k[LAYOUT]);
+                out.push(i);
+            }
+        }
+        out
     }
 
     pub fn random(&self, rng: &mut impl Rng) -> usize {
@@ -235,6 +257,29 @@ mod tests {
     use super::*;
     use crate::tuner::tests::{host_target, matmul_group};
     use rand::SeedableRng;
+
+    #[test]
+    fn every_other_form_has_one_representative_in_space_order() {
+        let s = |layout: WeightLayout, mr: usize| Schedule {
+            tiles: Default::default(),
+            loop_order: vec!["n".into(), "k".into(), "m".into()],
+            vector_axis: Some("n".into()),
+            vector_width: 16,
+            unroll: Default::default(),
+            parallel_axis: Some("mn".into()),
+            weight_layout: layout,
+            microkernel: Some(carbide_ir::kernel::MicroTile { mr, nr: 32 }),
+        };
+        let space = [
+            s(WeightLayout::Nchwc { block: 12 }, 12),
+            s(WeightLayout::Nchwc { block: 8 }, 8),
+            s(WeightLayout::PackedPanels { nr: 32 }, 12),
+            s(WeightLayout::PackedPanels { nr: 32 }, 8),
+            s(WeightLayout::RowMajor, 8),
+        ];
+        assert_eq!(SpaceWalk::new(&space).form_representatives(), vec![2, 4]);
+        assert!(SpaceWalk::new(&space[..2]).form_representatives().is_empty());
+    }
 
     #[test]
     fn moves_stay_in_the_backend_space() {

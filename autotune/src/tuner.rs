@@ -309,13 +309,22 @@ pub fn tune(
         if !st.started {
             // The default (index 0) first: its outputs are the reference.
             picks.push(0);
+            // Then one schedule of every other form, so each is measured.
+            let forms = st.walk.form_representatives();
+            picks.extend(
+                forms
+                    .into_iter()
+                    .filter(|i| !st.tried.contains_key(i))
+                    .take(size.saturating_sub(1)),
+            );
         }
         let want = size.saturating_sub(picks.len());
-        picks.extend(
-            propose(st, task, vw, &model, want, &mut rng)
-                .into_iter()
-                .filter(|&p| p != 0 || st.started),
-        );
+        let proposed = propose(st, task, vw, &model, want + picks.len(), &mut rng);
+        for p in proposed {
+            if picks.len() < size && !picks.contains(&p) && (p != 0 || st.started) {
+                picks.push(p);
+            }
+        }
         if picks.is_empty() {
             st.exhausted = true;
             continue;

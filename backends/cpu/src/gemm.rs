@@ -477,6 +477,8 @@ pub(crate) fn check_schedule(
         (WeightRole::ConvA, WeightLayout::Nchwc { block }) => block == t.mr,
         // The channel-vector conv: weights as B panels, pixels broadcast.
         (WeightRole::ConvA, WeightLayout::PackedPanels { nr }) => nr == t.nr,
+        // Winograd: transformed weights as A panels of mr (`winograd` checks m).
+        (WeightRole::ConvA, WeightLayout::Winograd { .. }) => true,
         _ => false,
     };
     if !layout_ok {

@@ -9,6 +9,7 @@ mod attention;
 mod build;
 mod cexpr;
 mod conv;
+mod depthwise;
 mod elementwise;
 mod fused;
 mod gemm;
@@ -19,6 +20,7 @@ mod prelude;
 mod rows;
 mod space;
 mod target;
+mod winograd;
 
 #[cfg(test)]
 mod testutil;

@@ -17,6 +17,11 @@
 //!   form: weights as B panels, output channels the vector axis, pixels the
 //!   broadcast rows, so `m` tiles pixels and `n` channels).
 //!   Fixed: `loop_order` n, k, m; `vector_axis` n; `vector_width` the target's.
+//!   3x3 stride-1 ungrouped convs also get `Winograd { m }` points (m = 2,
+//!   4; see `winograd`): the same knobs over the transformed GEMMs (`n`
+//!   counts output pixels per tile block, `m` output channels per block,
+//!   `k` input channels per K block). Never the default: it changes the
+//!   rounding, so the tuner must measure and verify it.
 //! - **depthwise2d**, **maxpool2d/avgpool2d**, **softmax/layernorm/reduce**
 //!   rows, **elementwise**: no knobs yet; only their default schedule is
 //!   accepted (any other is rejected by [`require_default`]).
@@ -124,6 +129,13 @@ pub fn schedule_space(group: &KernelGroup, target: &Target) -> Result<Vec<Schedu
                         }
                     }
                 }
+            }
+        }
+    }
+    if role_conv {
+        for s in crate::winograd::schedule_points(group, &default, target, micro_tiles(target.isa())) {
+            if !out.contains(&s) {
+                out.push(s);
             }
         }
     }

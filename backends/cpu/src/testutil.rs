@@ -250,8 +250,18 @@ pub fn run_qemu(k: &LoweredKernel, feeds: &[Tensor], out_shape: &[usize], num_pa
 
 /// Lowers `group` for aarch64-neon and checks the qemu run against the reference.
 pub fn check_neon(group: &KernelGroup, feeds: &[Tensor], tol: f32) {
+    check_neon_with(group, None, feeds, tol)
+}
+
+/// [`check_neon`] with an explicit schedule (`None`: the default).
+pub fn check_neon_with(
+    group: &KernelGroup,
+    schedule: Option<&carbide_ir::kernel::Schedule>,
+    feeds: &[Tensor],
+    tol: f32,
+) {
     let target = Target::parse("aarch64-neon").unwrap();
-    let k = crate::lower(group, &target, None).expect("lower").expect("supported");
+    let k = crate::lower(group, &target, schedule).expect("lower").expect("supported");
     let want = reference(group, feeds);
     let Some(got) = run_qemu(&k, feeds, want.shape(), 2) else {
         return;

@@ -117,6 +117,7 @@ fn knob_values(s: &Schedule) -> [i64; KNOBS] {
         WeightLayout::RowMajor => 0,
         WeightLayout::PackedPanels { .. } => 1,
         WeightLayout::Nchwc { .. } => 2,
+        WeightLayout::Winograd { m } => 2 + m as i64,
     };
     let parallel = match s.parallel_axis.as_deref() {
         None => 0,

@@ -8,12 +8,15 @@
 //!
 //! `CARBIDE_CONV_BENCH=substring` keeps only the cases whose label contains
 //! it (e.g. `resnet50`, `7x7`); `CARBIDE_DUMP_SOURCE=DIR` writes each
-//! kernel's C source there.
+//! kernel's C source there. `CARBIDE_CONV_WINOGRAD=1` adds, under each 3x3
+//! stride-1 conv, the fastest Winograd point of its schedule space per
+//! tile size (effective GFLOP/s: the direct conv's FLOPs / time).
 
 #[allow(dead_code)] // the shared harness serves several benchmarks
 mod common;
 
 use carbide_backend_cpu::{lower, GroupValue, KernelGroup, Target};
+use carbide_ir::kernel::WeightLayout;
 use carbide_ir::ndarray::{ArrayD, IxDyn};
 use carbide_ir::ops::elementwise::{ElementwiseOp, Unary};
 use carbide_ir::ops::nn::{AutoPad, ConvAttrs, NnOp};
@@ -165,9 +168,32 @@ impl Case {
     }
 }
 
+/// The best of about 0.3 s of runs (at least 7) at 1 and 2 threads, in ms.
+fn time_kernel(
+    k: &carbide_backend_cpu::LoweredKernel,
+    target: &Target,
+    c: &Case,
+    inputs: &mut [Vec<f32>],
+    in_shapes: &[&[usize]; 3],
+) -> [f64; 2] {
+    let l = load(k, target);
+    let out_shape = c.out();
+    let mut out = vec![0f32; out_shape.iter().product()];
+    let mut ms = [0.0f64; 2];
+    for (ti, parts) in [1i64, 2].into_iter().enumerate() {
+        let b = bind(k, inputs, in_shapes, &mut out, &out_shape, parts);
+        run(&l, &b, parts);
+        let once = median_secs(3, || run(&l, &b, parts));
+        let runs = ((0.3 / once) as usize).clamp(7, 500);
+        ms[ti] = best_secs(runs, || run(&l, &b, parts)) * 1e3;
+    }
+    ms
+}
+
 fn main() {
     let target = Target::host().expect("host target");
     let filter = std::env::var("CARBIDE_CONV_BENCH").unwrap_or_default();
+    let wino = std::env::var("CARBIDE_CONV_WINOGRAD").is_ok_and(|v| v != "0");
     let peaks = print_fma_peaks(&target);
     println!(
         "{:<42} {:>3} {:>8} {:>7} {:>5} {:>8} {:>7} {:>5}",
@@ -176,40 +202,64 @@ fn main() {
     // Per model: (flops, ms at 1 thread, ms at 2 threads), weighted by count.
     let mut totals: BTreeMap<&str, (f64, f64, f64)> = BTreeMap::new();
     for c in CASES.iter().filter(|c| c.label().contains(&filter)) {
-        let (g, inputs) = c.group();
+        let (g, mut inputs) = c.group();
         let k = lower(&g, &target, None)
             .expect("lower")
             .expect("a generated conv kernel");
-        let ms = time_case(c, &k, &target, inputs.clone());
+        if let Some(dir) = std::env::var_os("CARBIDE_DUMP_SOURCE") {
+            let name = c.label().replace([' ', '>', '/'], "_");
+            std::fs::write(std::path::Path::new(&dir).join(format!("{name}.c")), &k.source).unwrap();
+        }
+        let wshape = [c.m, c.x[1], c.k, c.k];
+        let in_shapes: [&[usize]; 3] = [&c.x, &wshape, &[c.m]];
+        let ms = time_kernel(&k, &target, c, &mut inputs, &in_shapes);
         let gf = |ms: f64| c.flops() / ms / 1e6;
-        println!(
-            "{:<42} {:>3} {:>8.3} {:>7.1} {:>4.0}% {:>8.3} {:>7.1} {:>4.0}%",
-            c.label(),
-            c.count,
-            ms[0],
-            gf(ms[0]),
-            100.0 * gf(ms[0]) / peaks[0],
-            ms[1],
-            gf(ms[1]),
-            100.0 * gf(ms[1]) / peaks[1]
-        );
-        // Pointwise convs in the pixel-vector form: also with B read in
-        // place (`b_pack` 0) when that is not already the default.
-        let mut in_place = k.schedule.clone();
-        if in_place.tiles.insert("b_pack".into(), 0).is_none() {
-            if let Ok(Some(kp)) = lower(&g, &target, Some(&in_place)) {
-                let ms = time_case(c, &kp, &target, inputs);
-                println!(
-                    "{:<42} {:>3} {:>8.3} {:>7.1} {:>4.0}% {:>8.3} {:>7.1} {:>4.0}%",
-                    "  ... B in place",
-                    "",
-                    ms[0],
-                    gf(ms[0]),
-                    100.0 * gf(ms[0]) / peaks[0],
-                    ms[1],
-                    gf(ms[1]),
-                    100.0 * gf(ms[1]) / peaks[1]
-                );
+        let row = |label: &str, ms: [f64; 2]| {
+            println!(
+                "{:<42} {:>3} {:>8.3} {:>7.1} {:>4.0}% {:>8.3} {:>7.1} {:>4.0}%",
+                label,
+                c.count,
+                ms[0],
+                gf(ms[0]),
+                100.0 * gf(ms[0]) / peaks[0],
+                ms[1],
+                gf(ms[1]),
+                100.0 * gf(ms[1]) / peaks[1]
+            )
+        };
+        row(&c.label(), ms);
+        // Pointwise convs in the pixel-vector form: also with packed B
+        // panels when B read in place (`b_pack` 0) is the default, or the
+        // other way round.
+        let mut other = k.schedule.clone();
+        if other.tiles.remove("b_pack").is_none() {
+            other.tiles.insert("b_pack".into(), 0);
+        }
+        if let Ok(Some(ko)) = lower(&g, &target, Some(&other)) {
+            let label = if other.tiles.contains_key("b_pack") {
+                "  B read in place"
+            } else {
+                "  B packed"
+            };
+            row(label, time_kernel(&ko, &target, c, &mut inputs, &in_shapes));
+        }
+        // Winograd (3x3 stride 1): the fastest of the schedule space's
+        // points per tile size m, in effective GFLOP/s (direct FLOPs / time).
+        if wino {
+            let space = carbide_backend_cpu::schedule_space(&g, &target).expect("space");
+            let mut best: BTreeMap<usize, [f64; 2]> = BTreeMap::new();
+            for s in &space {
+                let WeightLayout::Winograd { m } = s.weight_layout else {
+                    continue;
+                };
+                let k = lower(&g, &target, Some(s)).expect("lower").expect("a Winograd kernel");
+                let t = time_kernel(&k, &target, c, &mut inputs, &in_shapes);
+                let b = best.entry(m).or_insert([f64::INFINITY; 2]);
+                b[0] = b[0].min(t[0]);
+                b[1] = b[1].min(t[1]);
+            }
+            for (m, t) in best {
+                row(&format!("  winograd F({m}x{m},3x3), best point"), t);
             }
         }
         let t = totals.entry(c.model).or_default();
@@ -227,27 +277,4 @@ fn main() {
             100.0 * g2 / peaks[1]
         );
     }
-}
-
-/// The best time of kernel `k` for case `c` at 1 and 2 threads, in ms.
-fn time_case(c: &Case, k: &carbide_backend_cpu::LoweredKernel, target: &Target, mut inputs: Vec<Vec<f32>>) -> [f64; 2] {
-    if let Some(dir) = std::env::var_os("CARBIDE_DUMP_SOURCE") {
-        let name = c.label().replace([' ', '>', '/'], "_");
-        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.c")), &k.source).unwrap();
-    }
-    let l = load(k, target);
-    let out_shape = c.out();
-    let mut out = vec![0f32; out_shape.iter().product()];
-    let wshape = [c.m, c.x[1], c.k, c.k];
-    let in_shapes: [&[usize]; 3] = [&c.x, &wshape, &[c.m]];
-    let mut ms = [0.0f64; 2];
-    for (ti, parts) in [1i64, 2].into_iter().enumerate() {
-        let b = bind(k, &mut inputs, &in_shapes, &mut out, &out_shape, parts);
-        run(&l, &b, parts);
-        // About 0.3 s of runs per case, at least 7.
-        let once = median_secs(3, || run(&l, &b, parts));
-        let runs = ((0.3 / once) as usize).clamp(7, 500);
-        ms[ti] = best_secs(runs, || run(&l, &b, parts)) * 1e3;
-    }
-    ms
 }

@@ -312,10 +312,6 @@ pub fn lower(
             ),
         });
     }
-    let packed = pack_weights(&wconst, &g, if channel_vector { nr } else { mr });
-    let Some(packed) = packed else {
-        return Ok(None);
-    };
     let workload = WorkloadKey {
         op: "conv2d".into(),
         shapes: vec![shape_text(xt), shape_text(wt), shape_text(&group.outputs[0].ty)],
@@ -337,6 +333,22 @@ pub fn lower(
             .take(24)
             .collect::<String>()
     );
+    if let WeightLayout::Winograd { m: tile } = sched.weight_layout {
+        let conv = crate::winograd::WinogradConv {
+            geo: &g,
+            chain: &ch,
+            eop_strides: &eop_strides,
+            x: xi,
+            weights: &wconst,
+            batch: &xs[0],
+            tile,
+        };
+        return crate::winograd::lower(&conv, &anchor.name, target, sched, workload, entry).map(Some);
+    }
+    let packed = pack_weights(&wconst, &g, if channel_vector { nr } else { mr });
+    let Some(packed) = packed else {
+        return Ok(None);
+    };
     let cg = c / groups;
     let mg = m / groups;
     let kd = cg * kh * kw;
@@ -715,7 +727,7 @@ fn emit_tap(s: &mut String, geo: &Geometry, hp: usize, wp: usize) {
 /// part's zero-bordered image `Xpad` (`hp x wp` per channel, the image at
 /// row `ph`, column `pw`), skipped when the part's previous task already
 /// copied them.
-fn emit_pad_copy(s: &mut String, geo: &Geometry, hp: usize, wp: usize) {
+pub(crate) fn emit_pad_copy(s: &mut String, geo: &Geometry, hp: usize, wp: usize) {
     let (groups, cg, h, w) = (geo.groups, geo.c / geo.groups, geo.h, geo.w);
     let (ph, pw) = (geo.ph as usize, geo.pw as usize);
     let _ = writeln!(s, "        if (padded_ng != n * {groups} + g) {{");

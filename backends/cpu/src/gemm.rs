@@ -82,6 +82,10 @@ pub(crate) fn balanced_tile(extent: usize, tile: usize, align: usize, even: bool
     units.div_ceil(n) * align
 }
 
+/// A conservative single-core GEMM rate for deciding how many parts a step
+/// is worth: matrix-vector products run near memory speed, well below peak.
+const GEMM_MACS_PER_NS: i64 = 16;
+
 /// What a GEMM kernel computes, resolved from the group.
 pub struct GemmSpec {
     pub a: usize,
@@ -473,6 +477,8 @@ pub(crate) fn check_schedule(
         (WeightRole::ConvA, WeightLayout::Nchwc { block }) => block == t.mr,
         // The channel-vector conv: weights as B panels, pixels broadcast.
         (WeightRole::ConvA, WeightLayout::PackedPanels { nr }) => nr == t.nr,
+        // Winograd: transformed weights as A panels of mr (`winograd` checks m).
+        (WeightRole::ConvA, WeightLayout::Winograd { .. }) => true,
         _ => false,
     };
     if !layout_ok {
@@ -851,9 +857,13 @@ pub fn lower(
             Box::new(ParamExpr::Const(nc as i64)),
         )),
     );
+    let mut macs = crate::cexpr::pmul(crate::cexpr::pmul(sp.m.clone(), sp.n.clone()), sp.k.clone());
     for (ext, _, _) in &sp.batch {
         tasks = ParamExpr::Mul(Box::new(tasks), Box::new(ext.clone()));
+        macs = crate::cexpr::pmul(macs, ext.clone());
     }
+    // Small products (e.g. a few rows through a dense layer) run whole on one thread.
+    tasks = crate::cexpr::parts_for_work(tasks, macs, GEMM_MACS_PER_NS);
     if !knobs.parallel {
         tasks = ParamExpr::Const(1);
     }

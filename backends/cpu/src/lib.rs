@@ -20,6 +20,7 @@ mod prelude;
 mod rows;
 mod space;
 mod target;
+mod winograd;
 
 #[cfg(test)]
 mod testutil;

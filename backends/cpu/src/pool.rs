@@ -352,7 +352,12 @@ pub fn lower(
             buffers,
             params: p.exprs,
             packed: vec![],
-            max_parts: Some(ParamExpr::Mul(Box::new(batch), Box::new(ParamExpr::Const(c as i64)))),
+            // Window taps at about 8 per ns.
+            max_parts: Some(crate::cexpr::parts_for_work(
+                crate::cexpr::pmul(batch.clone(), ParamExpr::Const(c as i64)),
+                crate::cexpr::pmul(batch, ParamExpr::Const((c * oh * ow * kh * kw) as i64)),
+                8,
+            )),
         },
         source: s,
         schedule: sched,

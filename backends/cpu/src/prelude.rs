@@ -38,6 +38,13 @@ typedef __m512 vf;
 #define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
 /* loads lanes 0..n-1 (0 < n < VW), the rest zero, touching no memory past p[n-1] */
 #define VLOAD_PART(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1u), (p))
+/* int32 lane vectors, gathers and scatters of floats at base + idx[lane] (Winograd tiles) */
+typedef __m512i vi;
+#define VI_LOAD(p) _mm512_loadu_si512((const void *)(p))
+#define VGATHER(base, idx) _mm512_i32gather_ps((idx), (base), 4)
+/* lanes whose bit in m is set, the rest zero */
+#define VGATHER_MASK(base, idx, m) _mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)(m), (idx), (base), 4)
+#define VSCATTER_MASK(base, idx, v, m) _mm512_mask_i32scatter_ps((base), (__mmask16)(m), (idx), (v), 4)
 "#;
 
 const AVX2: &str = r#"
@@ -87,6 +94,23 @@ static inline vf VLOAD_PART(const float *p, int n) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), lane));
 }
+/* int32 lane vectors, gathers and scatters of floats at base + idx[lane] (Winograd tiles) */
+typedef __m256i vi;
+#define VI_LOAD(p) _mm256_loadu_si256((const __m256i *)(p))
+#define VGATHER(base, idx) _mm256_i32gather_ps((base), (idx), 4)
+static inline vf VGATHER_MASK(const float *base, vi idx, unsigned m) {
+    const __m256i bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i on = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)m), bit), bit);
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, idx, _mm256_castsi256_ps(on), 4);
+}
+static inline void VSCATTER_MASK(float *base, vi idx, vf v, unsigned m) {
+    float t[8];
+    int o[8];
+    _mm256_storeu_ps(t, v);
+    _mm256_storeu_si256((__m256i *)o, idx);
+    for (int l = 0; l < 8; l++)
+        if ((m >> l) & 1u) base[o[l]] = t[l];
+}
 "#;
 
 const NEON: &str = r#"
@@ -124,6 +148,30 @@ static inline vf VLOAD_PART(const float *p, int n) {
     float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (int i = 0; i < n; i++) t[i] = p[i];
     return vld1q_f32(t);
+}
+/* int32 lane vectors, gathers and scatters of floats at base + idx[lane] (Winograd tiles) */
+typedef int32x4_t vi;
+#define VI_LOAD(p) vld1q_s32(p)
+static inline vf VGATHER(const float *base, vi idx) {
+    vf r = vld1q_dup_f32(base + vgetq_lane_s32(idx, 0));
+    r = vld1q_lane_f32(base + vgetq_lane_s32(idx, 1), r, 1);
+    r = vld1q_lane_f32(base + vgetq_lane_s32(idx, 2), r, 2);
+    return vld1q_lane_f32(base + vgetq_lane_s32(idx, 3), r, 3);
+}
+static inline vf VGATHER_MASK(const float *base, vi idx, unsigned m) {
+    int32_t o[4];
+    float t[4];
+    vst1q_s32(o, idx);
+    for (int l = 0; l < 4; l++) t[l] = ((m >> l) & 1u) ? base[o[l]] : 0.0f;
+    return vld1q_f32(t);
+}
+static inline void VSCATTER_MASK(float *base, vi idx, vf v, unsigned m) {
+    float t[4];
+    int32_t o[4];
+    vst1q_f32(t, v);
+    vst1q_s32(o, idx);
+    for (int l = 0; l < 4; l++)
+        if ((m >> l) & 1u) base[o[l]] = t[l];
 }
 "#;
 

@@ -21,6 +21,11 @@
 //!   channel rows are B's k rows, `P` floats apart; only the last, partial
 //!   pixel panel is still packed); absent, B panels are packed per part.
 //!   Fixed: `loop_order` n, k, m; `vector_axis` n; `vector_width` the target's.
+//!   3x3 stride-1 ungrouped convs also get `Winograd { m }` points (m = 2,
+//!   4; see `winograd`): the same knobs over the transformed GEMMs (`n`
+//!   counts output pixels per tile block, `m` output channels per block,
+//!   `k` input channels per K block). Never the default: it changes the
+//!   rounding, so the tuner must measure and verify it.
 //! - **depthwise2d** (vector rows, column stride 1 or 2): register blocking
 //!   of the row loop. `tiles` `oh` (1, 2, 4: output rows per block; their
 //!   windows share plane rows, each input vector is loaded once for all of
@@ -195,6 +200,13 @@ pub fn schedule_space(group: &KernelGroup, target: &Target) -> Result<Vec<Schedu
                         }
                     }
                 }
+            }
+        }
+    }
+    if role_conv {
+        for s in crate::winograd::schedule_points(group, &default, target, micro_tiles(target.isa())) {
+            if !out.contains(&s) {
+                out.push(s);
             }
         }
     }

@@ -24,6 +24,9 @@ pub enum WeightLayout {
     PackedPanels { nr: usize },
     /// Convolution weights blocked as OIHW{block}o (NCHWc-style output-channel blocks).
     Nchwc { block: usize },
+    /// Convolution weights Winograd-transformed for F(m x m, 3 x 3) output
+    /// tiles: `(m + 2)^2` matrices U = G g G^T, each packed as GEMM A panels.
+    Winograd { m: usize },
 }
 
 /// A kernel schedule. Loop names refer to the kernel's loops (e.g. `m`,

@@ -12,8 +12,8 @@
 
 use crate::cexpr::{slot, Params};
 use crate::gemm::{
-    balanced_tile, check_schedule, emit_epilogue_operands, emit_task_range, microkernel, microkernel_in_place_b,
-    GemmKnobs, WeightRole,
+    balanced_tile, check_schedule, emit_epilogue_operands, emit_task_range, microkernel, microkernel_b, GemmKnobs,
+    WeightRole,
 };
 use crate::group::{broadcast_strides, chain, is_f32, shape_text};
 use crate::target::Target;
@@ -419,7 +419,7 @@ pub fn lower(
     );
     if b_in_place {
         s.push_str(
-            &microkernel_in_place_b(mr, nr, knobs.unroll_k, target.vector_width(), &ch.expr, &eops_ukr)
+            &microkernel_b(mr, nr, knobs.unroll_k, target.vector_width(), &ch.expr, &eops_ukr, true)
                 .replace("void ukr(", &format!("void ukr_in_place_{entry}(")),
         );
     }

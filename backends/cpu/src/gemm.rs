@@ -515,22 +515,12 @@ pub(crate) fn microkernel(
     microkernel_b(mr, nr, unroll_k, vw, epi, eops, false)
 }
 
-/// [`microkernel`] reading B in place: k step `k` loads `nr` floats at
-/// `b + k * ldb` (an extra `int64_t ldb` argument after `b`), so a pointwise
-/// conv's image rows feed it without being packed. All `nr` columns are
-/// loaded whatever `nr` the call passes: only full panels may be in place.
-pub(crate) fn microkernel_in_place_b(
-    mr: usize,
-    nr: usize,
-    unroll_k: usize,
-    vw: usize,
-    epi: &Expr,
-    eops: &[(Vec<ParamExpr>, ParamExpr, i64)],
-) -> String {
-    microkernel_b(mr, nr, unroll_k, vw, epi, eops, true)
-}
-
-fn microkernel_b(
+/// [`microkernel`], or with `b_in_place` reading B in place: k step `k`
+/// loads `nr` floats at `b + k * ldb` (an extra `int64_t ldb` argument after
+/// `b`), so a pointwise conv's image rows feed it without being packed. All
+/// `nr` columns are loaded whatever `nr` the call passes: only full panels
+/// may be in place.
+pub(crate) fn microkernel_b(
     mr: usize,
     nr: usize,
     unroll_k: usize,

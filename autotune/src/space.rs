@@ -52,6 +52,18 @@ pub fn gemm_dims(group: &KernelGroup) -> Option<GemmDims> {
     let out = group.outputs.first()?.ty.shape.clone()?;
     let outv: Vec<f64> = out.iter().map(known).collect();
     use carbide_ir::ops::{FusedOp, LinalgOp, NnOp};
+    // Pooling as m = channels, n = output pixels, k = window taps.
+    if let Op::Nn(NnOp::MaxPool(a) | NnOp::AveragePool(a)) = &anchor.op {
+        if outv.len() != 4 {
+            return None;
+        }
+        return Some(GemmDims {
+            m: outv[1],
+            n: outv[2] * outv[3],
+            k: a.kernel_shape.iter().product::<i64>().max(1) as f64,
+            batch: outv[0],
+        });
+    }
     // Conv and the optimizer's fused conv are convolutions; everything else
     // GEMM-like is a (batched) matrix product, transposed A for Gemm's transA.
     let trans_a = match &anchor.op {
@@ -93,9 +105,12 @@ pub fn gemm_dims(group: &KernelGroup) -> Option<GemmDims> {
     }
 }
 
+/// How many knob values [`knob_values`] gives a schedule.
+const KNOBS: usize = 11;
+
 /// The knob values of a schedule, one number per field the templates may
 /// vary; two schedules differ in the fields whose numbers differ.
-fn knob_values(s: &Schedule) -> [i64; 8] {
+fn knob_values(s: &Schedule) -> [i64; KNOBS] {
     let tile = |name: &str| s.tiles.get(name).map_or(0, |&v| v as i64);
     let (mr, nr) = s.microkernel.map_or((0, 0), |t| (t.mr as i64, t.nr as i64));
     let layout = match s.weight_layout {
@@ -117,20 +132,24 @@ fn knob_values(s: &Schedule) -> [i64; 8] {
         s.unroll.get("k").map_or(1, |&u| u as i64),
         parallel,
         layout,
+        // Depthwise row blocking; conv B read in place (b_pack 0).
+        s.tiles.get("oh").map_or(1, |&v| v as i64),
+        s.unroll.get("ow").map_or(1, |&u| u as i64),
+        s.tiles.get("b_pack").map_or(1, |&v| v as i64),
     ]
 }
 
 /// Index of the weight-layout knob in [`knob_values`].
 const LAYOUT: usize = 7;
 
-fn distance(a: &[i64; 8], b: &[i64; 8]) -> usize {
+fn distance(a: &[i64; KNOBS], b: &[i64; KNOBS]) -> usize {
     a.iter().zip(b).filter(|(x, y)| x != y).count()
 }
 
 /// Index moves over one task's schedule space (the backend's list).
 #[derive(Debug, Clone)]
 pub struct SpaceWalk {
-    knobs: Vec<[i64; 8]>,
+    knobs: Vec<[i64; KNOBS]>,
 }
 
 impl SpaceWalk {
@@ -195,7 +214,7 @@ impl SpaceWalk {
         let (ka, kb) = (&self.knobs[a], &self.knobs[b]);
         let children: Vec<usize> = (0..self.knobs.len())
             .filter(|&i| i != a && i != b)
-            .filter(|&i| (0..8).all(|f| self.knobs[i][f] == ka[f] || self.knobs[i][f] == kb[f]))
+            .filter(|&i| (0..KNOBS).all(|f| self.knobs[i][f] == ka[f] || self.knobs[i][f] == kb[f]))
             .collect();
         match children.choose(rng) {
             Some(&c) => c,
@@ -232,6 +251,9 @@ pub fn features(s: &Schedule, d: &GemmDims, vw: usize) -> Vec<f64> {
         k[5] as f64,
         parallel,
         k[7] as f64,
+        k[8] as f64,
+        k[9] as f64,
+        k[10] as f64,
         (kc / d.k).min(4.0),
         (mc / d.m).min(4.0),
         (nc / d.n).min(4.0),

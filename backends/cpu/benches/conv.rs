@@ -82,7 +82,17 @@ const CASES: &[Case] = &[
     case("squeezenet1_1", [1, 16, 55, 55], 64, 3, 1, 2),
     case("squeezenet1_1", [1, 64, 13, 13], 256, 3, 1, 2),
     case("mobilenet_v2", [1, 3, 224, 224], 32, 3, 2, 1),
+    case("mobilenet_v2", [1, 32, 112, 112], 16, 1, 1, 1),
     case("mobilenet_v2", [1, 16, 112, 112], 96, 1, 1, 1),
+    case("mobilenet_v2", [1, 96, 56, 56], 24, 1, 1, 1),
+    case("mobilenet_v2", [1, 24, 56, 56], 144, 1, 1, 2),
+    case("mobilenet_v2", [1, 144, 56, 56], 24, 1, 1, 1),
+    case("mobilenet_v2", [1, 144, 28, 28], 32, 1, 1, 1),
+    case("mobilenet_v2", [1, 32, 28, 28], 192, 1, 1, 3),
+    case("mobilenet_v2", [1, 192, 28, 28], 32, 1, 1, 2),
+    case("mobilenet_v2", [1, 192, 14, 14], 64, 1, 1, 1),
+    case("mobilenet_v2", [1, 64, 14, 14], 384, 1, 1, 4),
+    case("mobilenet_v2", [1, 384, 14, 14], 64, 1, 1, 3),
     case("mobilenet_v2", [1, 96, 14, 14], 576, 1, 1, 3),
     case("mobilenet_v2", [1, 160, 7, 7], 960, 1, 1, 3),
 ];
@@ -218,6 +228,21 @@ fn main() {
             )
         };
         row(&c.label(), ms);
+        // Pointwise convs in the pixel-vector form: also with packed B
+        // panels when B read in place (`b_pack` 0) is the default, or the
+        // other way round.
+        let mut other = k.schedule.clone();
+        if other.tiles.remove("b_pack").is_none() {
+            other.tiles.insert("b_pack".into(), 0);
+        }
+        if let Ok(Some(ko)) = lower(&g, &target, Some(&other)) {
+            let label = if other.tiles.contains_key("b_pack") {
+                "  B read in place"
+            } else {
+                "  B packed"
+            };
+            row(label, time_kernel(&ko, &target, c, &mut inputs, &in_shapes));
+        }
         // Winograd (3x3 stride 1): the fastest of the schedule space's
         // points per tile size m, in effective GFLOP/s (direct FLOPs / time).
         if wino {

@@ -131,6 +131,36 @@ pub fn pmul(a: ParamExpr, b: ParamExpr) -> ParamExpr {
     }
 }
 
+/// Work (in nanoseconds of one core) that one part of a kernel step must
+/// carry before the step is split: handing a part to another thread costs
+/// about a microsecond of handshake, and on a loaded machine a worker
+/// descheduled inside its part stalls the whole step, so small steps run
+/// whole on the calling thread.
+pub const MIN_PART_WORK_NS: i64 = 4000;
+
+/// `max_parts` for a step of `tasks` interchangeable tasks costing
+/// `total_work` units altogether, at `units_per_ns` units per nanosecond of
+/// one core: at most `tasks`, and about one part per `2 * MIN_PART_WORK_NS`
+/// of work, so every part gets at least `MIN_PART_WORK_NS`. As tasks per
+/// part, `ceil((grain * tasks + 1) / (total_work + 1))`, which stays
+/// defined (no division by zero) for empty shapes and symbolic dims.
+pub fn parts_for_work(tasks: ParamExpr, total_work: ParamExpr, units_per_ns: i64) -> ParamExpr {
+    let grain = ParamExpr::Const(2 * MIN_PART_WORK_NS * units_per_ns);
+    let tasks_per_part = ParamExpr::CeilDiv(
+        Box::new(ParamExpr::Add(
+            Box::new(pmul(grain, tasks.clone())),
+            Box::new(ParamExpr::Const(1)),
+        )),
+        Box::new(ParamExpr::Add(Box::new(total_work), Box::new(ParamExpr::Const(1)))),
+    );
+    let parts = ParamExpr::CeilDiv(Box::new(tasks), Box::new(tasks_per_part));
+    // Known shapes fold to a constant (an expression over no dims evaluates on nothing).
+    match parts.eval(&[], &[]) {
+        Some(c) => ParamExpr::Const(c),
+        None => parts,
+    }
+}
+
 /// The slot of `b` in a kernel's buffer list, adding it on first use.
 pub fn slot(b: carbide_ir::kernel::BufferArg, buffers: &mut Vec<carbide_ir::kernel::BufferArg>) -> usize {
     match buffers.iter().position(|x| *x == b) {
@@ -139,5 +169,45 @@ pub fn slot(b: carbide_ir::kernel::BufferArg, buffers: &mut Vec<carbide_ir::kern
             buffers.push(b);
             buffers.len() - 1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dim(axis: usize) -> ParamExpr {
+        ParamExpr::InputDim { input: 0, axis }
+    }
+
+    #[test]
+    fn small_work_is_one_part_and_large_work_keeps_every_task() {
+        let grain = 2 * MIN_PART_WORK_NS;
+        // 128 tasks of 1 unit each: far below one grain.
+        assert_eq!(
+            parts_for_work(ParamExpr::Const(128), ParamExpr::Const(128), 1),
+            ParamExpr::Const(1)
+        );
+        // Ten grains of work in 4 tasks: every task is its own part.
+        assert_eq!(
+            parts_for_work(ParamExpr::Const(4), ParamExpr::Const(10 * grain), 1),
+            ParamExpr::Const(4)
+        );
+        // Three grains in 64 tasks: about three parts of 22 tasks.
+        assert_eq!(
+            parts_for_work(ParamExpr::Const(64), ParamExpr::Const(3 * grain), 1),
+            ParamExpr::Const(3)
+        );
+    }
+
+    #[test]
+    fn symbolic_work_decides_per_binding_and_empty_shapes_stay_defined() {
+        // rows = dim 0, each row of dim 1 units.
+        let e = parts_for_work(dim(0), pmul(dim(0), dim(1)), 1);
+        let grain = (2 * MIN_PART_WORK_NS) as usize;
+        assert_eq!(e.eval(&[&[1, 100]], &[]), Some(1));
+        assert_eq!(e.eval(&[&[8, grain]], &[]), Some(8));
+        assert_eq!(e.eval(&[&[0, grain]], &[]), Some(0));
+        assert_eq!(e.eval(&[&[8, 0]], &[]), Some(1));
     }
 }

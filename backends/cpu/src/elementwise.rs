@@ -237,6 +237,9 @@ pub fn lower(
     for l in &nest.loops[..nest.loops.len() - 1] {
         outer = crate::cexpr::pmul(outer, l.extent.clone());
     }
+    let elements = crate::cexpr::pmul(outer.clone(), nest.loops[nest.loops.len() - 1].extent.clone());
+    // About 4 elements per ns: these kernels stream memory.
+    let outer = crate::cexpr::parts_for_work(outer, elements, 4);
     Ok(Some(LoweredKernel {
         call: KernelCall {
             entry,

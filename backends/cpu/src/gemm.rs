@@ -82,6 +82,10 @@ pub(crate) fn balanced_tile(extent: usize, tile: usize, align: usize, even: bool
     units.div_ceil(n) * align
 }
 
+/// A conservative single-core GEMM rate for deciding how many parts a step
+/// is worth: matrix-vector products run near memory speed, well below peak.
+const GEMM_MACS_PER_NS: i64 = 16;
+
 /// What a GEMM kernel computes, resolved from the group.
 pub struct GemmSpec {
     pub a: usize,
@@ -498,7 +502,8 @@ pub(crate) fn check_schedule(
     })
 }
 
-/// The microkernel: `mr x nr` accumulators in named variables.
+/// The microkernel: `mr x nr` accumulators in named variables, B read from
+/// packed `nr`-wide panels (k-major, `nr` floats per k step).
 pub(crate) fn microkernel(
     mr: usize,
     nr: usize,
@@ -507,10 +512,42 @@ pub(crate) fn microkernel(
     epi: &Expr,
     eops: &[(Vec<ParamExpr>, ParamExpr, i64)],
 ) -> String {
+    microkernel_b(mr, nr, unroll_k, vw, epi, eops, false)
+}
+
+/// [`microkernel`] reading B in place: k step `k` loads `nr` floats at
+/// `b + k * ldb` (an extra `int64_t ldb` argument after `b`), so a pointwise
+/// conv's image rows feed it without being packed. All `nr` columns are
+/// loaded whatever `nr` the call passes: only full panels may be in place.
+pub(crate) fn microkernel_in_place_b(
+    mr: usize,
+    nr: usize,
+    unroll_k: usize,
+    vw: usize,
+    epi: &Expr,
+    eops: &[(Vec<ParamExpr>, ParamExpr, i64)],
+) -> String {
+    microkernel_b(mr, nr, unroll_k, vw, epi, eops, true)
+}
+
+fn microkernel_b(
+    mr: usize,
+    nr: usize,
+    unroll_k: usize,
+    vw: usize,
+    epi: &Expr,
+    eops: &[(Vec<ParamExpr>, ParamExpr, i64)],
+    b_in_place: bool,
+) -> String {
     let nv = nr / vw;
     let mut s = String::new();
     let acc = |r: usize, v: usize| format!("c{r}_{v}");
-    let _ = writeln!(s, "static inline __attribute__((always_inline)) void ukr(int64_t kc, const float *restrict a, const float *restrict b, float *restrict c, int64_t ldc, int64_t mr, int64_t nr, int accumulate, int last, const float *const *eb, const int64_t *esm) {{");
+    let (ldb_arg, ldb) = if b_in_place {
+        (" int64_t ldb,", "ldb".to_string())
+    } else {
+        ("", nr.to_string())
+    };
+    let _ = writeln!(s, "static inline __attribute__((always_inline)) void ukr(int64_t kc, const float *restrict a, const float *restrict b,{ldb_arg} float *restrict c, int64_t ldc, int64_t mr, int64_t nr, int accumulate, int last, const float *const *eb, const int64_t *esm) {{");
     let _ = writeln!(s, "    (void)eb; (void)esm;");
     for r in 0..mr {
         let vars: Vec<String> = (0..nv).map(|v| format!("{} = VZERO()", acc(r, v))).collect();
@@ -520,7 +557,12 @@ pub(crate) fn microkernel(
     let step = |s: &mut String, j: usize| {
         let _ = writeln!(s, "        {{");
         for v in 0..nv {
-            let _ = writeln!(s, "        vf b{v} = VLOAD(b + {});", j * nr + v * vw);
+            let at = if b_in_place {
+                format!("{j} * ldb + {}", v * vw)
+            } else {
+                (j * nr + v * vw).to_string()
+            };
+            let _ = writeln!(s, "        vf b{v} = VLOAD(b + {at});");
         }
         for r in 0..mr {
             let _ = writeln!(s, "        {{ vf av = VSET1(a[{}]);", j * mr + r);
@@ -537,11 +579,16 @@ pub(crate) fn microkernel(
         for j in 0..unroll_k {
             step(&mut s, j);
         }
-        let _ = writeln!(s, "        a += {}; b += {};\n    }}", unroll_k * mr, unroll_k * nr);
+        let b_step = if b_in_place {
+            format!("{unroll_k} * ldb")
+        } else {
+            (unroll_k * nr).to_string()
+        };
+        let _ = writeln!(s, "        a += {}; b += {b_step};\n    }}", unroll_k * mr);
     }
     let _ = writeln!(s, "    for (; k < kc; k++) {{");
     step(&mut s, 0);
-    let _ = writeln!(s, "        a += {mr}; b += {nr};\n    }}");
+    let _ = writeln!(s, "        a += {mr}; b += {ldb};\n    }}");
     let identity = *epi == Expr::Acc;
     // Full tile: vector epilogue, direct stores.
     let _ = writeln!(s, "    if (mr == {mr} && nr == {nr}) {{");
@@ -810,9 +857,13 @@ pub fn lower(
             Box::new(ParamExpr::Const(nc as i64)),
         )),
     );
+    let mut macs = crate::cexpr::pmul(crate::cexpr::pmul(sp.m.clone(), sp.n.clone()), sp.k.clone());
     for (ext, _, _) in &sp.batch {
         tasks = ParamExpr::Mul(Box::new(tasks), Box::new(ext.clone()));
+        macs = crate::cexpr::pmul(macs, ext.clone());
     }
+    // Small products (e.g. a few rows through a dense layer) run whole on one thread.
+    tasks = crate::cexpr::parts_for_work(tasks, macs, GEMM_MACS_PER_NS);
     if !knobs.parallel {
         tasks = ParamExpr::Const(1);
     }

@@ -78,10 +78,8 @@ pub fn lower(
         weight_layout: WeightLayout::RowMajor,
         microkernel: None,
     };
-    if let Some(s) = sched {
-        crate::space::require_default(s, &default, &node.name)?;
-    }
-    let sched = default;
+    let sched = sched.cloned().unwrap_or_else(|| default.clone());
+    let vectors = check_schedule(&sched, &default, geo[1].stride <= 2, &node.name)?;
     let workload = WorkloadKey {
         op: if max { "maxpool2d".into() } else { "avgpool2d".into() },
         shapes: vec![shape_text(xt)],
@@ -277,18 +275,56 @@ pub fn lower(
         let _ = writeln!(s, "            }}");
     };
     if vector {
-        // A vector of outputs at column j reads `sw * VW` floats from each
-        // tap; in place, only while that stays inside the plane.
-        let fits = if direct {
-            format!(
-                " && i * {} + {} + {sw} * j + {sw} * VW <= {}",
-                sh * plane_w,
-                taps.last().copied().unwrap_or(0),
-                h * w
-            )
-        } else {
-            String::new()
+        // `n` vectors of outputs at column j read `sw * n * VW` floats from
+        // each tap; in place, only while that stays inside the plane.
+        let fits = |n: usize| {
+            if direct {
+                format!(
+                    " && i * {} + {} + {sw} * j + {sw} * {n} * VW <= {}",
+                    sh * plane_w,
+                    taps.last().copied().unwrap_or(0),
+                    h * w
+                )
+            } else {
+                String::new()
+            }
         };
+        if vectors > 1 {
+            // Steps of `vectors` vectors: independent accumulator chains.
+            let col = |u: usize| format!("(j + {u} * VW)");
+            let _ = writeln!(
+                s,
+                "            for (; j + {vectors} * VW <= {ow}{}; j += {vectors} * VW) {{",
+                fits(vectors)
+            );
+            let init = if max { "VSET1(-INFINITY)" } else { "VZERO()" };
+            let accs: Vec<String> = (0..vectors).map(|u| format!("acc{u} = {init}")).collect();
+            let _ = writeln!(s, "                vf {};", accs.join(", "));
+            reduce(&mut s, &|off: &str| {
+                let folds: Vec<String> = (0..vectors)
+                    .map(|u| {
+                        let (a, x) = (format!("acc{u}"), format!("{load}(xr + {off} + {sw} * {})", col(u)));
+                        if max {
+                            format!("{a} = VMAX({x}, {a});")
+                        } else {
+                            format!("{a} = VADD({a}, {x});")
+                        }
+                    })
+                    .collect();
+                format!("{{ {} }}", folds.join(" "))
+            });
+            for u in 0..vectors {
+                let a = format!("acc{u}");
+                let v = match (max, uniform) {
+                    (true, _) => a,
+                    (false, true) => format!("VDIV({a}, VSET1({divisor}.0f))"),
+                    (false, false) => format!("VDIV({a}, VMUL(VSET1(cnt_h[i]), VLOAD(cnt_w + {})))", col(u)),
+                };
+                let _ = writeln!(s, "                VSTORE(yr + {}, {v});", col(u));
+            }
+            let _ = writeln!(s, "            }}");
+        }
+        let fits = fits(1);
         let v = finish(true);
         block(
             &mut s,
@@ -316,7 +352,12 @@ pub fn lower(
             buffers,
             params: p.exprs,
             packed: vec![],
-            max_parts: Some(ParamExpr::Mul(Box::new(batch), Box::new(ParamExpr::Const(c as i64)))),
+            // Window taps at about 8 per ns.
+            max_parts: Some(crate::cexpr::parts_for_work(
+                crate::cexpr::pmul(batch.clone(), ParamExpr::Const(c as i64)),
+                crate::cexpr::pmul(batch, ParamExpr::Const((c * oh * ow * kh * kw) as i64)),
+                8,
+            )),
         },
         source: s,
         schedule: sched,
@@ -324,9 +365,38 @@ pub fn lower(
     }))
 }
 
+/// Vectors per row step (`unroll["ow"]`) the pooling template generates.
+pub(crate) const POOL_VECTORS: [usize; 3] = [1, 2, 4];
+
+/// Accepts `s` when it is `default` except for `unroll["ow"]` (vector rows
+/// only) with a value the template generates, returning that unroll;
+/// rejects it naming the field otherwise.
+fn check_schedule(s: &Schedule, default: &Schedule, vector_rows: bool, name: &str) -> Result<usize, CodegenError> {
+    let mut rest = s.clone();
+    rest.unroll = default.unroll.clone();
+    crate::space::require_default(&rest, default, name)?;
+    let bad = |why: String| CodegenError::BadSchedule {
+        kernel: name.to_string(),
+        why,
+    };
+    if let Some(other) = s.unroll.keys().find(|k| k.as_str() != "ow") {
+        return Err(bad(format!(
+            "cannot unroll loop '{other}' (pooling unrolls only ow: vectors per row step)"
+        )));
+    }
+    let vectors = s.unroll_of("ow");
+    if !POOL_VECTORS.contains(&vectors) {
+        return Err(bad(format!("ow unroll {vectors} is not one of {POOL_VECTORS:?}")));
+    }
+    if !vector_rows && vectors > 1 {
+        return Err(bad("rows with a column stride above 2 run scalar: no ow unroll".into()));
+    }
+    Ok(vectors)
+}
+
 #[cfg(test)]
 mod tests {
-    use crate::testutil::{check, check_neon, node, rand_tensor, tt};
+    use crate::testutil::{check, check_neon, check_with, node, rand_tensor, tt};
     use crate::{GroupValue, KernelGroup, Target};
     use carbide_ir::ops::nn::{AutoPad, NnOp, PoolAttrs};
     use carbide_ir::{Op, Tensor};
@@ -391,6 +461,72 @@ mod tests {
             out.push((g, feeds));
         }
         out
+    }
+
+    /// Every schedule of every case's space (the unrolled ones where rows
+    /// are vectors) against the reference; unrolling changes the code.
+    #[test]
+    fn pool_spaces_match_reference() {
+        for t in ["x86-64-avx2", "x86-64-avx512"].map(|t| Target::parse(t).unwrap()) {
+            if !t.runs_on_host() {
+                continue;
+            }
+            let mut unrolled = 0;
+            for (g, feeds) in cases() {
+                let space = crate::schedule_space(&g, &t).unwrap();
+                let sources: Vec<String> = space
+                    .iter()
+                    .map(|s| check_with(&g, &t, Some(s), &feeds, 1e-5).source)
+                    .collect();
+                for (i, a) in sources.iter().enumerate() {
+                    assert!(sources[i + 1..].iter().all(|b| a != b), "every unroll changes the code");
+                }
+                unrolled += usize::from(space.len() == 3);
+            }
+            assert!(unrolled >= 10, "vector-row pools have a space: {unrolled}");
+        }
+    }
+
+    #[test]
+    fn pool_unroll_is_checked() {
+        let t = Target::parse("x86-64-avx512").unwrap();
+        let cases = cases();
+        let base = crate::default_schedule(&cases[0].0, &t).unwrap().unwrap();
+        let why = |g: &KernelGroup, s: &carbide_ir::kernel::Schedule| match crate::lower(g, &t, Some(s)) {
+            Err(crate::CodegenError::BadSchedule { why, .. }) => why,
+            other => panic!("expected a rejection, got {:?}", other.map(|k| k.map(|k| k.schedule))),
+        };
+        let mut s = base.clone();
+        s.unroll.insert("ow".into(), 3);
+        assert!(why(&cases[0].0, &s).contains("ow unroll 3"));
+        let mut s = base.clone();
+        s.unroll.insert("oh".into(), 2);
+        assert!(why(&cases[0].0, &s).contains("'oh'"));
+        let mut s = base.clone();
+        s.tiles.insert("oh".into(), 2);
+        assert!(why(&cases[0].0, &s).contains("tiles"));
+        // Stride 3 runs scalar: no unroll.
+        let (g3, _) = cases
+            .iter()
+            .find(|(g, _)| g.inputs[0].ty == tt(&[1, 2, 11, 23]))
+            .unwrap();
+        let mut s = base.clone();
+        s.unroll.insert("ow".into(), 2);
+        assert!(why(g3, &s).contains("scalar"));
+        assert_eq!(crate::schedule_space(g3, &t).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn neon_unrolled_pools_under_qemu() {
+        let t = Target::parse("aarch64-neon").unwrap();
+        for (g, feeds) in cases()
+            .iter()
+            .filter(|(g, _)| g.inputs[0].ty.concrete_shape().unwrap()[3] >= 38)
+        {
+            let mut s = crate::default_schedule(g, &t).unwrap().unwrap();
+            s.unroll.insert("ow".into(), 4);
+            crate::testutil::check_neon_with(g, Some(&s), feeds, 1e-5);
+        }
     }
 
     #[test]

@@ -200,7 +200,12 @@ pub fn lower(
     let _ = writeln!(s, "    (void)p;");
     let _ = writeln!(s, "    const float *X = (const float *)bufs[{x_slot}];");
     let _ = writeln!(s, "    float *Y = (float *)bufs[{y_slot}];");
-    let _ = writeln!(s, "    const int64_t rows = {}, L = {};", p.c(rows.clone()), p.c(cols));
+    let _ = writeln!(
+        s,
+        "    const int64_t rows = {}, L = {};",
+        p.c(rows.clone()),
+        p.c(cols.clone())
+    );
     let out_cols = if matches!(op, RowOp::Reduce(_)) { "1" } else { "L" };
     let _ = writeln!(
         s,
@@ -332,7 +337,12 @@ pub fn lower(
             buffers,
             params: p.exprs,
             packed: vec![],
-            max_parts: Some(rows),
+            // A row's few passes run at about 8 elements per ns.
+            max_parts: Some(crate::cexpr::parts_for_work(
+                rows.clone(),
+                crate::cexpr::pmul(rows, cols),
+                8,
+            )),
         },
         source: s,
         schedule: sched,

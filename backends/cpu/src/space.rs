@@ -15,18 +15,35 @@
 //!   `Nchwc { block: mr }`, the weights pre-packed as the A operand with
 //!   pixels as the vector axis, or `PackedPanels { nr }`, the channel-vector
 //!   form: weights as B panels, output channels the vector axis, pixels the
-//!   broadcast rows, so `m` tiles pixels and `n` channels).
+//!   broadcast rows, so `m` tiles pixels and `n` channels). Conv only:
+//!   `tiles` `b_pack` = 0 reads the B operand in place instead of packing
+//!   it (1x1 stride-1 unpadded convs in the pixel-vector form: the image's
+//!   channel rows are B's k rows, `P` floats apart; only the last, partial
+//!   pixel panel is still packed); absent, B panels are packed per part.
 //!   Fixed: `loop_order` n, k, m; `vector_axis` n; `vector_width` the target's.
 //!   3x3 stride-1 ungrouped convs also get `Winograd { m }` points (m = 2,
 //!   4; see `winograd`): the same knobs over the transformed GEMMs (`n`
 //!   counts output pixels per tile block, `m` output channels per block,
 //!   `k` input channels per K block). Never the default: it changes the
 //!   rounding, so the tuner must measure and verify it.
-//! - **depthwise2d**, **maxpool2d/avgpool2d**, **softmax/layernorm/reduce**
-//!   rows, **elementwise**: no knobs yet; only their default schedule is
-//!   accepted (any other is rejected by [`require_default`]).
+//! - **depthwise2d** (vector rows, column stride 1 or 2): register blocking
+//!   of the row loop. `tiles` `oh` (1, 2, 4: output rows per block; their
+//!   windows share plane rows, each input vector is loaded once for all of
+//!   them) and `unroll` `ow` (1, 2, 4: vectors per row step, independent
+//!   accumulator chains). Fixed: `loop_order` plane, oh, ow; `vector_axis`
+//!   ow; `parallel_axis` plane; `weight_layout` RowMajor (the OIHW weights
+//!   as given). Wider column strides run scalar and have no knobs.
+//! - **maxpool2d/avgpool2d** (vector rows, column stride 1 or 2): `unroll`
+//!   `ow` (1, 2, 4: vectors per row step, independent accumulator chains).
+//!   Fixed as depthwise's, `weight_layout` RowMajor (no weights).
+//! - **softmax/layernorm/reduce** rows, **elementwise**: no knobs yet; only
+//!   their default schedule is accepted (any other is rejected by
+//!   [`require_default`]).
 
+use crate::conv::B_PACK;
+use crate::depthwise::{ROW_BLOCKS, ROW_VECTORS};
 use crate::gemm::{LOOP_ORDER, UNROLLS};
+use crate::pool::POOL_VECTORS;
 use crate::target::{Isa, Target};
 use crate::{lower, CodegenError, KernelGroup};
 use carbide_ir::kernel::{MicroTile, Schedule, WeightLayout};
@@ -74,7 +91,45 @@ fn micro_tiles(isa: Isa) -> &'static [(usize, usize)] {
 /// Whether kernels of this workload op (`WorkloadKey::op`) have schedule
 /// knobs, i.e. a space of more than their default (see the module doc).
 pub fn has_knobs(op: &str) -> bool {
-    matches!(op, "gemm" | "conv2d")
+    matches!(op, "gemm" | "conv2d" | "depthwise2d" | "maxpool2d" | "avgpool2d")
+}
+
+/// The unrolled schedules of a pooling kernel: `default` with each
+/// `unroll["ow"]` above 1 that `lower` accepts.
+fn pool_space(group: &KernelGroup, target: &Target, default: &Schedule) -> Vec<Schedule> {
+    let mut out = vec![default.clone()];
+    for vectors in POOL_VECTORS.into_iter().filter(|&v| v > 1) {
+        let mut s = default.clone();
+        s.unroll.insert("ow".into(), vectors);
+        if matches!(lower(group, target, Some(&s)), Ok(Some(_))) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+/// The register-blocking schedules of a depthwise kernel: `default` with
+/// every (rows, vectors) pair other than (1, 1) that `lower` accepts.
+fn depthwise_space(group: &KernelGroup, target: &Target, default: &Schedule) -> Vec<Schedule> {
+    let mut out = vec![default.clone()];
+    for rows in ROW_BLOCKS {
+        for vectors in ROW_VECTORS {
+            if (rows, vectors) == (1, 1) {
+                continue;
+            }
+            let mut s = default.clone();
+            if rows > 1 {
+                s.tiles.insert("oh".into(), rows);
+            }
+            if vectors > 1 {
+                s.unroll.insert("ow".into(), vectors);
+            }
+            if matches!(lower(group, target, Some(&s)), Ok(Some(_))) {
+                out.push(s);
+            }
+        }
+    }
+    out
 }
 
 /// Every schedule worth trying for `group` on `target`, the template's
@@ -89,7 +144,18 @@ pub fn schedule_space(group: &KernelGroup, target: &Target) -> Result<Vec<Schedu
     if !has_knobs(&k.workload.op) {
         return Ok(vec![default]);
     }
+    match k.workload.op.as_str() {
+        "depthwise2d" => return Ok(depthwise_space(group, target, &default)),
+        "maxpool2d" | "avgpool2d" => return Ok(pool_space(group, target, &default)),
+        _ => {}
+    }
     let role_conv = k.workload.op == "conv2d";
+    // Pointwise convs may also read B in place (pixel-vector form only).
+    let in_place_ok = role_conv && {
+        let mut probe = crate::conv::default_schedule(target);
+        probe.tiles.insert(B_PACK.into(), 0);
+        matches!(lower(group, target, Some(&probe)), Ok(Some(_)))
+    };
     let mut out = vec![default.clone()];
     for &(mr, nr) in micro_tiles(target.isa()) {
         for kc in [128usize, 256, 384] {
@@ -122,7 +188,12 @@ pub fn schedule_space(group: &KernelGroup, target: &Target) -> Result<Vec<Schedu
                             cv.weight_layout = WeightLayout::PackedPanels { nr };
                             cv
                         });
-                        for s in std::iter::once(s).chain(channel_vector) {
+                        let in_place = in_place_ok.then(|| {
+                            let mut ip = s.clone();
+                            ip.tiles.insert(B_PACK.into(), 0);
+                            ip
+                        });
+                        for s in std::iter::once(s).chain(channel_vector).chain(in_place) {
                             if !out.contains(&s) {
                                 out.push(s);
                             }

@@ -4,10 +4,18 @@
 //! rayon's `scope`/`spawn` boxes every spawned closure and its injector
 //! allocates queue blocks, so a steady-state run would allocate; these
 //! persistent workers take a call through a mutex-guarded slot and claim
-//! parts from an atomic counter, which allocates nothing. Between calls a
-//! worker spins briefly before sleeping (as rayon's do), since a run's
-//! kernels follow each other within microseconds and a futex wake-up per
-//! kernel costs more than a small kernel.
+//! parts from an atomic word, which allocates nothing.
+//!
+//! The machine may be shared (other processes on the cores), so the pool
+//! never makes the caller wait for a worker that has not started: the caller
+//! claims parts too, and a part nobody has claimed yet is done by whoever
+//! gets to it first, so a call on a busy machine degrades to the calling
+//! thread doing all the parts. Claims carry the call's generation, so a late
+//! worker can never take a part of a later call and the caller never waits
+//! for workers that merely looked at a job. Between calls a worker watches
+//! for the next one, first spinning, then yielding its core to whatever
+//! else is runnable (so an idle worker does not steal time from the caller
+//! or other processes on a loaded machine), and finally sleeps.
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,8 +23,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long an idle worker watches for the next call before sleeping.
-const SPIN_BEFORE_SLEEP: Duration = Duration::from_micros(200);
+/// How long an idle worker watches for the next call before sleeping: a
+/// run's parallel steps follow each other within microseconds, but a single
+/// threaded step or a host step between them can take a millisecond, and a
+/// futex wake-up per kernel costs more than a small kernel.
+const WATCH_BEFORE_SLEEP: Duration = Duration::from_millis(1);
+
+/// Busy-wait iterations before a waiting thread starts yielding its core.
+const SPINS_BEFORE_YIELD: u32 = 1000;
 
 /// The C entry point of a generated kernel (see [`carbide_ir::kernel`]).
 pub(crate) type KernelFn = unsafe extern "C" fn(*const *mut c_void, *const i64, i64, i64);
@@ -29,12 +43,13 @@ struct Job {
     params: *const i64,
     parts: usize,
 }
-// SAFETY: the pointers stay valid while the job is posted: `WorkerPool::call`
-// only returns after every worker has left the job.
+// SAFETY: the pointers are only dereferenced by a part claimed under the
+// job's generation, and `WorkerPool::call` returns only after every claimed
+// part has finished; once all parts are claimed no claim can succeed.
 unsafe impl Send for Job {}
 
 struct Slot {
-    /// Bumped for every posted job, so a worker runs each job at most once.
+    /// Bumped for every posted job (its low 32 bits tag the claims).
     generation: u64,
     job: Option<Job>,
     shutdown: bool,
@@ -43,14 +58,15 @@ struct Slot {
 struct Shared {
     slot: Mutex<Slot>,
     wake: Condvar,
-    /// `Slot::generation`, readable without the lock (for spinning workers).
+    /// `Slot::generation`, readable without the lock (for watching workers).
     posted: AtomicU64,
     /// Workers asleep on `wake`: the poster only notifies when there are some.
     sleepers: AtomicUsize,
-    /// The next part to claim, the parts finished, and the workers inside the current job.
-    next: AtomicUsize,
+    /// The claim word: the current job's generation (high 32 bits) and the
+    /// next unclaimed part (low 32 bits).
+    claim: AtomicU64,
+    /// Parts of the current job finished.
     done: AtomicUsize,
-    active: AtomicUsize,
 }
 
 /// `threads - 1` worker threads; the calling thread is the last participant.
@@ -60,6 +76,10 @@ pub(crate) struct WorkerPool {
     dispatch: Mutex<()>,
     threads: usize,
     handles: Vec<JoinHandle<()>>,
+}
+
+fn claim_word(generation: u64, part: usize) -> u64 {
+    (generation << 32) | part as u64
 }
 
 impl WorkerPool {
@@ -74,9 +94,8 @@ impl WorkerPool {
             wake: Condvar::new(),
             posted: AtomicU64::new(0),
             sleepers: AtomicUsize::new(0),
-            next: AtomicUsize::new(0),
+            claim: AtomicU64::new(0),
             done: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
         });
         let mut handles = Vec::with_capacity(threads - 1);
         for i in 1..threads {
@@ -111,13 +130,15 @@ impl WorkerPool {
     }
 
     /// Calls `entry` once for each part in `0..parts` (concurrently when
-    /// there are workers) and returns when all parts have finished.
+    /// there are workers) and returns when all parts have finished. One
+    /// part runs on the calling thread with no handshake at all.
     ///
     /// # Safety
     /// `buffers` and `params` must satisfy the kernel's call contract for
     /// every part.
     pub(crate) unsafe fn call(&self, entry: KernelFn, buffers: &[*mut c_void], params: &[i64], parts: usize) {
-        let parts = parts.max(1);
+        // The claim word keeps the part counter in 32 bits.
+        let parts = parts.clamp(1, u32::MAX as usize);
         if parts == 1 || self.handles.is_empty() {
             for part in 0..parts {
                 entry(buffers.as_ptr(), params.as_ptr(), part as i64, parts as i64);
@@ -132,37 +153,33 @@ impl WorkerPool {
             params: params.as_ptr(),
             parts,
         };
-        {
+        let generation = {
             let mut slot = s.slot.lock().unwrap_or_else(|e| e.into_inner());
-            s.next.store(0, Ordering::SeqCst);
-            s.done.store(0, Ordering::SeqCst);
             slot.generation += 1;
+            let generation = slot.generation & u64::from(u32::MAX);
+            // Every part of the previous job finished before its call returned,
+            // so nobody adds to `done` until a part of this job is claimed.
+            s.done.store(0, Ordering::SeqCst);
+            s.claim.store(claim_word(generation, 0), Ordering::SeqCst);
             slot.job = Some(job);
             s.posted.store(slot.generation, Ordering::Release);
-        }
+            generation
+        };
         // A worker increments `sleepers` under the lock before it waits, so
         // one that missed the new generation is counted here.
         if s.sleepers.load(Ordering::Acquire) > 0 {
             s.wake.notify_all();
         }
-        run_parts(s, job);
+        run_parts(s, generation, job);
         let mut spins = 0u32;
         while s.done.load(Ordering::Acquire) < parts {
-            backoff(&mut spins);
-        }
-        // Withdraw the job; a worker that has not picked it up yet never will,
-        // and the ones inside it finish claiming (finding nothing) first.
-        let mut slot = s.slot.lock().unwrap_or_else(|e| e.into_inner());
-        slot.job = None;
-        drop(slot);
-        while s.active.load(Ordering::Acquire) > 0 {
             backoff(&mut spins);
         }
     }
 }
 
 fn backoff(spins: &mut u32) {
-    if *spins < 2000 {
+    if *spins < SPINS_BEFORE_YIELD {
         *spins += 1;
         std::hint::spin_loop();
     } else {
@@ -170,28 +187,49 @@ fn backoff(spins: &mut u32) {
     }
 }
 
-/// Claims and runs parts of `job` until none are left.
-fn run_parts(s: &Shared, job: Job) {
+/// Claims and runs parts of `job` (posted as `generation`) until none are
+/// left or a later job replaced it.
+fn run_parts(s: &Shared, generation: u64, job: Job) {
+    let mut word = s.claim.load(Ordering::Acquire);
     loop {
-        let part = s.next.fetch_add(1, Ordering::AcqRel);
+        if word >> 32 != generation {
+            return;
+        }
+        let part = (word & u64::from(u32::MAX)) as usize;
         if part >= job.parts {
             return;
         }
-        // SAFETY: the poster guaranteed the call contract (`WorkerPool::call`).
-        unsafe { (job.entry)(job.buffers, job.params, part as i64, job.parts as i64) };
-        s.done.fetch_add(1, Ordering::AcqRel);
+        match s
+            .claim
+            .compare_exchange_weak(word, word + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                // SAFETY: the part was claimed under the job's generation, so the
+                // poster is still waiting for it (`WorkerPool::call`).
+                unsafe { (job.entry)(job.buffers, job.params, part as i64, job.parts as i64) };
+                s.done.fetch_add(1, Ordering::AcqRel);
+                word = s.claim.load(Ordering::Acquire);
+            }
+            Err(now) => word = now,
+        }
     }
 }
 
 fn worker(s: &Shared) {
     let mut seen = 0u64;
     loop {
-        let spin_start = Instant::now();
+        let watch_start = Instant::now();
         let mut spins = 0u32;
         while s.posted.load(Ordering::Acquire) == seen {
-            std::hint::spin_loop();
-            spins += 1;
-            if spins.is_multiple_of(256) && spin_start.elapsed() > SPIN_BEFORE_SLEEP {
+            if spins < SPINS_BEFORE_YIELD {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            // Yield rather than spin: on a loaded machine the core goes to
+            // whoever else is runnable, on an idle one this returns at once.
+            std::thread::yield_now();
+            if watch_start.elapsed() > WATCH_BEFORE_SLEEP {
                 break;
             }
         }
@@ -203,30 +241,28 @@ fn worker(s: &Shared) {
                 }
                 if slot.generation != seen {
                     seen = slot.generation;
-                    if let Some(job) = slot.job {
-                        // Under the lock, so the poster cannot withdraw the job unseen.
-                        s.active.fetch_add(1, Ordering::AcqRel);
-                        break Some(job);
-                    }
-                    // Missed a job the others finished: watch for the next one.
-                    break None;
+                    break slot.job.map(|job| (seen & u64::from(u32::MAX), job));
                 }
                 s.sleepers.fetch_add(1, Ordering::AcqRel);
                 slot = s.wake.wait(slot).unwrap_or_else(|e| e.into_inner());
                 s.sleepers.fetch_sub(1, Ordering::AcqRel);
             }
         };
-        let Some(job) = job else { continue };
-        run_parts(s, job);
-        s.active.fetch_sub(1, Ordering::AcqRel);
+        if let Some((generation, job)) = job {
+            run_parts(s, generation, job);
+        }
     }
 }
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
-        self.shared.slot.lock().unwrap_or_else(|e| e.into_inner()).shutdown = true;
-        // Spinning workers see the bump and then the shutdown flag.
-        self.shared.posted.fetch_add(1, Ordering::AcqRel);
+        {
+            let mut slot = self.shared.slot.lock().unwrap_or_else(|e| e.into_inner());
+            slot.shutdown = true;
+            slot.generation += 1;
+            // Watching workers see the bump and then the shutdown flag.
+            self.shared.posted.store(slot.generation, Ordering::Release);
+        }
         self.shared.wake.notify_all();
         for h in self.handles.drain(..) {
             let _ = h.join();
@@ -255,5 +291,33 @@ mod tests {
         for (i, h) in HITS.iter().enumerate() {
             assert_eq!(h.load(Ordering::SeqCst), if i < 5 { 200 } else { 0 }, "part {i}");
         }
+    }
+
+    /// `params[0]` is the address of the call's `[AtomicU64; 16]` tally.
+    unsafe extern "C" fn tally_part(_b: *const *mut c_void, p: *const i64, part: i64, parts: i64) {
+        assert!(part < parts && parts <= 16);
+        let tally = &*(*p as usize as *const [AtomicU64; 16]);
+        tally[part as usize].fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn concurrent_callers_with_varying_part_counts_run_each_part_once() {
+        let pool = WorkerPool::new(2).unwrap();
+        std::thread::scope(|scope| {
+            for caller in 0..2usize {
+                let pool = &pool;
+                scope.spawn(move || {
+                    for round in 0..300usize {
+                        let parts = 1 + (round * 7 + caller * 3) % 16;
+                        let tally: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+                        let params = [&tally as *const _ as usize as i64];
+                        unsafe { pool.call(tally_part, &[], &params, parts) };
+                        for (i, t) in tally.iter().enumerate() {
+                            assert_eq!(t.load(Ordering::SeqCst), u64::from(i < parts), "part {i} of {parts}");
+                        }
+                    }
+                });
+            }
+        });
     }
 }

@@ -31,8 +31,16 @@ pub(crate) fn lower(
     yt: &carbide_ir::TensorType,
 ) -> Result<LoweredKernel, CodegenError> {
     let vw = target.vector_width();
+    let vector_rows = g.sw == 1 || g.sw == 2;
+    // Blocks of 2 output rows by default: the tuner picked 2 or 4 rows for
+    // every one of mobilenet_v2's depthwise convs (fewer loads per FMA).
+    let default_rows = if vector_rows && g.oh >= 2 { 2 } else { 1 };
     let default = Schedule {
-        tiles: Default::default(),
+        tiles: if default_rows > 1 {
+            [("oh".to_string(), default_rows)].into_iter().collect()
+        } else {
+            Default::default()
+        },
         loop_order: vec!["plane".into(), "oh".into(), "ow".into()],
         vector_axis: Some("ow".into()),
         vector_width: vw,
@@ -41,7 +49,6 @@ pub(crate) fn lower(
         weight_layout: WeightLayout::RowMajor,
         microkernel: None,
     };
-    let vector_rows = g.sw == 1 || g.sw == 2;
     let sched = schedule.cloned().unwrap_or_else(|| default.clone());
     let knobs = check_schedule(&sched, &default, vector_rows, name)?;
     let workload = WorkloadKey {

@@ -30,9 +30,9 @@
 //!   of the row loop. `tiles` `oh` (1, 2, 4: output rows per block; their
 //!   windows share plane rows, each input vector is loaded once for all of
 //!   them) and `unroll` `ow` (1, 2, 4: vectors per row step, independent
-//!   accumulator chains). Fixed: `loop_order` plane, oh, ow; `vector_axis`
-//!   ow; `parallel_axis` plane; `weight_layout` RowMajor (the OIHW weights
-//!   as given). Wider column strides run scalar and have no knobs.
+//!   accumulator chains); the default blocks 2 rows. Fixed: `loop_order`
+//!   plane, oh, ow; `vector_axis` ow; `parallel_axis` plane;
+//!   `weight_layout` RowMajor (the OIHW weights as given). Wider column strides run scalar and have no knobs.
 //! - **maxpool2d/avgpool2d** (vector rows, column stride 1 or 2): `unroll`
 //!   `ow` (1, 2, 4: vectors per row step, independent accumulator chains).
 //!   Fixed as depthwise's, `weight_layout` RowMajor (no weights).
@@ -108,23 +108,22 @@ fn pool_space(group: &KernelGroup, target: &Target, default: &Schedule) -> Vec<S
     out
 }
 
-/// The register-blocking schedules of a depthwise kernel: `default` with
-/// every (rows, vectors) pair other than (1, 1) that `lower` accepts.
+/// The register-blocking schedules of a depthwise kernel: `default`, then
+/// every other (rows, vectors) pair that `lower` accepts.
 fn depthwise_space(group: &KernelGroup, target: &Target, default: &Schedule) -> Vec<Schedule> {
     let mut out = vec![default.clone()];
     for rows in ROW_BLOCKS {
         for vectors in ROW_VECTORS {
-            if (rows, vectors) == (1, 1) {
-                continue;
-            }
             let mut s = default.clone();
+            s.tiles.remove("oh");
+            s.unroll.remove("ow");
             if rows > 1 {
                 s.tiles.insert("oh".into(), rows);
             }
             if vectors > 1 {
                 s.unroll.insert("ow".into(), vectors);
             }
-            if matches!(lower(group, target, Some(&s)), Ok(Some(_))) {
+            if s != *default && matches!(lower(group, target, Some(&s)), Ok(Some(_))) {
                 out.push(s);
             }
         }

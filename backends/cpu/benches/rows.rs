@@ -12,85 +12,9 @@ use carbide_backend_cpu::{lower, GroupValue, KernelGroup, LoweredKernel, Target}
 use carbide_ir::ops::linalg::{AttentionAttrs, LinalgOp, SoftmaxAttrs, SoftmaxKind};
 use carbide_ir::ops::nn::{AutoPad, NnOp, PoolAttrs};
 use carbide_ir::{DType, Node, Op, TensorType};
-use common::{bind, load, median_secs, Bound, Loaded};
+use common::{bind, load, median_secs, Helper};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-
-/// One persistent worker that runs part 1 of 2 whenever `generation` moves.
-struct Helper {
-    generation: Arc<AtomicUsize>,
-    done: Arc<AtomicUsize>,
-    job: Arc<[AtomicUsize; 3]>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Helper {
-    fn new() -> Helper {
-        let generation = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(AtomicUsize::new(0));
-        let job: Arc<[AtomicUsize; 3]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (g, d, j, st) = (generation.clone(), done.clone(), job.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let (mut seen, mut idle) = (0, 0u32);
-            while !st.load(Ordering::Acquire) {
-                let now = g.load(Ordering::Acquire);
-                if now == seen {
-                    // Spin briefly, then let the other thread have the core.
-                    idle = idle.saturating_add(1);
-                    if idle < 2000 {
-                        std::hint::spin_loop();
-                    } else {
-                        std::thread::yield_now();
-                    }
-                    continue;
-                }
-                (seen, idle) = (now, 0);
-                let f: common::Entry =
-                    unsafe { std::mem::transmute::<usize, common::Entry>(j[0].load(Ordering::Acquire)) };
-                let (pp, prm) = (j[1].load(Ordering::Acquire), j[2].load(Ordering::Acquire));
-                unsafe { f(pp as *const *mut c_void, prm as *const i64, 1, 2) };
-                d.store(now, Ordering::Release);
-            }
-        });
-        Helper {
-            generation,
-            done,
-            job,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// Runs the kernel with `parts` (1 or 2) parts.
-    fn run(&self, l: &Loaded, ptrs: &[*mut c_void], b: &Bound, parts: i64) {
-        let (pp, prm) = (ptrs.as_ptr(), b.params.as_ptr());
-        if parts == 1 {
-            unsafe { (l.entry)(pp, prm, 0, 1) };
-            return;
-        }
-        self.job[0].store(l.entry as usize, Ordering::Release);
-        self.job[1].store(pp as usize, Ordering::Release);
-        self.job[2].store(prm as usize, Ordering::Release);
-        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        unsafe { (l.entry)(pp, prm, 0, 2) };
-        while self.done.load(Ordering::Acquire) != g {
-            std::hint::spin_loop();
-        }
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn tt(shape: &[usize]) -> TensorType {
     TensorType::new(DType::F32, carbide_ir::types::shape_of(shape))

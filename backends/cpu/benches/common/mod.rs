@@ -5,6 +5,8 @@
 use carbide_backend_cpu::{build_library, LoweredKernel, Target};
 use carbide_ir::kernel::BufferArg;
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 pub type Entry = unsafe extern "C" fn(*const *mut c_void, *const i64, i64, i64);
@@ -92,6 +94,111 @@ pub fn run(l: &Loaded, b: &Bound, parts: i64) {
         }
         unsafe { f(pp as *const *mut c_void, prm as *const i64, 0, parts) };
     });
+}
+
+/// One persistent worker for part 1 of 2, claimed like the runtime's
+/// workers do: whoever claims a call's part 1 first runs it, the worker when
+/// it sees the call or the caller once its part 0 is done, so a worker that
+/// the shared machine has descheduled never stalls the caller.
+pub struct Helper {
+    shared: Arc<HelperShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct HelperShared {
+    /// Bumped per call; part 1 of call `g` is claimed by moving `claimed`
+    /// from `g - 1` to `g`.
+    generation: AtomicUsize,
+    claimed: AtomicUsize,
+    done: AtomicUsize,
+    /// Entry point, buffer pointers and parameters of the current call.
+    job: [AtomicUsize; 3],
+    stop: AtomicBool,
+}
+
+impl HelperShared {
+    fn claim(&self, g: usize) -> bool {
+        self.claimed
+            .compare_exchange(g - 1, g, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Part 1 of the current call (claimed).
+    fn run_part_one(&self) {
+        let f: Entry = unsafe { std::mem::transmute::<usize, Entry>(self.job[0].load(Ordering::Acquire)) };
+        let (pp, prm) = (self.job[1].load(Ordering::Acquire), self.job[2].load(Ordering::Acquire));
+        unsafe { f(pp as *const *mut c_void, prm as *const i64, 1, 2) };
+    }
+}
+
+impl Default for Helper {
+    fn default() -> Helper {
+        Helper::new()
+    }
+}
+
+impl Helper {
+    pub fn new() -> Helper {
+        let shared = Arc::new(HelperShared::default());
+        let sh = shared.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut seen, mut idle) = (0, 0u32);
+            while !sh.stop.load(Ordering::Acquire) {
+                let now = sh.generation.load(Ordering::Acquire);
+                if now == seen {
+                    // Spin briefly, then let the other thread have the core.
+                    idle = idle.saturating_add(1);
+                    if idle < 2000 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                    continue;
+                }
+                (seen, idle) = (now, 0);
+                if sh.claim(now) {
+                    sh.run_part_one();
+                    sh.done.store(now, Ordering::Release);
+                }
+            }
+        });
+        Helper {
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    /// Runs the kernel with `parts` (1 or 2) parts.
+    pub fn run(&self, l: &Loaded, ptrs: &[*mut c_void], b: &Bound, parts: i64) {
+        let (pp, prm) = (ptrs.as_ptr(), b.params.as_ptr());
+        if parts == 1 {
+            unsafe { (l.entry)(pp, prm, 0, 1) };
+            return;
+        }
+        let sh = &*self.shared;
+        sh.job[0].store(l.entry as usize, Ordering::Release);
+        sh.job[1].store(pp as usize, Ordering::Release);
+        sh.job[2].store(prm as usize, Ordering::Release);
+        let g = sh.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        unsafe { (l.entry)(pp, prm, 0, 2) };
+        if sh.claim(g) {
+            sh.run_part_one();
+            return;
+        }
+        while sh.done.load(Ordering::Acquire) != g {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Measures the FMA peak in GFLOP/s with `parts` threads (the backend's

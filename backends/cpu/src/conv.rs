@@ -204,6 +204,59 @@ fn pack_weights(w: &Tensor, g: &Geometry, width: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The buffer slots of a conv-family kernel (direct, depthwise, Winograd):
+/// image, weights, output, per-part scratch, then the epilogue operands.
+pub(crate) struct ConvSlots {
+    pub x: usize,
+    pub w: usize,
+    pub y: usize,
+    pub scratch: usize,
+    pub epilogue: Vec<usize>,
+}
+
+/// Binds the slots of [`ConvSlots`] in their order, with `scratch_bytes`
+/// of scratch per part.
+pub(crate) fn conv_slots(
+    x: usize,
+    weights: BufferArg,
+    scratch_bytes: usize,
+    epilogue_inputs: &[usize],
+) -> (Vec<BufferArg>, ConvSlots) {
+    let mut buffers = Vec::new();
+    let x_slot = slot(BufferArg::Input(x), &mut buffers);
+    let w = slot(weights, &mut buffers);
+    let y = slot(BufferArg::Output(0), &mut buffers);
+    let scratch = slot(
+        BufferArg::Scratch {
+            bytes: ParamExpr::Const(scratch_bytes as i64),
+            per_part: true,
+        },
+        &mut buffers,
+    );
+    let epilogue = epilogue_inputs
+        .iter()
+        .map(|&i| slot(BufferArg::Input(i), &mut buffers))
+        .collect();
+    (
+        buffers,
+        ConvSlots {
+            x: x_slot,
+            w,
+            y,
+            scratch,
+            epilogue,
+        },
+    )
+}
+
+/// The batch size as a kernel parameter: a constant, or input `x`'s dim 0.
+pub(crate) fn batch_param(batch: &Dim, x: usize) -> ParamExpr {
+    match batch {
+        Dim::Known(n) => ParamExpr::Const(*n as i64),
+        _ => ParamExpr::InputDim { input: x, axis: 0 },
+    }
+}
+
 pub fn lower(
     group: &KernelGroup,
     anchor: &Node,
@@ -423,27 +476,18 @@ pub fn lower(
         0
     };
     let scratch_bytes = panel_bytes + pad_bytes;
-    let mut buffers = Vec::new();
-    let x_slot = slot(BufferArg::Input(xi), &mut buffers);
-    let w_slot = slot(BufferArg::Packed(0), &mut buffers);
-    let y_slot = slot(BufferArg::Output(0), &mut buffers);
-    let s_slot = slot(
-        BufferArg::Scratch {
-            bytes: ParamExpr::Const(scratch_bytes as i64),
-            per_part: true,
+    let (
+        buffers,
+        ConvSlots {
+            x: x_slot,
+            w: w_slot,
+            y: y_slot,
+            scratch: s_slot,
+            epilogue: e_slots,
         },
-        &mut buffers,
-    );
-    let e_slots: Vec<usize> = ch
-        .operands
-        .iter()
-        .map(|&i| slot(BufferArg::Input(i), &mut buffers))
-        .collect();
+    ) = conv_slots(xi, BufferArg::Packed(0), scratch_bytes, &ch.operands);
     let mut p = Params::default();
-    let batch = match &xs[0] {
-        Dim::Known(n) => ParamExpr::Const(*n as i64),
-        _ => ParamExpr::InputDim { input: xi, axis: 0 },
-    };
+    let batch = batch_param(&xs[0], xi);
     let eops_ukr: Vec<(Vec<ParamExpr>, ParamExpr, i64)> = eop_strides
         .iter()
         .map(|(b, mm, px)| (vec![b.clone()], mm.clone(), *px))

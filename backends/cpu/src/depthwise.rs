@@ -1,8 +1,8 @@
 //! Depthwise 2-D convolution (one filter per channel, `group == C == M`),
 //! lowered from `conv::lower` once the epilogue chain is known.
 
-use crate::cexpr::{slot, Params};
-use crate::conv::Geometry;
+use crate::cexpr::Params;
+use crate::conv::{batch_param, conv_slots, ConvSlots, Geometry};
 use crate::group::shape_text;
 use crate::target::Target;
 use crate::{CodegenError, LoweredKernel};
@@ -75,27 +75,18 @@ pub(crate) fn lower(
     // A stride-2 vector load reads 2*VW floats from its first element.
     let wp = (g.w as i64 + g.pw).max(((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) as i64) as usize + 2 * vw;
     let scratch_bytes = (hp * wp * 4).div_ceil(64) * 64;
-    let mut buffers = Vec::new();
-    let x_slot = slot(BufferArg::Input(xi), &mut buffers);
-    let w_slot = slot(BufferArg::Input(wi), &mut buffers);
-    let y_slot = slot(BufferArg::Output(0), &mut buffers);
-    let s_slot = slot(
-        BufferArg::Scratch {
-            bytes: ParamExpr::Const(scratch_bytes as i64),
-            per_part: true,
+    let (
+        buffers,
+        ConvSlots {
+            x: x_slot,
+            w: w_slot,
+            y: y_slot,
+            scratch: s_slot,
+            epilogue: e_slots,
         },
-        &mut buffers,
-    );
-    let e_slots: Vec<usize> = ch
-        .operands
-        .iter()
-        .map(|&i| slot(BufferArg::Input(i), &mut buffers))
-        .collect();
+    ) = conv_slots(xi, BufferArg::Input(wi), scratch_bytes, &ch.operands);
     let mut p = Params::default();
-    let batch = match batch_dim {
-        Dim::Known(n) => ParamExpr::Const(*n as i64),
-        _ => ParamExpr::InputDim { input: xi, axis: 0 },
-    };
+    let batch = batch_param(batch_dim, xi);
     let (c, h, w, oh, ow, kh, kw) = (g.c, g.h, g.w, g.oh, g.ow, g.kh, g.kw);
     let mut s = String::new();
     let _ = writeln!(

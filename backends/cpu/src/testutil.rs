@@ -261,7 +261,9 @@ pub fn check_neon_with(
     tol: f32,
 ) {
     let target = Target::parse("aarch64-neon").unwrap();
-    let k = crate::lower(group, &target, schedule).expect("lower").expect("supported");
+    let k = crate::lower(group, &target, schedule)
+        .expect("lower")
+        .expect("supported");
     let want = reference(group, feeds);
     let Some(got) = run_qemu(&k, feeds, want.shape(), 2) else {
         return;

@@ -12,8 +12,8 @@
 //! at compile time; then Y = A^T M A, the fused epilogue, and a masked
 //! scatter of the m x m outputs (edge tiles store only their valid pixels).
 
-use crate::cexpr::{emit, flit, slot, Mode, Params};
-use crate::conv::{emit_pad_copy, Geometry};
+use crate::cexpr::{emit, flit, Mode, Params};
+use crate::conv::{batch_param, conv_slots, emit_pad_copy, ConvSlots, Geometry};
 use crate::gemm::{check_schedule, emit_task_range, microkernel, GemmKnobs, WeightRole};
 use crate::group::Chain;
 use crate::target::Target;
@@ -344,28 +344,18 @@ pub(crate) fn lower(
     let panels = k_out.div_ceil(mr);
     let u_stride = panels * mr * c_in;
 
-    let mut buffers = Vec::new();
-    let x_slot = slot(BufferArg::Input(conv.x), &mut buffers);
-    let w_slot = slot(BufferArg::Packed(0), &mut buffers);
-    let y_slot = slot(BufferArg::Output(0), &mut buffers);
-    let s_slot = slot(
-        BufferArg::Scratch {
-            bytes: ParamExpr::Const(scratch_bytes as i64),
-            per_part: true,
+    let (
+        buffers,
+        ConvSlots {
+            x: x_slot,
+            w: w_slot,
+            y: y_slot,
+            scratch: s_slot,
+            epilogue: e_slots,
         },
-        &mut buffers,
-    );
-    let e_slots: Vec<usize> = conv
-        .chain
-        .operands
-        .iter()
-        .map(|&i| slot(BufferArg::Input(i), &mut buffers))
-        .collect();
+    ) = conv_slots(conv.x, BufferArg::Packed(0), scratch_bytes, &conv.chain.operands);
     let mut p = Params::default();
-    let batch = match conv.batch {
-        Dim::Known(n) => ParamExpr::Const(*n as i64),
-        _ => ParamExpr::InputDim { input: conv.x, axis: 0 },
-    };
+    let batch = batch_param(conv.batch, conv.x);
     let tblocks = tiles.div_ceil(tblk);
     let mblocks = k_out.div_ceil(mc);
     let mchunks = if tblocks >= MIN_TILE_TASKS { 1 } else { mblocks };

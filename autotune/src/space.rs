@@ -106,7 +106,7 @@ pub fn gemm_dims(group: &KernelGroup) -> Option<GemmDims> {
 }
 
 /// How many knob values [`knob_values`] gives a schedule.
-const KNOBS: usize = 11;
+const KNOBS: usize = 12;
 
 /// The knob values of a schedule, one number per field the templates may
 /// vary; two schedules differ in the fields whose numbers differ.
@@ -136,6 +136,8 @@ fn knob_values(s: &Schedule) -> [i64; KNOBS] {
         s.tiles.get("oh").map_or(1, |&v| v as i64),
         s.unroll.get("ow").map_or(1, |&u| u as i64),
         s.tiles.get("b_pack").map_or(1, |&v| v as i64),
+        // GEMM loop order: 1 when the m panels are outside the n panels.
+        i64::from(s.loop_order.first().map(String::as_str) == Some("m")),
     ]
 }
 
@@ -254,6 +256,7 @@ pub fn features(s: &Schedule, d: &GemmDims, vw: usize) -> Vec<f64> {
         k[8] as f64,
         k[9] as f64,
         k[10] as f64,
+        k[11] as f64,
         (kc / d.k).min(4.0),
         (mc / d.m).min(4.0),
         (nc / d.n).min(4.0),

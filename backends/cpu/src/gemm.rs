@@ -385,11 +385,20 @@ pub(crate) struct GemmKnobs {
     /// Split the (batch, M block, N block) tasks across parts (`"mn"`), or
     /// run the whole kernel as one part (`None`).
     pub parallel: bool,
+    /// [`LOOP_ORDER_M_OUTER`]: within a K block, the register-tile rows
+    /// outside the columns.
+    pub m_outer: bool,
 }
 
 /// The loop order the GEMM template generates: N blocks, then K blocks, then
 /// M blocks (BLIS's jc/pc/ic), the register tile innermost.
 pub(crate) const LOOP_ORDER: [&str; 3] = ["n", "k", "m"];
+/// The other order MatMul/Gemm generate: within a K block the `mr`-row
+/// panels of A outside the `nr`-column panels of B, so an A micro-panel stays
+/// in L1 while the B block streams from L2 (the default keeps a B
+/// micro-panel in L1 and streams the A block) — which wins depends on the
+/// block shapes, so the tuner measures both.
+pub(crate) const LOOP_ORDER_M_OUTER: [&str; 3] = ["m", "k", "n"];
 /// The k-unroll factors the microkernel generator supports.
 pub(crate) const UNROLLS: [usize; 4] = [1, 2, 4, 8];
 
@@ -444,9 +453,16 @@ pub(crate) fn check_schedule(
     if let Some(other) = s.tiles.keys().find(|k| !matches!(k.as_str(), "m" | "n" | "k")) {
         return Err(bad(format!("no loop '{other}' to tile (GEMM tiles m, n, k)")));
     }
-    if s.loop_order.iter().map(String::as_str).ne(LOOP_ORDER) {
+    let order = |o: [&str; 3]| s.loop_order.iter().map(String::as_str).eq(o);
+    let m_outer = role == WeightRole::GemmB && order(LOOP_ORDER_M_OUTER);
+    if !m_outer && !order(LOOP_ORDER) {
+        let also = if role == WeightRole::GemmB {
+            format!(" or {LOOP_ORDER_M_OUTER:?}")
+        } else {
+            String::new()
+        };
         return Err(bad(format!(
-            "loop order {:?} is not generated (only {LOOP_ORDER:?})",
+            "loop order {:?} is not generated (only {LOOP_ORDER:?}{also})",
             s.loop_order
         )));
     }
@@ -499,6 +515,7 @@ pub(crate) fn check_schedule(
         nc,
         unroll_k,
         parallel,
+        m_outer,
     })
 }
 
@@ -818,16 +835,25 @@ pub fn lower(
         let _ = writeln!(c, "                    int64_t j = 0; for (; j < w; j++) dst[k * {nr} + j] = src[j * sbn]; for (; j < {nr}; j++) dst[k * {nr} + j] = 0.0f;");
         let _ = writeln!(c, "                }}\n            }}");
     }
-    let _ = writeln!(c, "            for (int64_t jp = 0; jp < ncur; jp += {nr}) {{");
-    if packed.is_some() {
-        let _ = writeln!(
-            c,
-            "                const float *bp = Bb + ((j0 + jp) / {nr}) * K * {nr} + pc * {nr};"
-        );
+    let b_panel = if packed.is_some() {
+        format!("Bb + ((j0 + jp) / {nr}) * K * {nr} + pc * {nr}")
     } else {
-        let _ = writeln!(c, "                const float *bp = Bp + jp * kcur;");
-    }
-    let _ = writeln!(c, "                for (int64_t ip = 0; ip < mcur; ip += {mr}) {{");
+        "Bp + jp * kcur".to_string()
+    };
+    let (outer, inner) = if knobs.m_outer {
+        (
+            format!("ip = 0; ip < mcur; ip += {mr}"),
+            format!("jp = 0; jp < ncur; jp += {nr}"),
+        )
+    } else {
+        (
+            format!("jp = 0; jp < ncur; jp += {nr}"),
+            format!("ip = 0; ip < mcur; ip += {mr}"),
+        )
+    };
+    let _ = writeln!(c, "            for (int64_t {outer}) {{");
+    let _ = writeln!(c, "                for (int64_t {inner}) {{");
+    let _ = writeln!(c, "                    const float *bp = {b_panel};");
     let _ = writeln!(c, "                    const int64_t i = i0 + ip, j = j0 + jp;");
     let bases: Vec<String> = (0..ne)
         .map(|k| format!("E{k} + eo{k} + i * esm{k} + j * {}", sp.eop_strides[k].2))

@@ -20,7 +20,10 @@
 //!   it (1x1 stride-1 unpadded convs in the pixel-vector form: the image's
 //!   channel rows are B's k rows, `P` floats apart; only the last, partial
 //!   pixel panel is still packed); absent, B panels are packed per part.
-//!   Fixed: `loop_order` n, k, m; `vector_axis` n; `vector_width` the target's.
+//!   `loop_order` n, k, m (the default: B micro-panel outside, A rows
+//!   inside) or, gemm only, m, k, n (A micro-panel outside). Fixed:
+//!   `vector_axis` n; `vector_width` the target's (the register width: a
+//!   narrower vector only idles lanes; AVX2 vs AVX-512 is `--target`).
 //!   3x3 stride-1 ungrouped convs also get `Winograd { m }` points (m = 2,
 //!   4; see `winograd`): the same knobs over the transformed GEMMs (`n`
 //!   counts output pixels per tile block, `m` output channels per block,
@@ -42,7 +45,7 @@
 
 use crate::conv::B_PACK;
 use crate::depthwise::{ROW_BLOCKS, ROW_VECTORS};
-use crate::gemm::{LOOP_ORDER, UNROLLS};
+use crate::gemm::{LOOP_ORDER, LOOP_ORDER_M_OUTER, UNROLLS};
 use crate::pool::POOL_VECTORS;
 use crate::target::{Isa, Target};
 use crate::{lower, CodegenError, KernelGroup};
@@ -192,7 +195,13 @@ pub fn schedule_space(group: &KernelGroup, target: &Target) -> Result<Vec<Schedu
                             ip.tiles.insert(B_PACK.into(), 0);
                             ip
                         });
-                        for s in std::iter::once(s).chain(channel_vector).chain(in_place) {
+                        // MatMul/Gemm also with A micro-panels outside B's.
+                        let m_outer = (!role_conv).then(|| {
+                            let mut mo = s.clone();
+                            mo.loop_order = LOOP_ORDER_M_OUTER.iter().map(|x| x.to_string()).collect();
+                            mo
+                        });
+                        for s in std::iter::once(s).chain(channel_vector).chain(in_place).chain(m_outer) {
                             if !out.contains(&s) {
                                 out.push(s);
                             }
@@ -329,6 +338,12 @@ mod tests {
         let mut s = base.clone();
         s.parallel_axis = None;
         variants.push(s);
+        let mut s = base.clone();
+        s.loop_order = vec!["m".into(), "k".into(), "n".into()];
+        variants.push(s.clone());
+        // Also over B packed at run time (its panel pointer differs).
+        s.weight_layout = WeightLayout::RowMajor;
+        variants.push(s);
         for s in &variants {
             let k = src(s);
             assert_ne!(k.source, k0.source, "{s:?} must change the code");
@@ -385,6 +400,16 @@ mod tests {
             nr: nr + t.vector_width(),
         };
         assert!(matches!(lower(&g, &t, Some(&s)), Err(CodegenError::BadSchedule { .. })));
+        // The m-outer loop order is generated for MatMul/Gemm only.
+        let mut s = crate::default_schedule(&g, &t).unwrap().unwrap();
+        s.loop_order = vec!["m".into(), "k".into(), "n".into()];
+        match lower(&g, &t, Some(&s)) {
+            Err(CodegenError::BadSchedule { why, .. }) => assert!(why.contains("loop order"), "{why}"),
+            other => panic!(
+                "conv must refuse the m-outer order, got {:?}",
+                other.map(|k| k.is_some())
+            ),
+        }
     }
 
     #[test]

@@ -214,6 +214,21 @@ pub(crate) struct ConvSlots {
     pub epilogue: Vec<usize>,
 }
 
+impl ConvSlots {
+    /// Opens the kernel's C entry point with the image as `X`, the weights
+    /// as `weights` and the output as `Y`.
+    pub(crate) fn emit_entry(&self, s: &mut String, entry: &str, weights: &str) {
+        let _ = writeln!(
+            s,
+            "void {entry}(void *const *bufs, const int64_t *p, int64_t part, int64_t num_parts) {{"
+        );
+        let _ = writeln!(s, "    (void)p;");
+        let _ = writeln!(s, "    const float *X = (const float *)bufs[{}];", self.x);
+        let _ = writeln!(s, "    const float *{weights} = (const float *)bufs[{}];", self.w);
+        let _ = writeln!(s, "    float *Y = (float *)bufs[{}];", self.y);
+    }
+}
+
 /// Binds the slots of [`ConvSlots`] in their order, with `scratch_bytes`
 /// of scratch per part.
 pub(crate) fn conv_slots(
@@ -476,16 +491,12 @@ pub fn lower(
         0
     };
     let scratch_bytes = panel_bytes + pad_bytes;
-    let (
-        buffers,
-        ConvSlots {
-            x: x_slot,
-            w: w_slot,
-            y: y_slot,
-            scratch: s_slot,
-            epilogue: e_slots,
-        },
-    ) = conv_slots(xi, BufferArg::Packed(0), scratch_bytes, &ch.operands);
+    let (buffers, slots) = conv_slots(xi, BufferArg::Packed(0), scratch_bytes, &ch.operands);
+    let ConvSlots {
+        scratch: s_slot,
+        epilogue: ref e_slots,
+        ..
+    } = slots;
     let mut p = Params::default();
     let batch = batch_param(&xs[0], xi);
     let eops_ukr: Vec<(Vec<ParamExpr>, ParamExpr, i64)> = eop_strides
@@ -509,14 +520,7 @@ pub fn lower(
                 .replace("void ukr(", &format!("void ukr_in_place_{entry}(")),
         );
     }
-    let _ = writeln!(
-        s,
-        "void {entry}(void *const *bufs, const int64_t *p, int64_t part, int64_t num_parts) {{"
-    );
-    let _ = writeln!(s, "    (void)p;");
-    let _ = writeln!(s, "    const float *X = (const float *)bufs[{x_slot}];");
-    let _ = writeln!(s, "    const float *Wp = (const float *)bufs[{w_slot}];");
-    let _ = writeln!(s, "    float *Y = (float *)bufs[{y_slot}];");
+    slots.emit_entry(&mut s, &entry, "Wp");
     let _ = writeln!(
         s,
         "    float *Bp = (float *)((char *)bufs[{s_slot}] + part * (int64_t){scratch_bytes});"

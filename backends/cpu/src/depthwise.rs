@@ -75,28 +75,17 @@ pub(crate) fn lower(
     // A stride-2 vector load reads 2*VW floats from its first element.
     let wp = (g.w as i64 + g.pw).max(((g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1) as i64) as usize + 2 * vw;
     let scratch_bytes = (hp * wp * 4).div_ceil(64) * 64;
-    let (
-        buffers,
-        ConvSlots {
-            x: x_slot,
-            w: w_slot,
-            y: y_slot,
-            scratch: s_slot,
-            epilogue: e_slots,
-        },
-    ) = conv_slots(xi, BufferArg::Input(wi), scratch_bytes, &ch.operands);
+    let (buffers, slots) = conv_slots(xi, BufferArg::Input(wi), scratch_bytes, &ch.operands);
+    let ConvSlots {
+        scratch: s_slot,
+        epilogue: ref e_slots,
+        ..
+    } = slots;
     let mut p = Params::default();
     let batch = batch_param(batch_dim, xi);
     let (c, h, w, oh, ow, kh, kw) = (g.c, g.h, g.w, g.oh, g.ow, g.kh, g.kw);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "void {entry}(void *const *bufs, const int64_t *p, int64_t part, int64_t num_parts) {{"
-    );
-    let _ = writeln!(s, "    (void)p;");
-    let _ = writeln!(s, "    const float *X = (const float *)bufs[{x_slot}];");
-    let _ = writeln!(s, "    const float *Wt = (const float *)bufs[{w_slot}];");
-    let _ = writeln!(s, "    float *Y = (float *)bufs[{y_slot}];");
+    slots.emit_entry(&mut s, &entry, "Wt");
     let _ = writeln!(
         s,
         "    float *pad = (float *)((char *)bufs[{s_slot}] + part * (int64_t){scratch_bytes});"

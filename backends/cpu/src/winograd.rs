@@ -344,16 +344,12 @@ pub(crate) fn lower(
     let panels = k_out.div_ceil(mr);
     let u_stride = panels * mr * c_in;
 
-    let (
-        buffers,
-        ConvSlots {
-            x: x_slot,
-            w: w_slot,
-            y: y_slot,
-            scratch: s_slot,
-            epilogue: e_slots,
-        },
-    ) = conv_slots(conv.x, BufferArg::Packed(0), scratch_bytes, &conv.chain.operands);
+    let (buffers, slots) = conv_slots(conv.x, BufferArg::Packed(0), scratch_bytes, &conv.chain.operands);
+    let ConvSlots {
+        scratch: s_slot,
+        epilogue: ref e_slots,
+        ..
+    } = slots;
     let mut p = Params::default();
     let batch = batch_param(conv.batch, conv.x);
     let tblocks = tiles.div_ceil(tblk);
@@ -366,14 +362,7 @@ pub(crate) fn lower(
     s.push_str(
         &microkernel(mr, nr, knobs.unroll_k, vw, &Expr::Acc, &[]).replace("void ukr(", &format!("void ukr_{entry}(")),
     );
-    let _ = writeln!(
-        s,
-        "void {entry}(void *const *bufs, const int64_t *p, int64_t part, int64_t num_parts) {{"
-    );
-    let _ = writeln!(s, "    (void)p;");
-    let _ = writeln!(s, "    const float *X = (const float *)bufs[{x_slot}];");
-    let _ = writeln!(s, "    const float *U = (const float *)bufs[{w_slot}];");
-    let _ = writeln!(s, "    float *Y = (float *)bufs[{y_slot}];");
+    slots.emit_entry(&mut s, &entry, "U");
     let _ = writeln!(
         s,
         "    char *S = (char *)bufs[{s_slot}] + part * (int64_t){scratch_bytes};"
